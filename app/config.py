@@ -1,0 +1,138 @@
+"""The one settings object: defaults, then `.env`, then environment variables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.errors import ConfigError
+from app.paths import DEFAULT_CHROMA_DIR, ENV_FILE, SAMPLE_DOCS_DIR, resolve
+
+Provider = Literal["auto", "ollama", "local"]
+RetrievalMode = Literal["similarity", "mmr", "hybrid"]
+
+
+class Settings(BaseSettings):
+    """Every key is listed, with its default and a comment, in `.env.example`."""
+
+    model_config = SettingsConfigDict(
+        env_file=ENV_FILE,
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- Providers -------------------------------------------------------------------------
+    embedding_provider: Provider = Field(
+        "auto", description="auto: Ollama when it answers and has the model, else local."
+    )
+    chat_provider: Provider = Field(
+        "auto", description="auto: Ollama when it answers and has the model, else local."
+    )
+    ollama_base_url: str = Field("http://localhost:11434", description="Where Ollama listens.")
+    ollama_embedding_model: str = Field("nomic-embed-text", description="Ollama embedding model.")
+    ollama_chat_model: str = Field("llama3.2", description="Ollama chat model.")
+    ollama_timeout: float = Field(
+        120.0, gt=0, description="Seconds to wait for any one Ollama response before giving up."
+    )
+    ollama_probe_timeout: float = Field(
+        2.0, gt=0, description="Seconds to wait when checking whether Ollama is there at all."
+    )
+    ollama_num_ctx: int = Field(
+        8192, ge=512, description="Chat context window sent to Ollama (its default truncates)."
+    )
+    ollama_embedding_num_ctx: int = Field(
+        2048, ge=128, description="Context window for the Ollama embedding model."
+    )
+    embedding_batch_size: int = Field(
+        64, ge=1, le=4096, description="Texts per embedding request."
+    )
+    local_chat_context: int = Field(
+        2048, ge=512, description="Context window of the embedded chat model (llama.cpp n_ctx)."
+    )
+    chat_temperature: float = Field(0.1, ge=0, le=2, description="Sampling temperature.")
+    max_answer_tokens: int = Field(
+        512, ge=16, description="Most tokens an answer may have; reserved in the context window."
+    )
+
+    # --- Vector store ----------------------------------------------------------------------
+    chroma_dir: Path = Field(DEFAULT_CHROMA_DIR, description="Persistent Chroma directory.")
+    collection_name: str = Field(
+        "", description="Empty: one collection per embedding model, named after it."
+    )
+    chroma_host: str = Field("", description="Set to use a Chroma server instead of chroma_dir.")
+    chroma_port: int = Field(8000, ge=1, le=65535, description="Chroma server port.")
+    chroma_ssl: bool = Field(False, description="Use HTTPS to reach the Chroma server.")
+    chroma_headers: dict[str, str] = Field(
+        default_factory=dict,
+        description='Extra HTTP headers for the Chroma server, as JSON: {"X-Token": "..."}.',
+    )
+
+    # --- Ingest ----------------------------------------------------------------------------
+    docs_dir: Path = Field(SAMPLE_DOCS_DIR, description="Folder ingested when no path is given.")
+    chunk_size: int = Field(800, ge=50, description="Most characters per chunk.")
+    chunk_overlap: int = Field(120, ge=0, description="Characters shared by neighbouring chunks.")
+    ingest_workers: int = Field(2, ge=1, le=64, description="Processes that parse files.")
+    parse_timeout: float = Field(120.0, gt=0, description="Seconds one file may take to parse.")
+    parse_memory_mb: int = Field(
+        2048, ge=256, description="Address space one parsing process may use, in MB."
+    )
+    max_file_mb: float = Field(50.0, gt=0, description="Larger files are skipped and reported.")
+    max_unzipped_mb: float = Field(
+        500.0, gt=0, description="DOCX/PPTX declaring more than this uncompressed are refused."
+    )
+    include_hidden: bool = Field(False, description="Also ingest hidden files and folders.")
+
+    # --- Retrieval -------------------------------------------------------------------------
+    retrieval_k: int = Field(4, ge=1, le=100, description="Chunks given to the model per question.")
+
+    @field_validator("chroma_dir", "docs_dir", mode="after")
+    @classmethod
+    def _anchor_to_project(cls, path: Path) -> Path:
+        return resolve(path)
+
+    @field_validator("ollama_base_url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {url!r}")
+        return url.rstrip("/")
+
+    @field_validator("chroma_headers", mode="before")
+    @classmethod
+    def _parse_headers(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f'must be a JSON object like {{"X-Token": "..."}}: {exc}') from exc
+        return value
+
+    @model_validator(mode="after")
+    def _check_chunking(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than "
+                f"CHUNK_SIZE ({self.chunk_size})"
+            )
+        return self
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning pydantic's report into lines that name the env variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key}: {message}")
+        raise ConfigError(
+            "Invalid configuration (check .env and your environment):\n" + "\n".join(lines)
+        ) from None

@@ -1,0 +1,126 @@
+"""`python -m app.ingest [PATH ...]`: make the collection match the files under PATH."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from app.cli import embeddings_for, err, out, run
+from app.config import Settings, load_settings
+from app.errors import ConfigError, ExitCode
+from app.sync import IngestReport, sync_collection
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.ingest",
+        description="Load, split, embed and store documents. Unchanged files are skipped; "
+        "edited and deleted files are brought up to date.",
+        epilog="Exit status: 0 every file went in; 2 bad arguments or settings; 3 some files "
+        "were skipped (listed with reasons); 4 model server failed; 5 store refused.",
+    )
+    parser.add_argument(
+        "paths", nargs="*", type=Path, help="folders or files (default: DOCS_DIR, data/docs)"
+    )
+    parser.add_argument("--rebuild", action="store_true", help="drop the collection, re-embed all")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser.parse_args(argv)
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.1f}/s" if task.speed else "", style="progress.data.speed")
+
+
+class RichProgress:
+    """Files parsed and chunks embedded, with rate and ETA; silent when not on a terminal."""
+
+    def __init__(self) -> None:
+        self.display = Progress(
+            TextColumn("{task.description:<8}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not err.is_terminal,
+            transient=False,
+        )
+        self.parse: TaskID = self.display.add_task("parse", total=0, visible=False)
+        self.embed: TaskID = self.display.add_task("embed", total=0, visible=False)
+
+    def files_to_parse(self, count: int) -> None:
+        self.display.update(self.parse, total=count, visible=count > 0)
+
+    def file_parsed(self) -> None:
+        self.display.advance(self.parse)
+
+    def chunks_to_embed(self, count: int) -> None:
+        task = self.display.tasks[self.embed]
+        self.display.update(self.embed, total=(task.total or 0) + count, visible=True)
+
+    def chunks_embedded(self, count: int) -> None:
+        self.display.advance(self.embed, count)
+
+
+def ingest(settings: Settings, paths: list[Path], *, rebuild: bool = False) -> IngestReport:
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise ConfigError("No such file or folder: " + ", ".join(str(p) for p in missing))
+    embeddings = embeddings_for(settings)
+    progress = RichProgress()
+    with progress.display:
+        return sync_collection(settings, paths, embeddings, rebuild=rebuild, progress=progress)
+
+
+def print_report(report: IngestReport) -> None:
+    files = Table(title=f"Collection {report.collection} ({report.embedding_model})")
+    for column in ("new", "changed", "unchanged", "deleted", "failed"):
+        files.add_column(f"files {column}", justify="right")
+    files.add_row(
+        *(str(n) for n in report.as_dict()["files"].values()),
+    )
+    chunks = Table(show_header=True)
+    for column in ("chunks added", "chunks kept", "chunks removed"):
+        chunks.add_column(column, justify="right")
+    chunks.add_row(str(report.chunks_added), str(report.chunks_kept), str(report.chunks_removed))
+    stages = Table(show_header=True)
+    for stage in report.seconds:
+        stages.add_column(f"{stage} s", justify="right")
+    stages.add_row(*(f"{s:.2f}" for s in report.seconds.values()))
+    out.print(files, chunks, stages)
+    for source, reason in sorted(report.failed.items()):
+        out.print(f"[yellow]skipped[/] {escape(source)}: {escape(reason)}", soft_wrap=True)
+
+
+@run
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = load_settings()
+    report = ingest(settings, args.paths or [settings.docs_dir], rebuild=args.rebuild)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print_report(report)
+    return int(ExitCode.OK if report.ok else ExitCode.PARTIAL)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,16 @@
+"""The one place that knows where the project's files live."""
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = PROJECT_ROOT / "data"
+SAMPLE_DOCS_DIR = DATA_DIR / "docs"
+SAMPLE_QUESTIONS = DATA_DIR / "eval" / "questions.jsonl"
+DEFAULT_CHROMA_DIR = DATA_DIR / "chroma"
+ENV_FILE = PROJECT_ROOT / ".env"
+
+
+def resolve(path: Path) -> Path:
+    """Relative paths in settings mean relative to the project root, wherever you run from."""
+    path = path.expanduser()
+    return path if path.is_absolute() else (PROJECT_ROOT / path)
