@@ -44,9 +44,11 @@ def build_session(settings: Settings, chain_name: str) -> Runnable:
             f"Ingested {len(report.new) + len(report.changed)} files "
             f"({report.chunks_added} chunks); {len(report.failed)} skipped."
         )
+    model, model_info = chat_model_for(settings)
     store = as_langchain_store(client, settings, embeddings)
-    retriever = store.as_retriever(search_kwargs={"k": settings.retrieval_k})
-    model, _ = chat_model_for(settings)
+    retriever = store.as_retriever(
+        search_kwargs={"k": settings.retrieval_k or model_info.default_k}
+    )
     return spec.build(settings, retriever, model)
 
 

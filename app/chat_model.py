@@ -21,12 +21,14 @@ class ChatModelInfo:
     provider: str
     name: str
     context_window: int  # tokens the prompt and the answer share
+    default_k: int  # chunks per question when RETRIEVAL_K is not set
 
 
 def chat_model_info(settings: Settings, choice: ProviderChoice) -> ChatModelInfo:
     if choice.provider == "ollama":
-        return ChatModelInfo("ollama", choice.model, settings.ollama_num_ctx)
-    return ChatModelInfo("local", LOCAL_CHAT_MODEL, settings.local_chat_context)
+        return ChatModelInfo("ollama", choice.model, settings.ollama_num_ctx, default_k=4)
+    # SmolLM2-135M answered 3 of 4 sample questions right from 2 chunks, 1 of 4 from 4.
+    return ChatModelInfo("local", LOCAL_CHAT_MODEL, settings.local_chat_context, default_k=2)
 
 
 def build_chat_model(settings: Settings, choice: ProviderChoice) -> BaseChatModel:

@@ -89,7 +89,13 @@ class Settings(BaseSettings):
     include_hidden: bool = Field(False, description="Also ingest hidden files and folders.")
 
     # --- Retrieval -------------------------------------------------------------------------
-    retrieval_k: int = Field(4, ge=1, le=100, description="Chunks given to the model per question.")
+    retrieval_k: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="Chunks given to the model per question. Empty: 4 for Ollama models, 2 for "
+        "the embedded SmolLM2, which loses the thread in longer contexts.",
+    )
 
     @field_validator("chroma_dir", "docs_dir", mode="after")
     @classmethod
