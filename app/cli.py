@@ -24,7 +24,7 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
-def run(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+def run(main: Callable[[list[str] | None], int]) -> Callable[..., int]:
     """Wrap an entry point: a LocalragError becomes its message and exit status, no traceback."""
 
     def wrapped(argv: list[str] | None = None) -> int:

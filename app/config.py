@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.errors import ConfigError
 from app.paths import DEFAULT_CHROMA_DIR, ENV_FILE, SAMPLE_DOCS_DIR, resolve
@@ -49,9 +49,7 @@ class Settings(BaseSettings):
     ollama_embedding_num_ctx: int = Field(
         2048, ge=128, description="Context window for the Ollama embedding model."
     )
-    embedding_batch_size: int = Field(
-        64, ge=1, le=4096, description="Texts per embedding request."
-    )
+    embedding_batch_size: int = Field(64, ge=1, le=4096, description="Texts per embedding request.")
     local_chat_context: int = Field(
         2048, ge=512, description="Context window of the embedded chat model (llama.cpp n_ctx)."
     )
@@ -68,7 +66,8 @@ class Settings(BaseSettings):
     chroma_host: str = Field("", description="Set to use a Chroma server instead of chroma_dir.")
     chroma_port: int = Field(8000, ge=1, le=65535, description="Chroma server port.")
     chroma_ssl: bool = Field(False, description="Use HTTPS to reach the Chroma server.")
-    chroma_headers: dict[str, str] = Field(
+    # NoDecode: our validator parses the JSON, so a typo gets a message that names the key.
+    chroma_headers: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description='Extra HTTP headers for the Chroma server, as JSON: {"X-Token": "..."}.',
     )

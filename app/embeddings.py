@@ -163,6 +163,7 @@ def _local_embeddings(settings: Settings) -> ModelEmbeddings:
 
     tokenizer = Tokenizer.from_file(os.path.join(model_path, "tokenizer.json"))
     tokenizer.no_truncation()
+    tokenizer.no_padding()  # the packaged tokenizer.json pads to 128, which would count as text
 
     def count_tokens(text: str) -> int:
         return len(tokenizer.encode(text).ids)  # [CLS] and [SEP] included

@@ -38,9 +38,9 @@ PROMPT = ChatPromptTemplate.from_messages([("system", SYSTEM_PROMPT), ("human", 
 
 def build_chain(settings: Settings, retriever: BaseRetriever, model: BaseChatModel) -> Runnable:
     """Input: {"question"}. Output (streamed): {"question", "context": [Document], "answer"}."""
-    retrieve = RunnablePassthrough.assign(
-        context=itemgetter("question") | retriever
-    ).with_config(run_name="retrieve")
+    retrieve = RunnablePassthrough.assign(context=itemgetter("question") | retriever).with_config(
+        run_name="retrieve"
+    )
     generate = RunnablePassthrough.assign(
         answer=RunnableLambda(_prompt_inputs) | PROMPT | model | StrOutputParser()
     ).with_config(run_name="generate")

@@ -1,0 +1,77 @@
+"""The offline default, end to end: real embedded models, real subprocesses, the sample corpus."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from app.paths import SAMPLE_QUESTIONS
+
+pytestmark = pytest.mark.integration
+
+
+def questions() -> list[dict]:
+    return [json.loads(line) for line in SAMPLE_QUESTIONS.read_text().splitlines() if line]
+
+
+def cited_files(stdout: str) -> list[str]:
+    """The `[n] path (page p)` lines printed under Sources:."""
+    block = stdout.split("Sources:", 1)[1]
+    return re.findall(r"^\[\d+\] (\S+)", block, flags=re.MULTILINE)
+
+
+def test_ingest_then_chat_cites_the_file_that_holds_the_answer(
+    run_module, sample_docs: Path
+) -> None:
+    ingest = run_module("app.ingest", str(sample_docs), "--json")
+    assert ingest.returncode == 0, ingest.stderr
+    report = json.loads(ingest.stdout)
+    assert report["embedding_model"] == "local/all-MiniLM-L6-v2"
+    assert report["files"]["new"] == len([p for p in sample_docs.rglob("*") if p.is_file()])
+    assert "Ollama is not answering" in ingest.stderr  # auto said why it chose local
+
+    chosen = [questions()[0], next(q for q in questions() if q["source"].endswith(".pdf"))]
+    for question in chosen:
+        chat = run_module("app.chat", "-q", question["question"], DOCS_DIR=str(sample_docs))
+        assert chat.returncode == 0, chat.stderr
+        assert "Traceback" not in chat.stderr
+        assert question["source"] in cited_files(chat.stdout)
+        assert "Chat model: local/SmolLM2-135M-Instruct" in chat.stderr
+
+
+def test_chat_on_an_empty_store_ingests_the_sample_docs_first(
+    run_module, sample_docs: Path
+) -> None:
+    question = questions()[0]
+    chat = run_module("app.chat", "-q", question["question"], DOCS_DIR=str(sample_docs))
+    assert chat.returncode == 0, chat.stderr
+    assert "The collection is empty: ingesting" in chat.stderr
+    assert question["source"] in cited_files(chat.stdout)
+    # the page is printed where it is known
+    pdf = run_module(
+        "app.chat",
+        "-q",
+        "Who is the director of the Corvane Hill observatory?",
+        DOCS_DIR=str(sample_docs),
+    )
+    assert re.search(
+        r"^\[\d+\] observatory/annual-report-2024\.pdf \(page \d\)$", pdf.stdout, flags=re.MULTILINE
+    ), pdf.stdout
+
+
+def test_local_models_are_read_from_packages_with_no_network(monkeypatch) -> None:
+    """The embedded embedding model loads from site-packages with the hub offline, and the
+    splitter's token counter is the model's own tokenizer."""
+    from app.config import Settings
+    from app.embeddings import build_embeddings
+    from app.providers import ProviderChoice
+
+    embeddings = build_embeddings(Settings(), ProviderChoice("local", "", "test"))
+    assert embeddings.count_tokens is not None
+    assert embeddings.count_tokens("hello world") == 4  # [CLS] hello world [SEP]
+    vector = embeddings.embed_query("tidal ferry")
+    assert len(vector) == 384
+    assert abs(sum(v * v for v in vector) - 1.0) < 1e-3  # normalised, for cosine

@@ -1,0 +1,77 @@
+"""Chunking: size and overlap from settings, a token cap for the model, stable ids."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.documents import Document
+
+from app.splitter import ChunkPolicy, chunk_id, split_documents
+
+pytestmark = pytest.mark.unit
+
+TEXT = "\n\n".join(f"Paragraph {i}: the ferry leaves at {i}:15 from pier {i}." for i in range(40))
+
+
+def doc(text: str = TEXT, **metadata: object) -> Document:
+    return Document(text, metadata={"source": "ferry/notes.md", **metadata})
+
+
+def test_chunks_respect_size_and_carry_index_count_and_source() -> None:
+    chunks = split_documents([doc()], ChunkPolicy(chunk_size=200, chunk_overlap=40))
+    assert len(chunks) > 5
+    assert all(len(c.page_content) <= 200 for c in chunks)
+    assert [c.metadata["chunk_index"] for c in chunks] == list(range(len(chunks)))
+    assert {c.metadata["chunk_count"] for c in chunks} == {len(chunks)}
+    assert {c.metadata["source"] for c in chunks} == {"ferry/notes.md"}
+
+
+def test_ids_are_deterministic_and_unique_even_for_repeated_text() -> None:
+    repeated = doc("Same line.\n\n" * 3 + TEXT)
+    first = split_documents([repeated], ChunkPolicy(chunk_size=60, chunk_overlap=0))
+    second = split_documents([repeated], ChunkPolicy(chunk_size=60, chunk_overlap=0))
+    assert [c.id for c in first] == [c.id for c in second]
+    assert len({c.id for c in first}) == len(first)
+
+
+def test_id_depends_on_source_and_text() -> None:
+    assert chunk_id("a.md", "x", 0) != chunk_id("b.md", "x", 0)
+    assert chunk_id("a.md", "x", 0) != chunk_id("a.md", "y", 0)
+    assert chunk_id("a.md", "x", 0) != chunk_id("a.md", "x", 1)
+
+
+def test_page_metadata_survives_splitting() -> None:
+    chunks = split_documents(
+        [doc("alpha " * 50, page=2), doc("beta " * 50, page=3)],
+        ChunkPolicy(chunk_size=100, chunk_overlap=0),
+    )
+    assert {c.metadata["page"] for c in chunks if "alpha" in c.page_content} == {2}
+    assert {c.metadata["page"] for c in chunks if "beta" in c.page_content} == {3}
+
+
+def test_token_cap_resplits_chunks_the_model_would_truncate() -> None:
+    # Digits cost one "token" each here, like word pieces for numbers: 300 characters of
+    # digits fit the character budget but not a 64-token model.
+    def count(text: str) -> int:
+        return sum(ch.isdigit() for ch in text) + len(text.split()) + 2
+
+    digits = " ".join("1234567890" for _ in range(27))
+    policy = ChunkPolicy(chunk_size=300, chunk_overlap=0, max_tokens=64, count_tokens=count)
+    chunks = split_documents([doc(digits)], policy)
+    assert len(chunks) > 1
+    assert all(count(c.page_content) <= 64 for c in chunks)
+
+
+def test_token_cap_leaves_room_for_the_task_prefix() -> None:
+    def count(text: str) -> int:
+        return len(text.split()) + 2
+
+    words = " ".join(f"w{i}" for i in range(200))
+    policy = ChunkPolicy(
+        chunk_size=5000,
+        chunk_overlap=0,
+        max_tokens=50,
+        count_tokens=count,
+        prefix="search document please: ",
+    )
+    chunks = split_documents([doc(words)], policy)
+    assert all(count(policy.prefix + c.page_content) <= 50 for c in chunks)
