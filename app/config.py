@@ -88,12 +88,26 @@ class Settings(BaseSettings):
     include_hidden: bool = Field(False, description="Also ingest hidden files and folders.")
 
     # --- Retrieval -------------------------------------------------------------------------
+    chain: str = Field("rag", description="Which chain answers: python -m app.chat --list-chains.")
+    retrieval_mode: RetrievalMode | None = Field(
+        None, description="similarity, mmr or hybrid (BM25 + vectors). Empty: the chain's choice."
+    )
     retrieval_k: int | None = Field(
         None,
         ge=1,
         le=100,
-        description="Chunks given to the model per question. Empty: 4 for Ollama models, 2 for "
-        "the embedded SmolLM2, which loses the thread in longer contexts.",
+        description="Chunks given to the model per question. Empty: the chain's choice, else 4 "
+        "for Ollama models and 2 for the embedded SmolLM2, which loses the thread in long contexts.",
+    )
+    fetch_k: int | None = Field(
+        None, ge=1, le=1000, description="Candidates fetched before MMR or fusion. Empty: 5 x k."
+    )
+    score_threshold: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="Below this cosine relevance nothing counts as found and the model is not "
+        "asked. Empty: 0.3 for the embedded MiniLM, off for other models.",
     )
 
     @field_validator("chroma_dir", "docs_dir", mode="after")

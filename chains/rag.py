@@ -1,22 +1,20 @@
-"""The default chain: retrieve, number the sources, answer only from them and cite [n]."""
+"""The default chain: answer only from the retrieved sources and cite them as [n]."""
 
 from __future__ import annotations
 
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.output_parsers import StrOutputParser
-from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
+from langchain_core.runnables import Runnable
 
-from chains.context import format_context
+from chains.answering import answering_chain
 
 if TYPE_CHECKING:
     from app.config import Settings
 
 DESCRIPTION = "Answers from your documents and cites them as [n]."
+RETRIEVAL: dict[str, Any] = {"mode": "similarity"}
 
 SYSTEM_PROMPT = """\
 Answer the question using only the sources in the user's message. Each source sits between \
@@ -33,19 +31,12 @@ Sources:
 
 Question: {question}"""
 
-PROMPT = ChatPromptTemplate.from_messages([("system", SYSTEM_PROMPT), ("human", QUESTION_PROMPT)])
-
 
 def build_chain(settings: Settings, retriever: BaseRetriever, model: BaseChatModel) -> Runnable:
-    """Input: {"question"}. Output (streamed): {"question", "context": [Document], "answer"}."""
-    retrieve = RunnablePassthrough.assign(context=itemgetter("question") | retriever).with_config(
-        run_name="retrieve"
-    )
-    generate = RunnablePassthrough.assign(
-        answer=RunnableLambda(_prompt_inputs) | PROMPT | model | StrOutputParser()
-    ).with_config(run_name="generate")
-    return (retrieve | generate).with_config(run_name="rag")
-
-
-def _prompt_inputs(inputs: dict[str, Any]) -> dict[str, str]:
-    return {"question": inputs["question"], "context": format_context(inputs["context"])}
+    return answering_chain(
+        system_prompt=SYSTEM_PROMPT,
+        question_prompt=QUESTION_PROMPT,
+        retriever=retriever,
+        model=model,
+        answer_reserve=settings.max_answer_tokens,
+    ).with_config(run_name="rag")

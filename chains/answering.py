@@ -1,0 +1,122 @@
+"""The shape every shipped chain shares; a domain chain supplies its prompts.
+
+    {"question", "history"} -> rewrite a follow-up into a standalone question -> retrieve
+    -> not found? fixed message, no model call -> fit the token budget -> prompt -> model -> text
+
+Streams {"standalone_question"}, then {"context": [Document]}, then {"answer": token}...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from operator import itemgetter
+from typing import Any
+
+from langchain_core.documents import Document
+from langchain_core.language_models import BaseChatModel
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import (
+    Runnable,
+    RunnableGenerator,
+    RunnableLambda,
+    RunnablePassthrough,
+)
+
+from chains.budget import context_window, fit_budget, token_counter
+from chains.context import format_context
+
+NOT_FOUND = "I could not find this in your documents. The nearest passages are listed below."
+
+REWRITE_PROMPT = ChatPromptTemplate.from_messages(
+    [
+        (
+            "system",
+            "Rewrite the user's last question so it can be understood without the conversation: "
+            "replace pronouns and references with what they refer to. Reply with the question "
+            "only, nothing else.",
+        ),
+        MessagesPlaceholder("history"),
+        ("human", "{question}"),
+    ]
+)
+
+
+def is_not_found(context: list[Document]) -> bool:
+    return not context or all(d.metadata.get("below_threshold") for d in context)
+
+
+def answering_chain(
+    *,
+    system_prompt: str,
+    question_prompt: str,
+    retriever: BaseRetriever,
+    model: BaseChatModel,
+    answer_reserve: int,
+) -> Runnable:
+    """`question_prompt` gets {context} and {question}; the system prompt gets nothing, so no
+    retrieved text can ever reach it."""
+    prompt = ChatPromptTemplate.from_messages(
+        [
+            ("system", system_prompt),
+            MessagesPlaceholder("history"),
+            ("human", question_prompt),
+        ]
+    )
+    count = token_counter(model)
+    budget = context_window(model) - answer_reserve
+    rewrite = (REWRITE_PROMPT | model | StrOutputParser()).with_config(run_name="rewrite")
+
+    def standalone(inputs: dict[str, Any]) -> str:
+        if not inputs.get("history"):
+            return str(inputs["question"])
+        rewritten = rewrite.invoke(inputs).strip().splitlines()
+        return rewritten[0].strip() if rewritten and rewritten[0].strip() else inputs["question"]
+
+    def fit(inputs: dict[str, Any]) -> dict[str, Any]:
+        fixed = system_prompt + question_prompt.format(context="", question=inputs["question"])
+        fitted = fit_budget(
+            budget=budget,
+            count=count,
+            fixed=fixed,
+            history=list(inputs.get("history") or []),
+            context=list(inputs["context"]),
+            render_context=format_context,
+        )
+        return inputs | {"history": fitted.history, "context": fitted.context}
+
+    generate = (
+        RunnableLambda(
+            lambda x: {
+                "question": x["question"],
+                "history": x["history"],
+                "context": format_context(x["context"]),
+            }
+        )
+        | prompt
+        | model
+        | StrOutputParser()
+    )
+
+    def answer_or_not_found(inputs: Iterator[dict[str, Any]]) -> Iterator[str]:
+        for item in inputs:
+            if is_not_found(item["context"]):
+                yield NOT_FOUND  # the model is never called
+            else:
+                yield from generate.stream(item)
+
+    return (
+        RunnablePassthrough.assign(history=lambda x: list(x.get("history") or []))
+        | RunnablePassthrough.assign(standalone_question=RunnableLambda(standalone))
+        | RunnablePassthrough.assign(
+            context=itemgetter("standalone_question") | retriever
+        ).with_config(run_name="retrieve")
+        | RunnableLambda(lambda x: x if is_not_found(x["context"]) else fit(x)).with_config(
+            run_name="fit_budget"
+        )
+        | RunnablePassthrough.assign(
+            answer=RunnableGenerator(answer_or_not_found)
+        ).with_config(run_name="generate")
+    )
+
