@@ -49,7 +49,8 @@ def retriever(corpus: tuple, **fields) -> DocumentRetriever:
 
 @pytest.mark.parametrize("mode", ["similarity", "mmr", "hybrid"])
 def test_each_mode_puts_the_answering_file_in_the_top_k(corpus: tuple, mode: str) -> None:
-    r = retriever(corpus, mode=mode, k=4, fetch_k=20, score_threshold=0.3)
+    threshold = corpus[1].info.default_threshold
+    r = retriever(corpus, mode=mode, k=4, fetch_k=20, score_threshold=threshold)
     misses = [
         q["question"]
         for q in ANSWERABLE
@@ -67,7 +68,7 @@ def test_every_document_carries_its_relevance_score(corpus: tuple) -> None:
 
 
 def test_threshold_marks_questions_outside_the_corpus_as_not_found(corpus: tuple) -> None:
-    r = retriever(corpus, k=3, score_threshold=0.3)
+    r = retriever(corpus, k=3, score_threshold=corpus[1].info.default_threshold)
     for q in OUTSIDE:
         docs = r.invoke(q["question"])
         assert docs, "the nearest passages are still returned"
