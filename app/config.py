@@ -107,7 +107,7 @@ class Settings(BaseSettings):
         ge=-1,
         le=1,
         description="Below this cosine relevance nothing counts as found and the model is not "
-        "asked. Empty: 0.2 for the embedded MiniLM, off for other models.",
+        "asked. Empty: 0.3 for the embedded MiniLM, off for other models.",
     )
 
     @field_validator("chroma_dir", "docs_dir", mode="after")

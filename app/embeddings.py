@@ -178,7 +178,7 @@ def _local_embeddings(settings: Settings) -> ModelEmbeddings:
             "local",
             LOCAL_EMBEDDING_MODEL,
             max_tokens=LOCAL_EMBEDDING_MAX_TOKENS,
-            default_threshold=0.2,
+            default_threshold=0.3,
         ),
         load,
         batch_size=settings.embedding_batch_size,
