@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     ingest_workers: int = Field(2, ge=1, le=64, description="Processes that parse files.")
     parse_timeout: float = Field(120.0, gt=0, description="Seconds one file may take to parse.")
     parse_memory_mb: int = Field(
-        2048, ge=256, description="Address space one parsing process may use, in MB."
+        2048, ge=1024, description="Address space one parsing process may use, in MB."
     )
     max_file_mb: float = Field(50.0, gt=0, description="Larger files are skipped and reported.")
     max_unzipped_mb: float = Field(

@@ -32,50 +32,70 @@ def discover(roots: Iterable[Path], *, include_hidden: bool = False) -> Discover
     """Every supported file under the roots, sorted, each named relative to its root.
 
     With several roots, names are relative to their common parent so they stay unique.
-    Symbolic links are never followed: a link out of the root would let a folder smuggle in
-    any file on the machine.
+    Symbolic links inside a root are never followed: a link out of the root would let a folder
+    smuggle in any file on the machine. A root is read even when it is a link: it was named.
     """
     roots = [Path(r).absolute() for r in roots]
     base = _common_base(roots)
     found: dict[str, SourceFile] = {}
     skipped: list[Skipped] = []
     for root in roots:
-        if root.is_file() and not root.is_symlink():
+        if not root.is_dir():
             _consider(root, base, found, skipped)
             continue
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+
+        def unreadable(error: OSError, root: Path = root) -> None:
+            # os.walk skips a folder it cannot list without a word; report it instead.
+            reason = f"folder cannot be read ({error.strerror})"
+            skipped.append(_skipped(_name(Path(error.filename or root), base), reason))
+
+        for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
             here = Path(dirpath)
             if not include_hidden:
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in list(dirnames):
                 if (here / name).is_symlink():
                     dirnames.remove(name)
-                    skipped.append(Skipped(_name(here / name, base), _link_reason(here / name, root)))
+                    skipped.append(
+                        _skipped(_name(here / name, base), _link_reason(here / name, root))
+                    )
             dirnames.sort()
             for name in sorted(filenames):
                 if name.startswith(".") and not include_hidden:
                     continue
                 path = here / name
                 if path.is_symlink():
-                    skipped.append(Skipped(_name(path, base), _link_reason(path, root)))
+                    skipped.append(_skipped(_name(path, base), _link_reason(path, root)))
                     continue
                 _consider(path, base, found, skipped)
     return Discovery(sorted(found.values(), key=lambda f: f.source), skipped)
 
 
-def _consider(
-    path: Path, base: Path, found: dict[str, SourceFile], skipped: list[Skipped]
-) -> None:
+def _consider(path: Path, base: Path, found: dict[str, SourceFile], skipped: list[Skipped]) -> None:
     source = _name(path, base)
-    if not path.is_file():
-        skipped.append(Skipped(source, "not a regular file"))
+    if _printable(source) != source:
+        # The store, the JSON report and the terminal all need text: such a name cannot be
+        # stored faithfully, so it is reported (bad bytes shown as \ufffd) instead.
+        skipped.append(_skipped(source, "file name is not valid UTF-8; rename the file"))
+    elif not path.is_file():
+        skipped.append(_skipped(source, "not a regular file"))
     elif path.suffix.lower() not in SUPPORTED_SUFFIXES:
         kind = path.suffix.lower() or "without an extension"
-        skipped.append(Skipped(source, f"unsupported file type ({kind})"))
+        skipped.append(_skipped(source, f"unsupported file type ({kind})"))
     elif not os.access(path, os.R_OK):
-        skipped.append(Skipped(source, "permission denied (not readable)"))
+        skipped.append(_skipped(source, "permission denied (not readable)"))
     else:
         found[source] = SourceFile(path, source)
+
+
+def _skipped(source: str, reason: str) -> Skipped:
+    return Skipped(_printable(source), _printable(reason))
+
+
+def _printable(text: str) -> str:
+    """Bytes of a file name that are not UTF-8 reach Python as lone surrogates, which printing
+    or storing would fail on: show them as U+FFFD."""
+    return os.fsencode(text).decode("utf-8", "replace")
 
 
 def _common_base(roots: list[Path]) -> Path:

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import csv
 import io
+import os
+import re
 import zipfile
 from dataclasses import dataclass
+from functools import cache
+from itertools import zip_longest
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
+
+if TYPE_CHECKING:
+    from unstructured_client import UnstructuredClient
 
 PDF_SUFFIXES = {".pdf"}
 PLAIN_TEXT_SUFFIXES = {".txt", ".text"}
 # Text formats unstructured reads; we decode them ourselves so a cp1252 file never fails.
-MARKUP_SUFFIXES = {".md", ".markdown", ".html", ".htm", ".csv", ".tsv"}
+MARKUP_SUFFIXES = {".md", ".markdown", ".html", ".htm"}
+TABLE_SUFFIXES = {".csv", ".tsv"}
 # Formats unstructured reads from raw bytes (an email declares its own charsets).
 BINARY_SUFFIXES = {".docx", ".pptx", ".eml"}
 OFFICE_SUFFIXES = {".docx", ".pptx"}
 SUPPORTED_SUFFIXES = frozenset(
-    PDF_SUFFIXES | PLAIN_TEXT_SUFFIXES | MARKUP_SUFFIXES | BINARY_SUFFIXES
+    PDF_SUFFIXES | PLAIN_TEXT_SUFFIXES | MARKUP_SUFFIXES | TABLE_SUFFIXES | BINARY_SUFFIXES
 )
 # Slides and PDF pages are what a reader can turn to; other formats get no page number.
 PAGED_SUFFIXES = {".pdf", ".pptx"}
@@ -41,8 +51,8 @@ def parse_file(path: Path, source: str, limits: ParseLimits = ParseLimits()) -> 
         raise UnreadableFile("empty file")
     if size > limits.max_file_bytes:
         raise UnreadableFile(
-            f"{size / 2**20:.1f} MB is over the size limit of "
-            f"{limits.max_file_bytes / 2**20:g} MB (MAX_FILE_MB)"
+            f"{_megabytes(size)} is over the size limit of "
+            f"{_megabytes(limits.max_file_bytes)} (MAX_FILE_MB)"
         )
     if suffix in OFFICE_SUFFIXES:
         _refuse_zip_bombs(path, suffix, limits)
@@ -50,6 +60,8 @@ def parse_file(path: Path, source: str, limits: ParseLimits = ParseLimits()) -> 
         pages = _read_pdf(path)
     elif suffix in PLAIN_TEXT_SUFFIXES:
         pages = [(None, decode_text(path.read_bytes()))]
+    elif suffix in TABLE_SUFFIXES:
+        pages = [(None, _read_table(decode_text(path.read_bytes()), suffix))]
     elif suffix in MARKUP_SUFFIXES:
         data = decode_text(path.read_bytes()).encode("utf-8")
         pages = _partition(path, suffix, data)
@@ -79,15 +91,67 @@ def decode_text(data: bytes) -> str:
     """UTF-8 (with or without BOM) or UTF-16 with BOM; else cp1252, else latin-1. Never fails
     on legacy encodings, but refuses binary data posing as text."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
-    if b"\x00" in data[:8192]:
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise UnreadableFile(f"damaged UTF-16 text ({exc.reason})") from exc
+    if b"\x00" in data:
         raise UnreadableFile("binary data, not text (it holds NUL bytes)")
     for encoding in ("utf-8-sig", "cp1252"):
         try:
-            return data.decode(encoding)
+            text = data.decode(encoding)
+            break
         except UnicodeDecodeError:
             continue
-    return data.decode("latin-1")
+    else:
+        text = data.decode("latin-1")
+    # Binary data without NUL bytes decodes as cp1252/latin-1 too; text has few control codes.
+    sample = text[:8192]
+    if len(_CONTROL_CHARACTERS.findall(sample)) > max(1, len(sample) // 10):
+        raise UnreadableFile("binary data, not text (it is full of control characters)")
+    return text
+
+
+# C0 and C1 control codes, except tab, newline, carriage return and form feed.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+
+
+def _read_table(text: str, suffix: str) -> str:
+    """CSV/TSV as one line per row, each value labelled with its column header.
+
+    A table flattened into one run of cells loses which value belongs to which column, and a
+    chunk cut from the middle of it loses the header; "departure: 07:15 | to: Gullhaven Isle"
+    keeps both in every chunk. Cells are joined with " | " because values often hold commas
+    and semicolons. The first row is taken as the header, as it nearly always is in CSV.
+    """
+    first_line = text.lstrip("\ufeff").partition("\n")[0]
+    # Excel in many locales writes ";"; pick whichever delimiter the header row uses most.
+    delimiter = "\t" if suffix == ".tsv" else max(",;\t|", key=first_line.count)
+    try:
+        rows = [_clean_cells(row) for row in csv.reader(io.StringIO(text), delimiter=delimiter)]
+    except csv.Error as exc:
+        raise UnreadableFile(f"damaged {suffix} file ({exc})") from exc
+    rows = [row for row in rows if any(row)]
+    if len(rows) < 2:
+        return _render_rows(rows)
+    header, *body = rows
+    return "\n".join(
+        " | ".join(
+            f"{label}: {value}" if label else value
+            for label, value in zip_longest(header, row, fillvalue="")
+            if value
+        )
+        for row in body
+    )
+
+
+def _render_rows(rows: list[list[str]]) -> str:
+    """One line per table row, cells joined with " | "."""
+    return "\n".join(" | ".join(cell for cell in row if cell) for row in rows if any(row))
+
+
+def _clean_cells(cells: list[str]) -> list[str]:
+    return [" ".join(cell.split()) for cell in cells]
 
 
 def _refuse_zip_bombs(path: Path, suffix: str, limits: ParseLimits) -> None:
@@ -98,9 +162,15 @@ def _refuse_zip_bombs(path: Path, suffix: str, limits: ParseLimits) -> None:
         raise UnreadableFile(f"not a valid {suffix} file (damaged, or not a zip archive)") from exc
     if declared > limits.max_unzipped_bytes:
         raise UnreadableFile(
-            f"declares {declared / 2**20:,.0f} MB uncompressed, over the "
-            f"{limits.max_unzipped_bytes / 2**20:g} MB limit (a zip bomb?)"
+            f"declares {_megabytes(declared)} uncompressed, over the "
+            f"{_megabytes(limits.max_unzipped_bytes)} limit of MAX_UNZIPPED_MB (a zip bomb?)"
         )
+
+
+def _megabytes(size: int) -> str:
+    # Three significant digits: "0.148 MB", "52.4 MB"; whole megabytes from 100 MB up.
+    megabytes = size / 2**20
+    return f"{megabytes:,.0f} MB" if megabytes >= 100 else f"{megabytes:.3g} MB"
 
 
 def _read_pdf(path: Path) -> list[tuple[int | None, str]]:
@@ -111,7 +181,9 @@ def _read_pdf(path: Path) -> list[tuple[int | None, str]]:
         reader = PdfReader(path, strict=False)
         if reader.is_encrypted and not reader.decrypt(""):
             raise UnreadableFile("encrypted PDF (needs a password)")
-        pages = [(number, page.extract_text() or "") for number, page in enumerate(reader.pages, 1)]
+        pages: list[tuple[int | None, str]] = [
+            (number, page.extract_text() or "") for number, page in enumerate(reader.pages, 1)
+        ]
     except UnreadableFile:
         raise
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
@@ -123,25 +195,70 @@ def _read_pdf(path: Path) -> list[tuple[int | None, str]]:
 
 def _partition(path: Path, suffix: str, data: bytes) -> list[tuple[int | None, str]]:
     """Partition with unstructured and join the elements of each page, in reading order."""
+    # unstructured sends a usage ping to its vendor when imported and on every partition
+    # unless opted out; this app promises to stay on the machine. Set before the import.
+    os.environ["SCARF_NO_ANALYTICS"] = os.environ["DO_NOT_TRACK"] = "1"
     from langchain_unstructured import UnstructuredLoader
 
     from loaders.spacy_model import use_packaged_spacy_model
 
     use_packaged_spacy_model()
     loader = UnstructuredLoader(
-        file=io.BytesIO(data), metadata_filename=path.name, content_type=_CONTENT_TYPES[suffix]
+        file=io.BytesIO(data),
+        metadata_filename=path.name,
+        content_type=_CONTENT_TYPES[suffix],
+        client=_unused_api_client(),
     )
     try:
         elements = loader.load()
-    except UnreadableFile:
-        raise
+    except (UnreadableFile, MemoryError):
+        raise  # a MemoryError is PARSE_MEMORY_MB's to report, not a damaged file
     except Exception as exc:
         # unstructured raises many types for damaged input; the worker reports which.
         raise UnreadableFile(f"could not be parsed ({type(exc).__name__}: {exc})") from exc
     pages: dict[int | None, list[str]] = {}
     for element in elements:
-        pages.setdefault(element.metadata.get("page_number"), []).append(element.page_content)
+        pages.setdefault(element.metadata.get("page_number"), []).append(_element_text(element))
+    if suffix == ".eml" and elements:
+        # The body alone loses who wrote, to whom and about what: put the headers first.
+        pages.setdefault(None, []).insert(0, _email_headers(elements[0].metadata))
     return [(page, "\n\n".join(texts)) for page, texts in pages.items()]
+
+
+@cache
+def _unused_api_client() -> UnstructuredClient:
+    """UnstructuredLoader builds an API client (and loads the CA bundle, ~0.1 s) per file
+    unless given one; it is never used when partitioning locally, so build one per process."""
+    from unstructured_client import UnstructuredClient
+
+    return UnstructuredClient()
+
+
+def _element_text(element: Document) -> str:
+    """A table as one line per row: unstructured flattens it into one run of cells."""
+    html = element.metadata.get("text_as_html")
+    if element.metadata.get("category") != "Table" or not html:
+        return element.page_content
+    import lxml.html
+
+    try:
+        table = lxml.html.fromstring(html)
+    except Exception:  # lxml raises several types on odd markup; the flat text still serves
+        return element.page_content
+    rows = [
+        _clean_cells([c.text_content() for c in tr.xpath("./td|./th")]) for tr in table.iter("tr")
+    ]
+    return _render_rows(rows) or element.page_content
+
+
+def _email_headers(metadata: dict[str, Any]) -> str:
+    fields = {
+        "Subject": metadata.get("subject"),
+        "From": ", ".join(metadata.get("sent_from") or []),
+        "To": ", ".join(metadata.get("sent_to") or []),
+        "Date": metadata.get("last_modified"),
+    }
+    return "\n".join(f"{name}: {value}" for name, value in fields.items() if value)
 
 
 _CONTENT_TYPES: dict[str, str] = {
@@ -149,8 +266,6 @@ _CONTENT_TYPES: dict[str, str] = {
     ".markdown": "text/markdown",
     ".html": "text/html",
     ".htm": "text/html",
-    ".csv": "text/csv",
-    ".tsv": "text/tsv",
     ".eml": "message/rfc822",
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",

@@ -1,13 +1,19 @@
-"""Parse files in worker processes with a time and memory limit, so no file can hang or kill a run."""
+"""Parse each file in a worker process with a time and memory limit: no file can hang or kill
+a run."""
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
+import os
 import resource
+import signal
+import sys
 from collections.abc import Iterator
+from concurrent.futures import Future, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures import as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from langchain_core.documents import Document
 from pebble import ProcessExpired, ProcessPool
@@ -33,27 +39,74 @@ class PoolLimits:
     workers: int = 2
     timeout_seconds: float = 120.0
     memory_mb: int = 2048
-    parse: ParseLimits = ParseLimits()
+    parse: ParseLimits = field(default_factory=ParseLimits)
 
 
-def _limit_memory(memory_mb: int) -> None:
+# A worker that ran out of memory exits with this status (see _parse_in_worker).
+OUT_OF_MEMORY_EXIT = 75
+
+
+def _start_worker(memory_mb: int) -> None:
+    """Pool initializer. It must not raise: pebble restarts a worker whose initializer fails,
+    forever, and the run would hang."""
+    # spaCy (which unstructured uses) imports torch through thinc whenever torch is installed
+    # (the `local` extra), though nothing parsed here needs it: that is ~450 MB of address
+    # space and seconds of start-up per worker. Workers only parse, so keep it out.
+    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
     # Address space, not resident size: a parser that tries to inflate a bomb gets a
     # MemoryError in its own process instead of the kernel's OOM killer picking a victim.
+    # Never above the hard limit, which setrlimit would refuse.
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = memory_mb * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def _parse_in_worker(file: SourceFile, limits: ParseLimits) -> list[Document] | str:
     try:
         return parse_file(file.path, file.source, limits)
-    except UnreadableFile as exc:
-        return str(exc)
-    except MemoryError:
-        return "parsing needed more memory than PARSE_MEMORY_MB allows"
-    except PermissionError:
-        return "permission denied (not readable)"
-    except Exception as exc:  # a parser bug on odd input must not end the run
+    except Exception as exc:
+        if _out_of_memory(exc):
+            # A failed allocation can leave a module half imported or a C library in a bad
+            # state, which would fail the next files this worker gets: end the process, so
+            # the pool starts a fresh one, and let the exit status carry the reason.
+            os._exit(OUT_OF_MEMORY_EXIT)
+        if isinstance(exc, UnreadableFile):
+            return str(exc)
+        if isinstance(exc, PermissionError):
+            return "permission denied (not readable)"
+        # a parser bug on odd input must not end the run
         return f"could not be parsed ({type(exc).__name__}: {exc})"
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation, also when a library wrapped it in an error of its own."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # exception chains are short; the bound guards against a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, MemoryError) or (
+            isinstance(seen, OSError) and seen.errno == errno.ENOMEM
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _died(exc: ProcessExpired, memory_mb: int) -> str:
+    code = exc.exitcode
+    if code == OUT_OF_MEMORY_EXIT:
+        return f"parsing needed more memory than PARSE_MEMORY_MB ({memory_mb} MB) allows"
+    if code is not None and code < 0:
+        # SIGKILL from the OOM killer, SIGABRT from a C++ bad_alloc, SIGSEGV from C code
+        # that did not check malloc: memory is the usual reason a parser process dies.
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else -code
+        return (
+            f"the parser process was killed ({name}); if it ran out of memory, "
+            f"raise PARSE_MEMORY_MB ({memory_mb} MB)"
+        )
+    return f"the parser process died (exit status {code})"
 
 
 def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Parsed | Failed]:
@@ -65,11 +118,11 @@ def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Pa
     context = multiprocessing.get_context("forkserver")
     with ProcessPool(
         max_workers=max(1, min(limits.workers, len(files))),
-        initializer=_limit_memory,
+        initializer=_start_worker,
         initargs=(limits.memory_mb,),
         context=context,
     ) as pool:
-        futures = {
+        futures: dict[Future[Any], SourceFile] = {
             pool.schedule(
                 _parse_in_worker, args=(f, limits.parse), timeout=limits.timeout_seconds
             ): f
@@ -82,11 +135,13 @@ def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Pa
                     result = future.result()
                 except FutureTimeout:
                     yield Failed(
-                        file, f"parsing took longer than {limits.timeout_seconds:g} s "
-                        "(PARSE_TIMEOUT)"
+                        file,
+                        f"parsing took longer than {limits.timeout_seconds:g} s (PARSE_TIMEOUT)",
                     )
                 except ProcessExpired as exc:
-                    yield Failed(file, f"the parser process died (exit code {exc.exitcode})")
+                    yield Failed(file, _died(exc, limits.memory_mb))
+                except Exception as exc:  # the pool itself failed (a result too big to send...)
+                    yield Failed(file, f"could not be parsed ({type(exc).__name__}: {exc})")
                 else:
                     yield Parsed(file, result) if isinstance(result, list) else Failed(file, result)
         finally:
