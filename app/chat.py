@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,6 +118,8 @@ def open_session(settings: Settings, chain_name: str, filters: list[SourceFilter
     """Wire embeddings, store, keyword index, chat model and chain; ingest samples if empty."""
     spec = _chain(chain_name)
     embeddings = embeddings_for(settings)
+    # The chat model is checked before a first ingest, so a missing one fails in seconds.
+    model, model_info = chat_model_for(settings)
     client = connect(settings)
     collection = open_collection(client, settings, embeddings.info)
     if collection is None or collection.count() == 0:
@@ -131,7 +134,6 @@ def open_session(settings: Settings, chain_name: str, filters: list[SourceFilter
             raise ConfigError(f"Nothing could be ingested from {settings.docs_dir}.")
     keyword_index = open_keyword_index(settings.chroma_dir, collection.name)
     keyword_index.follow(collection)
-    model, model_info = chat_model_for(settings)
     session = Session(
         settings, embeddings, collection, keyword_index, model, model_info, spec, filters
     )
@@ -285,10 +287,8 @@ def _enable_line_history() -> None:
         import readline
     except ImportError:
         return
-    try:
+    with contextlib.suppress(OSError):  # no history yet
         readline.read_history_file(HISTORY_FILE)
-    except OSError:
-        pass
     readline.set_history_length(1000)
     atexit.register(readline.write_history_file, HISTORY_FILE)
 

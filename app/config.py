@@ -97,7 +97,8 @@ class Settings(BaseSettings):
         ge=1,
         le=100,
         description="Chunks given to the model per question. Empty: the chain's choice, else 4 "
-        "for Ollama models and 2 for the embedded SmolLM2, which loses the thread in long contexts.",
+        "for Ollama models and 2 for the embedded SmolLM2, which loses the thread in long "
+        "contexts.",
     )
     fetch_k: int | None = Field(
         None, ge=1, le=1000, description="Candidates fetched before MMR or fusion. Empty: 5 x k."

@@ -47,8 +47,10 @@ class EmbeddingModelInfo:
 
 
 def ollama_model_info(model: str, num_ctx: int) -> EmbeddingModelInfo:
-    document_prefix, query_prefix = TASK_PREFIXES.get(model.split(":")[0], ("", ""))
-    return EmbeddingModelInfo("ollama", model, document_prefix, query_prefix, num_ctx)
+    # Ollama reads `nomic-embed-text` as `nomic-embed-text:latest`: one model, one collection.
+    name = model.removesuffix(":latest")
+    document_prefix, query_prefix = TASK_PREFIXES.get(name.split(":")[0], ("", ""))
+    return EmbeddingModelInfo("ollama", name, document_prefix, query_prefix, num_ctx)
 
 
 class ModelEmbeddings(Embeddings):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from chromadb.api.models.Collection import Collection
+    from chromadb.api.models.Collection import Collection as ChromaCollection
 
 READ_PAGE = 5000
 WORD = re.compile(r"\w+", re.UNICODE)
@@ -38,7 +38,7 @@ class KeywordIndex:
     def ids(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT chunk_id FROM chunks")}
 
-    def follow(self, collection: Collection) -> tuple[int, int]:
+    def follow(self, collection: ChromaCollection) -> tuple[int, int]:
         """Add what the collection gained, drop what it lost; returns (added, removed)."""
         stored = set(_all_ids(collection))
         indexed = self.ids()
@@ -56,7 +56,9 @@ class KeywordIndex:
                     "INSERT INTO chunks (text, chunk_id, source, type) VALUES (?, ?, ?, ?)",
                     [
                         (text or "", chunk_id, (meta or {}).get("source"), (meta or {}).get("type"))
-                        for chunk_id, text, meta in zip(page["ids"], documents, metadatas, strict=True)
+                        for chunk_id, text, meta in zip(
+                            page["ids"], documents, metadatas, strict=True
+                        )
                     ],
                 )
         return len(new), len(gone)
@@ -65,7 +67,7 @@ class KeywordIndex:
         return [row[0] for row in self.db.execute("SELECT DISTINCT source FROM chunks ORDER BY 1")]
 
     def search(
-        self, query: str, limit: int, allowed_sources: set[str] | None = None
+        self, query: str, limit: int, allowed_sources: Collection[str] | None = None
     ) -> list[tuple[str, float]]:
         """(chunk id, BM25 score) best first; higher is better."""
         terms = WORD.findall(query.lower())
@@ -85,7 +87,7 @@ class KeywordIndex:
         return hits[:limit]
 
 
-def _all_ids(collection: Collection) -> Iterator[str]:
+def _all_ids(collection: ChromaCollection) -> Iterator[str]:
     offset = 0
     while True:
         page: Any = collection.get(include=[], limit=READ_PAGE, offset=offset)

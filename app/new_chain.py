@@ -92,7 +92,7 @@ class FixedRetriever(BaseRetriever):
 class RecordingModel(GenericFakeChatModel):
     seen: list = []
 
-    def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[no-untyped-def]
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore
         type(self).seen.append(messages)
         return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
 

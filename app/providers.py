@@ -104,10 +104,11 @@ def explain_ollama_failure(
     setting = f"{role.upper()}_PROVIDER"
     model = settings.ollama_embedding_model if role == "embedding" else settings.ollama_chat_model
     if isinstance(exc, httpx.TimeoutException):
+        knob = "lower EMBEDDING_BATCH_SIZE" if role == "embedding" else "lower RETRIEVAL_K"
         return ProviderError(
             f"Ollama at {settings.ollama_base_url} did not answer within "
             f"{settings.ollama_timeout:g} s (OLLAMA_TIMEOUT). A CPU-only server can be slow: "
-            "raise OLLAMA_TIMEOUT, lower EMBEDDING_BATCH_SIZE, or use a smaller model."
+            f"raise OLLAMA_TIMEOUT, {knob}, or use a smaller model than '{model}'."
         )
     if isinstance(exc, ConnectionError | httpx.ConnectError | httpx.RemoteProtocolError):
         return ProviderError(ollama_down_message(settings, setting))
@@ -117,8 +118,9 @@ def explain_ollama_failure(
             return ProviderError(model_missing_message(settings, setting, model))
         if "context length" in text:
             knob = (
-                f"lower CHUNK_SIZE (now {settings.chunk_size}) or raise "
-                f"OLLAMA_EMBEDDING_NUM_CTX (now {settings.ollama_embedding_num_ctx})"
+                f"shorten the question, or for documents lower CHUNK_SIZE (now "
+                f"{settings.chunk_size}) or raise OLLAMA_EMBEDDING_NUM_CTX (now "
+                f"{settings.ollama_embedding_num_ctx})"
                 if role == "embedding"
                 else f"raise OLLAMA_NUM_CTX (now {settings.ollama_num_ctx}) or lower RETRIEVAL_K"
             )

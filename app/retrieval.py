@@ -18,7 +18,7 @@ from pydantic import ConfigDict
 from app.keyword_index import KeywordIndex
 
 if TYPE_CHECKING:
-    from chromadb.api.models.Collection import Collection
+    pass
 
 Mode = Literal["similarity", "mmr", "hybrid"]
 RRF_K = 60  # the constant from Cormack et al. (2009); damps the weight of top ranks
@@ -79,7 +79,9 @@ class DocumentRetriever(BaseRetriever):
             return []
         query_vector = self.embeddings.embed_query(query)
         candidates, vectors = self._vector_candidates(query_vector)
-        passing = [i for i, d in enumerate(candidates) if d.metadata["score"] >= self.score_threshold]
+        passing = [
+            i for i, d in enumerate(candidates) if d.metadata["score"] >= self.score_threshold
+        ]
         if not passing:
             # The threshold is on vector relevance in every mode: keyword hits on words like
             # "the" must not turn a question the documents cannot answer into a model call.

@@ -75,6 +75,8 @@ def answering_chain(
         return rewritten[0].strip() if rewritten and rewritten[0].strip() else inputs["question"]
 
     def fit(inputs: dict[str, Any]) -> dict[str, Any]:
+        if is_not_found(inputs["context"]):
+            return inputs  # nothing goes to the model, so nothing to fit
         fixed = system_prompt + question_prompt.format(context="", question=inputs["question"])
         fitted = fit_budget(
             budget=budget,
@@ -86,7 +88,7 @@ def answering_chain(
         )
         return inputs | {"history": fitted.history, "context": fitted.context}
 
-    generate = (
+    generate: Runnable = (
         RunnableLambda(
             lambda x: {
                 "question": x["question"],
@@ -112,11 +114,8 @@ def answering_chain(
         | RunnablePassthrough.assign(
             context=itemgetter("standalone_question") | retriever
         ).with_config(run_name="retrieve")
-        | RunnableLambda(lambda x: x if is_not_found(x["context"]) else fit(x)).with_config(
-            run_name="fit_budget"
+        | RunnableLambda(fit).with_config(run_name="fit_budget")
+        | RunnablePassthrough.assign(answer=RunnableGenerator(answer_or_not_found)).with_config(
+            run_name="generate"
         )
-        | RunnablePassthrough.assign(
-            answer=RunnableGenerator(answer_or_not_found)
-        ).with_config(run_name="generate")
     )
-

@@ -55,6 +55,4 @@ def get_chain(name: str) -> ChainSpec:
     try:
         return all_chains()[name]
     except KeyError:
-        raise ValueError(
-            f"Unknown chain {name!r}. Available: {', '.join(all_chains())}."
-        ) from None
+        raise ValueError(f"Unknown chain {name!r}. Available: {', '.join(all_chains())}.") from None

@@ -128,6 +128,7 @@ def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Pa
             ): f
             for f in files
         }
+        finished = False
         try:
             for future in as_completed(futures):
                 file = futures[future]
@@ -144,6 +145,12 @@ def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Pa
                     yield Failed(file, f"could not be parsed ({type(exc).__name__}: {exc})")
                 else:
                     yield Parsed(file, result) if isinstance(result, list) else Failed(file, result)
+            finished = True
         finally:
-            pool.stop()
+            # All done: let workers that are still starting up finish and leave (stopping them
+            # mid-start makes multiprocessing print a traceback). Abandoned: stop them now.
+            if finished:
+                pool.close()
+            else:
+                pool.stop()
             pool.join(timeout=10)
