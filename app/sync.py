@@ -4,8 +4,9 @@ The collection is its own bookkeeping: every chunk carries its file's fingerprin
 count, so there is no second record to drift from the store. A file is unchanged when the store
 holds exactly its `chunk_count` chunks, all with its current fingerprint; anything else (new,
 edited, half-written by a killed run) is parsed again, and only chunks whose ids are missing are
-embedded. Writes go add -> update -> delete, so a run killed at any point leaves a state the next
-run repairs.
+embedded. Each embedded batch is written at once (a killed run loses at most one batch of work),
+and a file's writes go add -> update -> delete; whatever point a run is killed at, the files it
+was writing are left incomplete by that rule, and the next run repairs them.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from app.vectorstore import (
     connect,
     create_collection,
     describe_store,
+    drop_collection,
     iter_metadatas,
     open_collection,
+    store_errors,
     writer_lock,
 )
 from loaders.discovery import discover
@@ -200,11 +203,14 @@ class _Sync:
                     fingerprints[file.source] = file_fingerprint(file.path, self.policy)
                 except OSError as exc:
                     report.failed[file.source] = f"cannot be read ({exc.strerror or exc})"
-        with self.clock("read store"):
-            self.collection = open_collection(self.client, self.settings, self.embeddings.info)
-            if rebuild and self.collection is not None:
-                self.client.delete_collection(self.collection.name)
+        with self.store("read store"):
+            if rebuild:
+                # Dropped without opening it: a collection another model made is exactly what
+                # the model check tells the user to rebuild.
+                drop_collection(self.client, self.settings, self.embeddings.info)
                 self.collection = None
+            else:
+                self.collection = open_collection(self.client, self.settings, self.embeddings.info)
             self.stored = self._read_stored()
 
         to_parse = []
@@ -225,11 +231,17 @@ class _Sync:
         written = self._ingest(to_parse)
         keep = written | set(report.unchanged)
         report.deleted = sorted(set(self.stored) - set(fingerprints))
-        with self.clock("store"):
+        with self.store("store"):
             for source in sorted(set(self.stored) - keep):
                 self._delete(self.stored[source].ids)
         report.seconds = self.clock.seconds | {"total": time.perf_counter() - started}
         return report
+
+    @contextmanager
+    def store(self, stage: str) -> Iterator[None]:
+        """A stage that talks to the store: timed, and a lost server is a StoreError."""
+        with self.clock(stage), store_errors(self.settings):
+            yield
 
     def _read_stored(self) -> dict[str, StoredFile]:
         stored: dict[str, StoredFile] = {}
@@ -276,62 +288,71 @@ class _Sync:
         if not pending:
             return set()
         chunks = [chunk for _, file_chunks in pending for chunk in file_chunks]
-        with self.clock("store"):
-            existing = self._existing_ids([c.id for c in chunks if c.id])
+        with self.store("store"):
+            existing = self._existing([c.id for c in chunks if c.id])
         missing = [c for c in chunks if c.id not in existing]
         kept = [c for c in chunks if c.id in existing]
         self.progress.chunks_to_embed(len(missing))
-        vectors: list[list[float]] = []
-        with self.clock("embed"):
-            step = self.embeddings.batch_size
-            for start in range(0, len(missing), step):
-                batch = missing[start : start + step]
-                vectors.extend(self.embeddings.embed_documents([c.page_content for c in batch]))
-                self.progress.chunks_embedded(len(batch))
-        with self.clock("store"):
-            collection = self._collection_for(vectors)
-            limit = self.client.get_max_batch_size()
-            # add -> update -> delete: a run killed in between leaves files the next run
-            # sees as incomplete and repairs.
-            for start in range(0, len(missing), limit):
-                batch = missing[start : start + limit]
-                collection.upsert(
-                    ids=[c.id for c in batch if c.id],
-                    embeddings=vectors[start : start + limit],  # type: ignore[arg-type]
-                    documents=[c.page_content for c in batch],
-                    metadatas=[c.metadata for c in batch],
-                )
-            for start in range(0, len(kept), limit):
-                batch = kept[start : start + limit]
-                collection.update(
-                    ids=[c.id for c in batch if c.id], metadatas=[c.metadata for c in batch]
-                )
+        # add -> update -> delete. Each embedded batch is written at once, so a killed run
+        # loses at most one batch of embedding work; a file is complete only when all its
+        # chunks carry its fingerprint and no stale chunk is left, so a run killed anywhere
+        # in between leaves files the next run sees as incomplete and repairs.
+        step = self.embeddings.batch_size
+        for start in range(0, len(missing), step):
+            batch = missing[start : start + step]
+            with self.clock("embed"):
+                vectors = self.embeddings.embed_documents([c.page_content for c in batch])
+            with self.store("store"):
+                self._upsert(batch, vectors)
+            self.progress.chunks_embedded(len(batch))
+        with self.store("store"):
+            if kept:
+                assert self.collection is not None  # kept chunks were found in it
+                limit = self.client.get_max_batch_size()
+                for start in range(0, len(kept), limit):
+                    batch = kept[start : start + limit]
+                    self.collection.update(
+                        ids=[str(c.id) for c in batch],
+                        metadatas=[_replacing(existing[str(c.id)], c.metadata) for c in batch],
+                    )
             for source, file_chunks in pending:
                 old = self.stored.get(source)
                 if old is not None:
-                    stale = old.ids - {c.id for c in file_chunks}
-                    self._delete(stale)
+                    self._delete(old.ids - {c.id for c in file_chunks})
         self.report.chunks_added += len(missing)
         self.report.chunks_kept += len(kept)
         return {source for source, _ in pending}
 
-    def _collection_for(self, vectors: list[list[float]]) -> Collection:
+    def _upsert(self, chunks: list[Document], vectors: list[list[float]]) -> None:
+        """Write embedded chunks, in requests no larger than the store accepts."""
+        if not chunks:
+            return
         if self.collection is None:
-            dimension = len(vectors[0]) if vectors else len(self.embeddings.embed_query("probe"))
             self.collection = create_collection(
-                self.client, self.settings, self.embeddings.info, dimension
+                self.client, self.settings, self.embeddings.info, len(vectors[0])
             )
-        if vectors:
-            check_dimension(self.collection, len(vectors[0]))
-        return self.collection
-
-    def _existing_ids(self, ids: list[str]) -> set[str]:
-        if self.collection is None or not ids:
-            return set()
+        check_dimension(self.collection, len(vectors[0]))
         limit = self.client.get_max_batch_size()
-        found: set[str] = set()
+        for start in range(0, len(chunks), limit):
+            batch = chunks[start : start + limit]
+            self.collection.upsert(
+                ids=[str(c.id) for c in batch],
+                embeddings=vectors[start : start + limit],  # type: ignore[arg-type]
+                documents=[c.page_content for c in batch],
+                metadatas=[c.metadata for c in batch],
+            )
+
+    def _existing(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The metadata of those of `ids` that the store holds."""
+        if self.collection is None or not ids:
+            return {}
+        limit = self.client.get_max_batch_size()
+        found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(ids), limit):
-            found.update(self.collection.get(ids=ids[start : start + limit], include=[])["ids"])
+            page = self.collection.get(ids=ids[start : start + limit], include=["metadatas"])
+            metadatas = page["metadatas"] or [{}] * len(page["ids"])
+            for chunk_id, metadata in zip(page["ids"], metadatas, strict=True):
+                found[chunk_id] = dict(metadata or {})
         return found
 
     def _delete(self, ids: set[str]) -> None:
@@ -342,3 +363,9 @@ class _Sync:
         for start in range(0, len(ordered), limit):
             self.collection.delete(ids=ordered[start : start + limit])
         self.report.chunks_removed += len(ids)
+
+
+def _replacing(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Metadata for `update` that replaces `old` with `new`: Chroma merges an update into the
+    stored metadata, and only a None value removes a key."""
+    return new | {key: None for key in old.keys() - new.keys()}

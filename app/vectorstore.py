@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import socket
 import sys
 from collections.abc import Iterator
@@ -59,7 +60,24 @@ def connect(settings: Settings) -> ClientAPI:
         settings.chroma_dir.mkdir(parents=True, exist_ok=True)
         return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
     except Exception as exc:  # chromadb raises plain ValueError/ConnectionError/OSError here
-        raise StoreError(f"Cannot open the vector store at {describe_store(settings)}: {exc}") from exc
+        raise StoreError(
+            f"Cannot open the vector store at {describe_store(settings)}: {exc}"
+        ) from exc
+
+
+@contextmanager
+def store_errors(settings: Settings) -> Iterator[None]:
+    """A Chroma server that goes away mid-run is a StoreError (exit 5), not a traceback."""
+    import httpx
+
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise StoreError(
+            f"Lost the connection to the vector store at {describe_store(settings)} "
+            f"({type(exc).__name__}: {exc}). Start it again and run the ingest once more: "
+            "it keeps what was written and does the rest."
+        ) from exc
 
 
 def open_collection(
@@ -79,6 +97,19 @@ def open_collection(
         raise
     check_model(collection, info)
     return collection
+
+
+def drop_collection(client: ClientAPI, settings: Settings, info: EmbeddingModelInfo) -> None:
+    """Delete this model's collection, whoever made it (`--rebuild`); no error if it is absent."""
+    from chromadb.errors import NotFoundError
+
+    try:
+        client.delete_collection(collection_name(settings, info))
+    except NotFoundError:
+        pass
+    except ValueError as exc:  # older clients say "does not exist" with a ValueError
+        if "does not exist" not in str(exc):
+            raise
 
 
 def create_collection(
@@ -149,9 +180,7 @@ def writer_lock(settings: Settings) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     target = (
-        f"server-{settings.chroma_host}-{settings.chroma_port}"
-        if settings.chroma_host
-        else "local"
+        f"server-{settings.chroma_host}-{settings.chroma_port}" if settings.chroma_host else "local"
     )
     settings.chroma_dir.mkdir(parents=True, exist_ok=True)
     lock_path = settings.chroma_dir / f"ingest-{re.sub(r'[^A-Za-z0-9.-]', '_', target)}.lock"
@@ -161,8 +190,8 @@ def writer_lock(settings: Settings) -> Iterator[None]:
         lock.acquire(timeout=0)
     except Timeout:
         raise StoreError(
-            f"Another ingest is writing to {describe_store(settings)} ({_describe_owner(owner_path)}). "
-            "Wait for it to finish; chat keeps working meanwhile."
+            f"Another ingest is writing to {describe_store(settings)} "
+            f"({_describe_owner(owner_path)}). Wait for it to finish; chat keeps working meanwhile."
         ) from None
     try:
         owner_path.write_text(
@@ -171,7 +200,7 @@ def writer_lock(settings: Settings) -> Iterator[None]:
                     "pid": os.getpid(),
                     "host": socket.gethostname(),
                     "started": datetime.now().isoformat(timespec="seconds"),
-                    "command": " ".join(sys.argv),
+                    "command": _command_line(),
                 }
             )
         )
@@ -179,6 +208,13 @@ def writer_lock(settings: Settings) -> Iterator[None]:
     finally:
         owner_path.unlink(missing_ok=True)
         lock.release()
+
+
+def _command_line() -> str:
+    """How this process was started, as typed: `python -m app.ingest docs`, not the path of
+    the module file that sys.argv[0] holds under -m."""
+    argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+    return shlex.join([Path(argv[0]).name, *argv[1:]])
 
 
 def _describe_owner(owner_path: Path) -> str:

@@ -1,0 +1,661 @@
+"""sync_collection keeps the collection equal to the chunks of the files under the roots.
+
+In-process and fast: a deterministic fake embedder that counts what it embeds, and parsing done
+serially in this process by a spy standing in for the worker pool (so a test can see which files
+were parsed). The helpers at the top (`read_store`, `assert_same_store`, `check_bookkeeping`,
+`assert_store_matches_folder`) are shared with the subprocess and server tests.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chromadb.api.models.Collection import Collection
+from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
+
+import app.sync
+from app.config import Settings, load_settings
+from app.embeddings import EmbeddingModelInfo, ModelEmbeddings
+from app.errors import StoreError
+from app.sync import IngestReport, chunk_policy, file_fingerprint, sync_collection
+from app.vectorstore import MODEL_KEY, collection_name, connect, open_collection
+from loaders.discovery import SourceFile, discover
+from loaders.parsers import UnreadableFile, parse_file
+from loaders.pool import Failed, Parsed, PoolLimits
+
+FAKE_INFO = EmbeddingModelInfo("fake", "fake-64")
+DIM = 64
+
+# --- Shared helpers ---------------------------------------------------------------------------
+
+
+@dataclass
+class StoreSnapshot:
+    """Everything a collection holds, read back from Chroma."""
+
+    ids: list[str] = field(default_factory=list)  # in the order Chroma returned them
+    documents: dict[str, str] = field(default_factory=dict)
+    metadatas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    embeddings: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def sources(self) -> set[str]:
+        return {str(m.get("source")) for m in self.metadatas.values()}
+
+    def ids_of(self, source: str) -> set[str]:
+        return {i for i, m in self.metadatas.items() if m.get("source") == source}
+
+
+def read_store(collection: Collection | None, page: int = 500) -> StoreSnapshot:
+    """Read every record (ids, documents, metadatas, embeddings), a page at a time."""
+    snapshot = StoreSnapshot()
+    if collection is None:
+        return snapshot
+    offset = 0
+    while True:
+        got = collection.get(
+            include=["documents", "metadatas", "embeddings"], limit=page, offset=offset
+        )
+        ids = list(got["ids"])
+        documents = got["documents"] or []
+        metadatas = got["metadatas"] or []
+        embeddings = got["embeddings"] if got["embeddings"] is not None else []
+        for i, chunk_id in enumerate(ids):
+            snapshot.ids.append(chunk_id)
+            snapshot.documents[chunk_id] = documents[i]
+            snapshot.metadatas[chunk_id] = dict(metadatas[i] or {})
+            snapshot.embeddings[chunk_id] = [float(x) for x in embeddings[i]]
+        if len(ids) < page:
+            return snapshot
+        offset += len(ids)
+
+
+def assert_same_store(actual: StoreSnapshot, expected: StoreSnapshot, what: str = "") -> None:
+    """Same ids (no duplicates, nothing missing, nothing extra), documents, metadatas, vectors."""
+    where = f" ({what})" if what else ""
+    duplicates = [i for i, n in Counter(actual.ids).items() if n > 1]
+    assert not duplicates, f"duplicate ids{where}: {duplicates[:5]}"
+    extra = set(actual.ids) - set(expected.ids)
+    missing = set(expected.ids) - set(actual.ids)
+    assert not extra, f"{len(extra)} orphan ids{where}, e.g. " + str(
+        [actual.metadatas[i] for i in sorted(extra)[:3]]
+    )
+    assert not missing, f"{len(missing)} ids missing{where}, e.g. " + str(
+        [expected.metadatas[i] for i in sorted(missing)[:3]]
+    )
+    bad_docs = [i for i in expected.ids if actual.documents[i] != expected.documents[i]]
+    assert not bad_docs, f"documents differ{where}: {bad_docs[:5]}"
+    bad_meta = [
+        (actual.metadatas[i], expected.metadatas[i])
+        for i in expected.ids
+        if actual.metadatas[i] != expected.metadatas[i]
+    ]
+    assert not bad_meta, f"metadatas differ{where} (actual, expected): {bad_meta[:3]}"
+    bad_vectors = [
+        i
+        for i in expected.ids
+        if len(actual.embeddings[i]) != len(expected.embeddings[i])
+        or any(
+            abs(a - b) > 1e-5
+            for a, b in zip(actual.embeddings[i], expected.embeddings[i], strict=True)
+        )
+    ]
+    assert not bad_vectors, f"embeddings differ{where}: {bad_vectors[:5]}"
+
+
+def check_bookkeeping(
+    snapshot: StoreSnapshot,
+    folder: Path,
+    settings: Settings,
+    embeddings: ModelEmbeddings,
+    *,
+    failed: AbstractSet[str] = frozenset(),
+) -> None:
+    """The metadata alone says the store is complete and current for every file in `folder`."""
+    assert len(snapshot.ids) == len(set(snapshot.ids)), "duplicate ids"
+    policy = chunk_policy(settings, embeddings)
+    files = {f.source: f for f in discover([folder]).files}
+    expected_sources = set(files) - set(failed)
+    assert snapshot.sources == expected_sources, (
+        f"sources in the store {sorted(snapshot.sources ^ expected_sources)} differ from the "
+        "files in the folder"
+    )
+    by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for metadata in snapshot.metadatas.values():
+        by_source[str(metadata["source"])].append(metadata)
+    for source, metadatas in by_source.items():
+        counts = {m["chunk_count"] for m in metadatas}
+        assert counts == {len(metadatas)}, f"{source}: chunk_count {counts}, {len(metadatas)} held"
+        indexes = sorted(m["chunk_index"] for m in metadatas)
+        assert indexes == list(range(len(metadatas))), f"{source}: chunk_index {indexes}"
+        hashes = {m["file_hash"] for m in metadatas}
+        current = file_fingerprint(files[source].path, policy)
+        assert hashes == {current}, f"{source}: file_hash {hashes}, file is {current}"
+
+
+def assert_store_matches_folder(
+    collection: Collection | None,
+    folder: Path,
+    *,
+    settings: Settings | None = None,
+    make_embeddings: Callable[[], ModelEmbeddings] | None = None,
+    failed: AbstractSet[str] = frozenset(),
+) -> StoreSnapshot:
+    """The store agrees with its own bookkeeping and equals a clean ingest of `folder` into a
+    fresh local CHROMA_DIR: same ids, metadatas, documents and vectors. Returns the snapshot."""
+    settings = settings or load_settings()
+    make_embeddings = make_embeddings or (lambda: fake_embeddings(settings)[0])
+    actual = read_store(collection)
+    check_bookkeeping(actual, folder, settings, make_embeddings(), failed=failed)
+    with tempfile.TemporaryDirectory(prefix="reference-chroma-") as reference_dir:
+        reference_settings = settings.model_copy(
+            update={"chroma_dir": Path(reference_dir), "chroma_host": ""}  # always local
+        )
+        embeddings = make_embeddings()
+        sync_collection(reference_settings, [folder], embeddings)
+        client = connect(reference_settings)
+        expected = read_store(open_collection(client, reference_settings, embeddings.info))
+    assert_same_store(actual, expected, "store vs a clean ingest of the folder")
+    return actual
+
+
+# --- Fakes and spies --------------------------------------------------------------------------
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+class CountingEmbeddings(Embeddings):
+    """DeterministicFakeEmbedding that counts texts and calls, and can fail on a given call."""
+
+    def __init__(self, size: int = DIM) -> None:
+        self.inner = DeterministicFakeEmbedding(size=size)
+        self.texts = 0
+        self.calls = 0
+        self.queries = 0
+        self.fail_on_call: int | None = None
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.calls += 1
+        if self.fail_on_call == self.calls:
+            raise SimulatedCrash(f"embedding call {self.calls}")
+        self.texts += len(texts)
+        return self.inner.embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        self.queries += 1
+        return self.inner.embed_query(text)
+
+
+def fake_embeddings(
+    settings: Settings, info: EmbeddingModelInfo = FAKE_INFO, size: int = DIM
+) -> tuple[ModelEmbeddings, CountingEmbeddings]:
+    counter = CountingEmbeddings(size)
+    return ModelEmbeddings(info, lambda: counter, batch_size=settings.embedding_batch_size), counter
+
+
+class ParseSpy:
+    """Stands in for `parse_in_workers`: records the files asked for, parses them here."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(self, files: list[SourceFile], limits: PoolLimits) -> Iterator[Parsed | Failed]:
+        self.calls.append([f.source for f in files])
+        return self._parse(files, limits)
+
+    @staticmethod
+    def _parse(files: list[SourceFile], limits: PoolLimits) -> Iterator[Parsed | Failed]:
+        for file in files:
+            try:
+                yield Parsed(file, parse_file(file.path, file.source, limits.parse))
+            except UnreadableFile as exc:
+                yield Failed(file, str(exc))
+
+    @property
+    def parsed(self) -> list[str]:
+        return [source for call in self.calls for source in call]
+
+    def reset(self) -> None:
+        self.calls.clear()
+
+
+class WriteRecorder:
+    """Wraps every call that changes the store; can raise SimulatedCrash at write number N."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.writes: list[tuple[str, int]] = []  # (operation, number of ids)
+        self.gets: list[int] = []
+        self.crash_at: int | None = None
+        for name in ("upsert", "update", "delete", "add"):
+            monkeypatch.setattr(Collection, name, self._wrap(name, getattr(Collection, name)))
+        for name in ("create_collection", "drop_collection"):
+            monkeypatch.setattr(app.sync, name, self._wrap(name, getattr(app.sync, name)))
+        real_get = Collection.get
+
+        def get(collection: Collection, *args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("ids") is not None:
+                self.gets.append(len(kwargs["ids"]))
+            return real_get(collection, *args, **kwargs)
+
+        monkeypatch.setattr(Collection, "get", get)
+
+    def _wrap(self, name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if self.crash_at == len(self.writes) + 1:
+                raise SimulatedCrash(f"before write {self.crash_at} ({name})")
+            self.writes.append((name, len(kwargs.get("ids") or [])))
+            return real(*args, **kwargs)
+
+        return wrapped
+
+    def count(self, name: str) -> int:
+        return sum(1 for op, _ in self.writes if op == name)
+
+
+# --- Fixtures ---------------------------------------------------------------------------------
+
+
+def paragraph(topic: str, n: int) -> str:
+    return (
+        f"Paragraph {n} about {topic}. The harbour master of Brindlemoor logged tide number "
+        f"{n * 7 + len(topic)} for {topic}, and the ferry kept its timetable that day."
+    )
+
+
+def write_doc(path: Path, topic: str, paragraphs: int = 5) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join(paragraph(topic, n) for n in range(paragraphs)) + "\n")
+
+
+@pytest.fixture
+def settings() -> Settings:
+    # ~150-character paragraphs and 200-character chunks: one paragraph per chunk.
+    return load_settings(chunk_size=200, chunk_overlap=20, embedding_batch_size=8)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "corpus"
+    for name in ("alpha", "beta", "gamma", "delta"):
+        write_doc(root / f"{name}.txt", name)
+    write_doc(root / "sub" / "epsilon.txt", "epsilon", 7)
+    write_doc(root / "sub" / "deeper" / "zeta.txt", "zeta", 3)
+    return root
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> ParseSpy:
+    parse_spy = ParseSpy()
+    monkeypatch.setattr(app.sync, "parse_in_workers", parse_spy)
+    return parse_spy
+
+
+def collection_of(settings: Settings, info: EmbeddingModelInfo = FAKE_INFO) -> Collection | None:
+    return open_collection(connect(settings), settings, info)
+
+
+def all_sources(folder: Path) -> list[str]:
+    return [f.source for f in discover([folder]).files]
+
+
+def ingest(settings: Settings, folder: Path, **kwargs: Any) -> tuple[IngestReport, int]:
+    """One run with a fresh counting embedder; returns the report and the texts embedded."""
+    embeddings, counter = fake_embeddings(settings)
+    report = sync_collection(settings, [folder], embeddings, **kwargs)
+    return report, counter.texts
+
+
+# --- Sync semantics ---------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_first_run_adds_every_chunk(settings: Settings, folder: Path, spy: ParseSpy) -> None:
+    report, embedded = ingest(settings, folder)
+
+    assert report.ok
+    assert sorted(report.new) == all_sources(folder)
+    assert report.changed == report.unchanged == report.deleted == []
+    snapshot = assert_store_matches_folder(collection_of(settings), folder, settings=settings)
+    assert report.chunks_added == embedded == len(snapshot.ids) > len(all_sources(folder))
+    assert report.chunks_removed == report.chunks_kept == 0
+    metadata = next(iter(snapshot.metadatas.values()))
+    assert {"source", "file_hash", "chunk_index", "chunk_count", "type"} <= set(metadata)
+
+
+@pytest.mark.unit
+def test_unchanged_folder_is_neither_parsed_nor_embedded(
+    settings: Settings, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app.sync, "parse_in_workers", ParseSpy())
+    ingest(settings, folder)
+    before = read_store(collection_of(settings))
+    # Touching a file changes its mtime, not its content: still unchanged (a content hash).
+    (folder / "alpha.txt").touch()
+
+    # The real parse_in_workers this time, with a pool and parser that must not be used.
+    import loaders.pool
+
+    monkeypatch.setattr(app.sync, "parse_in_workers", loaders.pool.parse_in_workers)
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an unchanged folder started the parsing pool")
+
+    monkeypatch.setattr(loaders.pool, "ProcessPool", forbidden)
+    monkeypatch.setattr(loaders.pool, "parse_file", forbidden)
+    report, embedded = ingest(settings, folder)
+
+    assert report.ok
+    assert sorted(report.unchanged) == all_sources(folder)
+    assert report.new == report.changed == report.deleted == []
+    assert embedded == 0
+    assert report.chunks_added == report.chunks_kept == report.chunks_removed == 0
+    assert_same_store(read_store(collection_of(settings)), before, "after an unchanged run")
+
+
+@pytest.mark.unit
+def test_edited_file_is_rechunked_alone_and_its_stale_chunks_removed(
+    settings: Settings, folder: Path, spy: ParseSpy
+) -> None:
+    ingest(settings, folder)
+    before = read_store(collection_of(settings))
+    old_ids = before.ids_of("sub/epsilon.txt")
+    text = (folder / "sub" / "epsilon.txt").read_text()
+    edited = text.replace(paragraph("epsilon", 3), paragraph("the lighthouse", 3))
+    edited += "\n" + paragraph("epsilon", 99) + "\n"
+    (folder / "sub" / "epsilon.txt").write_text(edited)
+    spy.reset()
+
+    report, embedded = ingest(settings, folder)
+
+    assert spy.parsed == ["sub/epsilon.txt"]
+    assert report.changed == ["sub/epsilon.txt"]
+    assert sorted(report.unchanged) == sorted(set(all_sources(folder)) - {"sub/epsilon.txt"})
+    after = read_store(collection_of(settings))
+    new_ids = after.ids_of("sub/epsilon.txt")
+    # Paragraph 3 replaced (one chunk gone, one new) and one appended: 2 embedded, 6 kept.
+    assert report.chunks_added == embedded == len(new_ids - old_ids) == 2
+    assert report.chunks_kept == len(new_ids & old_ids) == 6
+    assert report.chunks_removed == len(old_ids - new_ids) == 1
+    assert not (old_ids - new_ids) & set(after.ids)
+    # Kept chunks keep their vectors and get the new fingerprint, index and count.
+    for chunk_id in new_ids & old_ids:
+        assert after.embeddings[chunk_id] == before.embeddings[chunk_id]
+        assert after.metadatas[chunk_id]["chunk_count"] == 8
+        assert after.metadatas[chunk_id]["file_hash"] != before.metadatas[chunk_id]["file_hash"]
+    # Other files' records are untouched.
+    for chunk_id in set(before.ids) - old_ids:
+        assert after.metadatas[chunk_id] == before.metadatas[chunk_id]
+    assert_store_matches_folder(collection_of(settings), folder, settings=settings)
+
+
+@pytest.mark.unit
+def test_deleted_and_added_files(settings: Settings, folder: Path, spy: ParseSpy) -> None:
+    ingest(settings, folder)
+    gone = read_store(collection_of(settings)).ids_of("beta.txt")
+    (folder / "beta.txt").unlink()
+    write_doc(folder / "sub" / "eta.txt", "eta", 4)
+    spy.reset()
+
+    report, embedded = ingest(settings, folder)
+
+    assert report.deleted == ["beta.txt"]
+    assert report.new == ["sub/eta.txt"]
+    assert spy.parsed == ["sub/eta.txt"]
+    assert embedded == report.chunks_added == 4
+    assert report.chunks_removed == len(gone) == 5
+    snapshot = assert_store_matches_folder(collection_of(settings), folder, settings=settings)
+    assert not gone & set(snapshot.ids)
+    assert "beta.txt" not in snapshot.sources
+
+
+@pytest.mark.unit
+def test_rebuild_re_embeds_everything(settings: Settings, folder: Path, spy: ParseSpy) -> None:
+    first, _ = ingest(settings, folder)
+    spy.reset()
+
+    report, embedded = ingest(settings, folder, rebuild=True)
+
+    assert sorted(report.new) == sorted(spy.parsed) == all_sources(folder)
+    assert embedded == report.chunks_added == first.chunks_added
+    assert_store_matches_folder(collection_of(settings), folder, settings=settings)
+
+
+@pytest.mark.unit
+def test_a_file_that_stops_parsing_loses_its_chunks(
+    settings: Settings, folder: Path, spy: ParseSpy
+) -> None:
+    ingest(settings, folder)
+    (folder / "gamma.txt").write_bytes(b"")  # parses no more: "empty file"
+
+    report, _ = ingest(settings, folder)
+
+    assert report.failed == {"gamma.txt": "empty file"}
+    assert not report.ok
+    assert_store_matches_folder(
+        collection_of(settings), folder, settings=settings, failed={"gamma.txt"}
+    )
+
+
+@pytest.mark.unit
+def test_bookkeeping_repairs_damaged_records(
+    settings: Settings, folder: Path, spy: ParseSpy
+) -> None:
+    """Whatever a half-finished run leaves (missing chunks, old fingerprints, strays), the next
+    run parses just those files and ends equal to a clean ingest."""
+    ingest(settings, folder)
+    collection = collection_of(settings)
+    assert collection is not None
+    snapshot = read_store(collection)
+    collection.delete(ids=sorted(snapshot.ids_of("alpha.txt"))[:2])  # chunks missing
+    beta = sorted(snapshot.ids_of("beta.txt"))[0]
+    # An old fingerprint, and a key the current pipeline no longer writes (the chunk is kept:
+    # its metadata must end up as a clean ingest writes it, not merged with the old).
+    old_metadata = snapshot.metadatas[beta] | {"file_hash": "old", "obsolete": "x"}
+    collection.update(ids=[beta], metadatas=[old_metadata])
+    stray = snapshot.metadatas[sorted(snapshot.ids_of("gamma.txt"))[0]] | {"chunk_index": 9}
+    vectors: Any = [[0.1] * DIM]
+    collection.upsert(ids=["stray"], documents=["stray"], metadatas=[stray], embeddings=vectors)
+    orphan = {"source": "gone.txt"}
+    collection.upsert(ids=["orphan"], documents=["x"], metadatas=[orphan], embeddings=vectors)
+    spy.reset()
+
+    report, embedded = ingest(settings, folder)
+
+    assert sorted(report.changed) == sorted(spy.parsed) == ["alpha.txt", "beta.txt", "gamma.txt"]
+    assert report.deleted == ["gone.txt"]
+    assert embedded == 2
+    assert_store_matches_folder(collection_of(settings), folder, settings=settings)
+
+
+# --- Crash safety, deterministically: stop the run before each write in turn ------------------
+
+
+def make_versions(tmp_path: Path) -> tuple[Path, Path]:
+    """Two versions of one corpus: B edits, deletes, adds and keeps files of A."""
+    a, b = tmp_path / "version-a", tmp_path / "version-b"
+    for root in (a, b):
+        for name in ("alpha", "beta", "gamma"):
+            write_doc(root / f"{name}.txt", name, 6)
+        write_doc(root / "sub" / "delta.txt", "delta", 4)
+    write_doc(a / "old.txt", "old", 5)
+    write_doc(a / "sub" / "old2.txt", "old2", 3)
+    write_doc(b / "new.txt", "new", 5)
+    for name in ("alpha", "gamma"):  # edits that keep some chunks and replace others
+        text = (b / f"{name}.txt").read_text()
+        text = text.replace(paragraph(name, 2), f"Rewritten paragraph two of {name}.")
+        (b / f"{name}.txt").write_text(text + paragraph(name, 50) + "\n")
+    text = (b / "sub" / "delta.txt").read_text()  # an edit that only removes chunks
+    (b / "sub" / "delta.txt").write_text(text.replace(paragraph("delta", 1), ""))
+    return a, b
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("rebuild", [False, True], ids=["sync", "rebuild"])
+def test_a_run_stopped_before_any_write_is_repaired_by_the_next(
+    settings: Settings,
+    tmp_path: Path,
+    spy: ParseSpy,
+    monkeypatch: pytest.MonkeyPatch,
+    rebuild: bool,
+) -> None:
+    """Version A is in the store; a run for version B stops before its 1st, 2nd, ... write
+    (writes are the only steps that change the store, so this visits every state a killed run
+    can leave, given that each Chroma call is atomic); the next run must end equal to a clean
+    ingest of B. Small batches make many writes."""
+    limit = BatchLimit(monkeypatch, 1000)
+    version_a, version_b = make_versions(tmp_path)
+    recorder = WriteRecorder(monkeypatch)
+    reference_settings = settings.model_copy(update={"chroma_dir": tmp_path / "reference"})
+    ingest(reference_settings, version_b)
+    expected = read_store(collection_of(reference_settings))
+
+    crash_at, stopped_runs, states = 1, 0, set()
+    while True:
+        store = settings.model_copy(update={"chroma_dir": tmp_path / f"store-{crash_at}"})
+        ingest(store.model_copy(update={"embedding_batch_size": 64}), version_a)
+        recorder.writes.clear()
+        recorder.crash_at, limit.value = crash_at, 3
+        try:
+            ingest(store, version_b, rebuild=rebuild)
+        except SimulatedCrash:
+            stopped_runs += 1
+        else:
+            break  # fewer writes than crash_at: the run completed
+        finally:
+            recorder.crash_at, limit.value = None, 1000
+        left = read_store(collection_of(store))
+        states.add(frozenset((i, str(m)) for i, m in left.metadatas.items()))
+        ingest(store.model_copy(update={"embedding_batch_size": 64}), version_b)
+        assert_same_store(
+            read_store(collection_of(store)), expected, f"stopped before write {crash_at}"
+        )
+        crash_at += 1
+
+    kinds = {op for op, _ in recorder.writes}
+    assert stopped_runs == len(recorder.writes) >= 10
+    if rebuild:
+        assert kinds == {"drop_collection", "create_collection", "upsert"}
+    else:
+        assert kinds == {"upsert", "update", "delete"}
+    assert len(states) >= stopped_runs - 1  # the stops really left different states
+
+
+@pytest.mark.unit
+def test_a_run_failing_in_the_embedder_keeps_what_it_wrote(
+    settings: Settings, tmp_path: Path, spy: ParseSpy
+) -> None:
+    """An embedding failure mid-run (a model server that goes away) keeps the batches already
+    written, and the next run embeds only what is missing."""
+    _, folder = make_versions(tmp_path)
+    embeddings, counter = fake_embeddings(settings)
+    counter.fail_on_call = 3
+    with pytest.raises(SimulatedCrash):
+        sync_collection(settings, [folder], embeddings)
+    written = set(read_store(collection_of(settings)).ids)
+    assert len(written) == 2 * settings.embedding_batch_size
+
+    report, embedded = ingest(settings, folder)
+
+    final = assert_store_matches_folder(collection_of(settings), folder, settings=settings)
+    assert written < set(final.ids)
+    assert embedded == report.chunks_added == len(final.ids) - len(written)
+
+
+# --- Model guard and batch limits -------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_another_model_never_writes_into_a_collection(
+    settings: Settings, folder: Path, spy: ParseSpy
+) -> None:
+    shared = settings.model_copy(update={"collection_name": "shared"})
+    ingest(shared, folder)
+    before = read_store(collection_of(shared))
+    (folder / "alpha.txt").write_text("Edited, so there would be something to write.\n")
+    other, counter = fake_embeddings(shared, EmbeddingModelInfo("fake", "other-64"))
+
+    with pytest.raises(StoreError, match=r"fake/fake-64.*fake/other-64"):
+        sync_collection(shared, [folder], other)
+
+    assert counter.texts == counter.queries == 0
+    assert_same_store(read_store(collection_of(shared)), before, "after the refused run")
+    # --rebuild is what the message suggests: it replaces the collection with the new model's.
+    report = sync_collection(shared, [folder], other, rebuild=True)
+    assert sorted(report.new) == all_sources(folder)
+    collection = collection_of(shared, other.info)
+    assert collection is not None
+    assert collection.metadata[MODEL_KEY] == "fake/other-64"
+    # Default names are per model, so two models never even meet in one collection.
+    assert collection_name(settings, FAKE_INFO) != collection_name(settings, other.info)
+
+
+@pytest.mark.unit
+def test_a_model_whose_dimension_changed_is_refused(
+    settings: Settings, folder: Path, spy: ParseSpy
+) -> None:
+    ingest(settings, folder)
+    (folder / "alpha.txt").write_text("Edited, so there is something to embed.\n")
+    embeddings, _ = fake_embeddings(settings, size=32)
+    with pytest.raises(StoreError, match="64-dimensional"):
+        sync_collection(settings, [folder], embeddings)
+
+
+class BatchLimit:
+    """Patches the clients sync_collection opens to report `value` as their max batch size."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, value: int) -> None:
+        self.value = value
+        real_connect = app.sync.connect
+
+        def connect_small(settings: Settings) -> Any:
+            client = real_connect(settings)
+            monkeypatch.setattr(client, "get_max_batch_size", lambda: self.value)
+            return client
+
+        monkeypatch.setattr(app.sync, "connect", connect_small)
+
+
+@pytest.mark.unit
+def test_writes_are_split_under_the_stores_max_batch_size(
+    settings: Settings, folder: Path, spy: ParseSpy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = 5
+    BatchLimit(monkeypatch, limit)
+    monkeypatch.setattr("app.vectorstore.READ_PAGE", 7)  # reading back pages, too
+    recorder = WriteRecorder(monkeypatch)
+
+    first, _ = ingest(settings, folder)
+
+    chunks = first.chunks_added
+    batch = settings.embedding_batch_size
+    assert chunks > 3 * batch
+    expected_upserts = sum(
+        math.ceil(min(batch, chunks - start) / limit) for start in range(0, chunks, batch)
+    )
+    assert recorder.count("upsert") == expected_upserts
+    assert sum(n for op, n in recorder.writes if op == "upsert") == chunks
+
+    # Edit every file (most chunks kept: updates) and delete one (deletes): all under the limit.
+    for path in sorted(folder.rglob("*.txt")):
+        path.write_text(path.read_text().replace("Paragraph 0 ", "Paragraph zero "))
+    (folder / "alpha.txt").unlink()
+    recorder.writes.clear()
+    report, _ = ingest(settings, folder)
+
+    assert report.chunks_kept > limit
+    assert report.chunks_removed > limit
+    assert recorder.count("update") == math.ceil(report.chunks_kept / limit)
+    assert {"upsert", "update", "delete"} <= {op for op, _ in recorder.writes}
+    assert all(0 < n <= limit for _, n in recorder.writes), recorder.writes  # no create
+    assert all(0 < n <= limit for n in recorder.gets), recorder.gets
+    assert_store_matches_folder(collection_of(settings), folder, settings=settings)
