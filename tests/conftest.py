@@ -69,7 +69,7 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("LOCALRAG_ENV_FILE", os.devnull)
     monkeypatch.setenv("CHROMA_DIR", str(tmp_path / "chroma"))
     monkeypatch.setenv("OLLAMA_BASE_URL", f"http://127.0.0.1:{closed_port()}")
-    monkeypatch.setenv("OLLAMA_PROBE_TIMEOUT", "0.5")
+    monkeypatch.setenv("OLLAMA_PROBE_TIMEOUT", "5")  # a loaded CI machine answers slowly
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from app.providers import probe_ollama
 
