@@ -51,7 +51,9 @@ class FixedRetriever(BaseRetriever):
 
     def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
         self.queries.append(query)
-        return [Document(d.page_content, metadata=dict(d.metadata), id=d.id) for d in self.documents]
+        return [
+            Document(d.page_content, metadata=dict(d.metadata), id=d.id) for d in self.documents
+        ]
 
 
 def scripted(*replies: str) -> RecordingChatModel:

@@ -1,0 +1,217 @@
+"""The chat chain on a question file: is the expected file among the sources and cited, and
+does the answer say it does not know when the question is outside the documents?
+
+Questions are JSON lines: `question`, `source` (the file, relative to DOCS_DIR, that holds the
+answer; null when no document does), optional `answer` (text the answer should contain) and
+`page`. The session is opened as `python -m app.chat` opens it: same settings, collection,
+chain and retriever; each question is asked on its own (no history), with `invoke`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from app.cli import out, status
+from app.config import Settings
+from app.errors import ConfigError
+from app.evaluation.metrics import percentile
+from app.providers import explain_ollama_failure
+from chains.answering import NOT_FOUND, is_not_found
+from chains.context import number_sources
+
+UNKNOWN = re.compile(r"don't know|do not know|not found|could not find", re.IGNORECASE)
+MISSES_SHOWN = 10
+CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    source: str | None
+    answer: str | None = None
+    page: int | None = None
+
+
+def load_questions(path: Path) -> list[Question]:
+    if not path.is_file():
+        raise ConfigError(f"No such questions file: {path}")
+    questions = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+        if not isinstance(row, dict) or not str(row.get("question") or "").strip():
+            raise ConfigError(f"{path}:{number}: needs a non-empty 'question'")
+        questions.append(
+            Question(
+                str(row["question"]),
+                str(row["source"]) if row.get("source") else None,
+                str(row["answer"]) if row.get("answer") is not None else None,
+                int(row["page"]) if row.get("page") is not None else None,
+            )
+        )
+    if not questions:
+        raise ConfigError(f"{path} holds no questions")
+    return questions
+
+
+def says_unknown(answer: str) -> bool:
+    text = answer.replace("\u2019", "'").strip()
+    return text.startswith(NOT_FOUND) or bool(UNKNOWN.search(text))
+
+
+def cited_numbers(answer: str) -> set[int]:
+    return {int(n) for group in CITATION.findall(answer) for n in group.split(",")}
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().replace("\u2019", "'").split())
+
+
+def check(question: Question, answer: str, context: list[Any], seconds: float) -> dict[str, Any]:
+    sources = number_sources(context)
+    listed = [s.source for s in sources]
+    cited = sorted({s.source for s in sources if s.number in cited_numbers(answer)})
+    record: dict[str, Any] = {
+        "question": question.question,
+        "expected_source": question.source,
+        "outside": question.source is None,
+        "listed_sources": [s.label for s in sources],
+        "cited_sources": cited,
+        "says_unknown": says_unknown(answer),
+        "not_found_without_model": is_not_found(context),
+        "answer": answer,
+        "seconds": round(seconds, 2),
+    }
+    if question.source is not None:
+        record["source_listed"] = question.source in listed
+        record["source_cited"] = question.source in cited
+        record["expected_text_in_answer"] = (
+            _normalise(question.answer) in _normalise(answer) if question.answer else None
+        )
+    return record
+
+
+def evaluate_answers(settings: Settings, questions: list[Question]) -> dict[str, Any]:
+    from app.chat import open_session
+
+    session = open_session(settings, settings.chain, [])
+    assert session.chain is not None
+    stored = set(session.keyword_index.sources())
+    absent = sorted({q.source for q in questions if q.source and q.source not in stored})
+    if absent:
+        status(
+            f"{len(absent)} expected sources are not in collection {session.collection.name} "
+            f"(ingest {settings.docs_dir} first?): {', '.join(absent[:5])}"
+        )
+    records = []
+    for index, question in enumerate(questions, 1):
+        start = time.perf_counter()
+        try:
+            result = session.chain.invoke({"question": question.question, "history": []})
+        except Exception as exc:
+            explained = explain_ollama_failure(exc, settings, "chat")
+            if explained is None:
+                raise
+            raise explained from exc
+        took = time.perf_counter() - start
+        records.append(
+            check(question, str(result.get("answer") or ""), list(result["context"]), took)
+        )
+        status(f"[{index}/{len(questions)}] {took:.1f} s  {question.question}")
+    inside = [r for r in records if not r["outside"]]
+    outside = [r for r in records if r["outside"]]
+    with_text = [r for r in inside if r["expected_text_in_answer"] is not None]
+    seconds = [r["seconds"] for r in records]
+    return {
+        "kind": "answers",
+        "chain": session.spec.name,
+        "chat_model": f"{session.model_info.provider}/{session.model_info.name}",
+        "embedding_model": session.embeddings.info.key,
+        "collection": session.collection.name,
+        "retrieval": {
+            "mode": session.retriever().mode,
+            "k": session.retriever().k,
+            "score_threshold": session.retriever().score_threshold,
+        },
+        "inside": {
+            "questions": len(inside),
+            "source_listed": sum(r["source_listed"] for r in inside),
+            "source_cited": sum(r["source_cited"] for r in inside),
+            "answered": sum(not r["says_unknown"] for r in inside),
+            "with_expected_text": len(with_text),
+            "expected_text_in_answer": sum(r["expected_text_in_answer"] for r in with_text),
+        },
+        "outside": {
+            "questions": len(outside),
+            "says_unknown": sum(r["says_unknown"] for r in outside),
+            "not_found_without_model": sum(r["not_found_without_model"] for r in outside),
+        },
+        "seconds_per_question": {
+            "p50": round(percentile(seconds, 50), 2),
+            "p95": round(percentile(seconds, 95), 2),
+        },
+        "questions": records,
+    }
+
+
+def _rate(count: int, total: int) -> str:
+    return f"{count}/{total} ({count / total:.0%})" if total else "-"
+
+
+def print_answers(result: dict[str, Any]) -> None:
+    inside, outside = result["inside"], result["outside"]
+    table = Table(
+        title=(
+            f"Answers: chain {result['chain']}, {escape(result['chat_model'])}, "
+            f"{escape(result['embedding_model'])} ({result['retrieval']['mode']}, "
+            f"k {result['retrieval']['k']}, threshold {result['retrieval']['score_threshold']})"
+        )
+    )
+    table.add_column("questions")
+    table.add_column("check")
+    table.add_column("result", justify="right")
+    n = inside["questions"]
+    table.add_row(
+        f"in the documents ({n})",
+        "expected file among the sources",
+        _rate(inside["source_listed"], n),
+    )
+    table.add_row("", escape("expected file cited with [n]"), _rate(inside["source_cited"], n))
+    table.add_row("", 'answered (not "don\'t know")', _rate(inside["answered"], n))
+    table.add_row(
+        "",
+        "expected answer text in the answer",
+        _rate(inside["expected_text_in_answer"], inside["with_expected_text"]),
+    )
+    m = outside["questions"]
+    table.add_row(f"outside them ({m})", "says it does not know", _rate(outside["says_unknown"], m))
+    table.add_row(
+        "",
+        "…of which below the threshold, no model call",
+        _rate(outside["not_found_without_model"], m),
+    )
+    per = result["seconds_per_question"]
+    table.add_row("all", "seconds per question p50 / p95", f"{per['p50']:.1f} / {per['p95']:.1f}")
+    out.print(table)
+    misses = [
+        r
+        for r in result["questions"]
+        if (r["outside"] and not r["says_unknown"]) or (not r["outside"] and not r["source_cited"])
+    ]
+    for r in misses[:MISSES_SHOWN]:
+        why = "answered anyway" if r["outside"] else f"{r['expected_source']} not cited"
+        out.print(f"[yellow]miss[/] ({escape(why)}): {escape(r['question'])}", soft_wrap=True)
+    if len(misses) > MISSES_SHOWN:
+        out.print(f"…and {len(misses) - MISSES_SHOWN} more misses (every answer is in --json).")

@@ -1,0 +1,95 @@
+"""The two baselines, on the very chunks the collection holds.
+
+- exact: brute-force cosine over every stored chunk vector (numpy), the query embedded by the
+  same `embed_query` as the retriever: the ceiling for the vector store's approximate search.
+- bm25: `bm25s` (Lucene BM25, k1 1.5, b 0.75) over the same chunk texts, with bm25s's default
+  tokenizer and English stop words, no stemmer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from app.embeddings import ModelEmbeddings
+
+if TYPE_CHECKING:
+    from chromadb.api.models.Collection import Collection
+
+READ_PAGE = 2000
+
+
+@dataclass
+class StoredChunks:
+    ids: list[str]
+    texts: list[str]
+    sources: list[str]
+    vectors: np.ndarray  # (chunks, dimension), float32, rows normalised
+
+
+def read_chunks(collection: Collection) -> StoredChunks:
+    """Every chunk's id, text, source and vector, a page at a time."""
+    ids: list[str] = []
+    texts: list[str] = []
+    sources: list[str] = []
+    blocks: list[np.ndarray] = []
+    while True:
+        page: Any = collection.get(
+            include=["embeddings", "metadatas", "documents"], limit=READ_PAGE, offset=len(ids)
+        )
+        count = len(page["ids"])
+        if count:
+            ids.extend(page["ids"])
+            texts.extend(t or "" for t in page["documents"])
+            sources.extend(str((m or {}).get("source", "")) for m in page["metadatas"])
+            blocks.append(np.asarray(page["embeddings"], dtype=np.float32))
+        if count < READ_PAGE:
+            break
+    vectors = np.concatenate(blocks) if blocks else np.zeros((0, 0), dtype=np.float32)
+    if len(vectors):
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.where(norms == 0, 1.0, norms)
+    return StoredChunks(ids, texts, sources, vectors)
+
+
+class ExactSearch:
+    """Cosine similarity against every chunk: a dot product of normalised vectors."""
+
+    def __init__(self, chunks: StoredChunks, embeddings: ModelEmbeddings) -> None:
+        self.chunks = chunks
+        self.embeddings = embeddings
+
+    def search(self, query: str, n: int) -> list[int]:
+        vector = np.asarray(self.embeddings.embed_query(query), dtype=np.float32)
+        norm = float(np.linalg.norm(vector))
+        # einsum, not `@`: a BLAS matrix-vector product leaves OpenBLAS's threads spinning,
+        # and they steal the 2 cores from torch while it embeds the next query (measured: the
+        # embedding took twice as long and p95 went from 26 to 111 ms on 5k chunks).
+        scores = np.einsum("ij,j->i", self.chunks.vectors, vector / (norm or 1.0))
+        n = min(n, len(scores))
+        if n == 0:
+            return []
+        top = np.argpartition(-scores, n - 1)[:n]
+        return [int(i) for i in top[np.argsort(-scores[top], kind="stable")]]
+
+
+class Bm25Search:
+    def __init__(self, chunks: StoredChunks) -> None:
+        import bm25s
+
+        self.bm25s = bm25s
+        self.size = len(chunks.texts)
+        tokens = bm25s.tokenize(chunks.texts, stopwords="en", show_progress=False)
+        self.index = bm25s.BM25()
+        self.index.index(tokens, show_progress=False)
+
+    def search(self, query: str, n: int) -> list[int]:
+        terms = self.bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)
+        n = min(n, self.size)
+        if n == 0 or not terms or not terms[0]:
+            return []
+        found, scores = self.index.retrieve(terms, k=n, show_progress=False, n_threads=1)
+        # Chunks sharing no term with the query score 0: they were not found.
+        return [int(i) for i, s in zip(found[0], scores[0], strict=True) if s > 0]
