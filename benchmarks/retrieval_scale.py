@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,8 @@ from typing import Any
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
+
+from app.evaluation.report import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "retrieval_scale.json"
@@ -81,28 +82,6 @@ print(json.dumps({{"import_s": imported - start, "open_s": opened - imported,
                   "first_query_s": first - opened, "second_query_s": second - first,
                   "count": collection.count()}}))
 """
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    ram_gib = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gib = round(int(line.split()[1]) / 2**20, 1)
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "ram_gib": ram_gib,
-        "python": platform.python_version(),
-    }
 
 
 def load_average() -> list[float]:
