@@ -10,12 +10,13 @@ import re
 import sqlite3
 from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from app.vectorstore import READ_PAGE, iter_pages
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection as ChromaCollection
 
-READ_PAGE = 5000
 WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -88,13 +89,8 @@ class KeywordIndex:
 
 
 def _all_ids(collection: ChromaCollection) -> Iterator[str]:
-    offset = 0
-    while True:
-        page: Any = collection.get(include=[], limit=READ_PAGE, offset=offset)
+    for page in iter_pages(collection, []):
         yield from page["ids"]
-        if len(page["ids"]) < READ_PAGE:
-            return
-        offset += len(page["ids"])
 
 
 def open_keyword_index(directory: Path, collection_name: str) -> KeywordIndex:

@@ -146,18 +146,23 @@ def check_dimension(collection: Collection, dimension: int) -> None:
         )
 
 
-def iter_metadatas(collection: Collection) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every (id, metadata) in the collection, a page at a time."""
+def iter_pages(collection: Collection, include: list[str]) -> Iterator[dict[str, Any]]:
+    """The whole collection, READ_PAGE records per request."""
     offset = 0
     while True:
-        page = collection.get(include=["metadatas"], limit=READ_PAGE, offset=offset)
-        ids = page["ids"]
-        metadatas = page["metadatas"] or [{}] * len(ids)
-        for chunk_id, metadata in zip(ids, metadatas, strict=True):
-            yield chunk_id, dict(metadata or {})
-        if len(ids) < READ_PAGE:
+        page: Any = collection.get(include=include, limit=READ_PAGE, offset=offset)  # type: ignore[arg-type]
+        yield page
+        if len(page["ids"]) < READ_PAGE:
             return
-        offset += len(ids)
+        offset += len(page["ids"])
+
+
+def iter_metadatas(collection: Collection) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every (id, metadata) in the collection."""
+    for page in iter_pages(collection, ["metadatas"]):
+        metadatas = page["metadatas"] or [{}] * len(page["ids"])
+        for chunk_id, metadata in zip(page["ids"], metadatas, strict=True):
+            yield chunk_id, dict(metadata or {})
 
 
 def as_langchain_store(
