@@ -1,4 +1,5 @@
-"""What the entry points share: the consoles, the error handler, and wiring settings to models."""
+"""What the entry points share: the consoles, the error handler, progress bars, and the status
+lines that say which model serves each role."""
 
 from __future__ import annotations
 
@@ -7,6 +8,18 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from app.config import Settings
 from app.errors import LocalragError
@@ -60,3 +73,40 @@ def chat_model_for(settings: Settings) -> tuple[BaseChatModel, ChatModelInfo]:
 
 def status(line: str) -> None:
     err.print(f"[dim]{escape(line)}[/]", soft_wrap=True)
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.1f}/s" if task.speed else "", style="progress.data.speed")
+
+
+class RichProgress:
+    """Files parsed and chunks embedded, with rate and ETA; silent when not on a terminal."""
+
+    def __init__(self) -> None:
+        self.display = Progress(
+            TextColumn("{task.description:<8}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not err.is_terminal,
+            transient=False,
+        )
+        self.parse: TaskID = self.display.add_task("parse", total=0, visible=False)
+        self.embed: TaskID = self.display.add_task("embed", total=0, visible=False)
+
+    def files_to_parse(self, count: int) -> None:
+        self.display.update(self.parse, total=count, visible=count > 0)
+
+    def file_parsed(self) -> None:
+        self.display.advance(self.parse)
+
+    def chunks_to_embed(self, count: int) -> None:
+        task = self.display.tasks[self.embed]
+        self.display.update(self.embed, total=(task.total or 0) + count, visible=True)
+
+    def chunks_embedded(self, count: int) -> None:
+        self.display.advance(self.embed, count)

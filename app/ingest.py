@@ -7,21 +7,9 @@ import json
 from pathlib import Path
 
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
-from rich.text import Text
 
-from app.cli import embeddings_for, err, out, run
+from app.cli import RichProgress, embeddings_for, out, run
 from app.config import Settings, load_settings
 from app.errors import ConfigError, ExitCode
 from app.sync import IngestReport, sync_collection
@@ -41,43 +29,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rebuild", action="store_true", help="drop the collection, re-embed all")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser.parse_args(argv)
-
-
-class RateColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:,.1f}/s" if task.speed else "", style="progress.data.speed")
-
-
-class RichProgress:
-    """Files parsed and chunks embedded, with rate and ETA; silent when not on a terminal."""
-
-    def __init__(self) -> None:
-        self.display = Progress(
-            TextColumn("{task.description:<8}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            RateColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            disable=not err.is_terminal,
-            transient=False,
-        )
-        self.parse: TaskID = self.display.add_task("parse", total=0, visible=False)
-        self.embed: TaskID = self.display.add_task("embed", total=0, visible=False)
-
-    def files_to_parse(self, count: int) -> None:
-        self.display.update(self.parse, total=count, visible=count > 0)
-
-    def file_parsed(self) -> None:
-        self.display.advance(self.parse)
-
-    def chunks_to_embed(self, count: int) -> None:
-        task = self.display.tasks[self.embed]
-        self.display.update(self.embed, total=(task.total or 0) + count, visible=True)
-
-    def chunks_embedded(self, count: int) -> None:
-        self.display.advance(self.embed, count)
 
 
 def ingest(settings: Settings, paths: list[Path], *, rebuild: bool = False) -> IngestReport:

@@ -104,7 +104,7 @@ def check(question: Question, answer: str, context: list[Any], seconds: float) -
 
 
 def evaluate_answers(settings: Settings, questions: list[Question]) -> dict[str, Any]:
-    from app.chat import open_session
+    from app.session import open_session
 
     session = open_session(settings, settings.chain, [])
     assert session.chain is not None

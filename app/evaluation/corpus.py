@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.cli import err, status
+from app.cli import RichProgress, err, status
 from app.config import Settings
 from app.embeddings import ModelEmbeddings
 from app.evaluation.beir import BeirDataset, CorpusDoc
@@ -137,8 +137,6 @@ def ingest_corpus(
         f"syncing collection {eval_settings.collection_name}"
     )
     if err.is_terminal:
-        from app.ingest import RichProgress
-
         progress = RichProgress()
         with progress.display:
             report = sync_collection(eval_settings, [corpus.folder], embeddings, progress=progress)
