@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -13,15 +13,14 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from app.keyword_index import KeywordIndex
 
-if TYPE_CHECKING:
-    pass
-
 Mode = Literal["similarity", "mmr", "hybrid"]
 RRF_K = 60  # the constant from Cormack et al. (2009); damps the weight of top ranks
+# What `retriever.invoke(query, **search)` may change for one call.
+SEARCH_PARAMETERS = ("k", "fetch_k", "score_threshold", "mode", "mmr_lambda", "allowed_sources")
 
 
 @dataclass(frozen=True)
@@ -56,9 +55,15 @@ class SourceFilter:
 
 
 class DocumentRetriever(BaseRetriever):
-    """Every returned Document carries `score` (cosine relevance) in its metadata. When no chunk
-    reaches `score_threshold`, it returns the nearest chunks marked `below_threshold`, so the
-    chain can say "not found" without asking the model, and still show where it looked."""
+    """Every returned Document carries `score`, its cosine relevance to the query, in its
+    metadata: in every mode, keyword-only hybrid hits included. The threshold applies to that
+    score in every mode. When no chunk reaches `score_threshold`, it returns the nearest chunks
+    marked `below_threshold`, so the chain can say "not found" without asking the model, and
+    still show where it looked.
+
+    Every search parameter can also be given per call, e.g. `retriever.invoke(q, k=1)` or
+    `retriever.invoke(q, mode="hybrid", score_threshold=0.4)`: see `SEARCH_PARAMETERS`.
+    """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -66,15 +71,33 @@ class DocumentRetriever(BaseRetriever):
     embeddings: Embeddings
     keyword_index: KeywordIndex | None = None
     mode: Mode = "similarity"
-    k: int = 4
-    fetch_k: int = 20
+    k: int = Field(4, ge=1)
+    fetch_k: int = Field(20, ge=1)  # candidates before MMR or fusion; at least k are fetched
     score_threshold: float = 0.0
-    mmr_lambda: float = 0.5
+    mmr_lambda: float = Field(0.5, ge=0.0, le=1.0)  # 1: pure relevance, 0: pure variety
     allowed_sources: frozenset[str] | None = None  # None: no filter
 
     def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **search: Any
     ) -> list[Document]:
+        return self.with_search(**search)._search(query)
+
+    def with_search(self, **search: Any) -> DocumentRetriever:
+        """This retriever with some search parameters changed, validated like the constructor's."""
+        search.pop("verbose", None)  # BaseRetriever.invoke leaves its own option in the kwargs
+        unknown = sorted(set(search) - set(SEARCH_PARAMETERS))
+        if unknown:
+            raise ValueError(
+                f"Unknown search parameter {', '.join(unknown)}: "
+                f"the retriever takes {', '.join(SEARCH_PARAMETERS)}."
+            )
+        if not search:
+            return self
+        return type(self).model_validate(
+            {name: getattr(self, name) for name in type(self).model_fields} | search
+        )
+
+    def _search(self, query: str) -> list[Document]:
         if self.allowed_sources is not None and not self.allowed_sources:
             return []
         query_vector = self.embeddings.embed_query(query)
@@ -90,18 +113,16 @@ class DocumentRetriever(BaseRetriever):
                 doc.metadata["below_threshold"] = True
             return nearest
         if self.mode == "hybrid":
-            picked = self._fuse(query, [candidates[i] for i in passing])
-        elif self.mode == "mmr":
+            return self._fuse(query, query_vector, candidates, passing)
+        if self.mode == "mmr":
             chosen = maximal_marginal_relevance(
                 np.array(query_vector),
                 [vectors[i] for i in passing],
                 lambda_mult=self.mmr_lambda,
                 k=min(self.k, len(passing)),
             )
-            picked = [candidates[passing[i]] for i in chosen]
-        else:
-            picked = [candidates[i] for i in passing[: self.k]]
-        return picked
+            return [candidates[passing[i]] for i in chosen]
+        return [candidates[i] for i in passing[: self.k]]
 
     def _where(self) -> dict[str, Any] | None:
         if self.allowed_sources is None:
@@ -124,6 +145,7 @@ class DocumentRetriever(BaseRetriever):
             Document(
                 id=chunk_id,
                 page_content=text or "",
+                # The collection's space is cosine, so 1 - distance is the cosine similarity.
                 metadata=dict(meta or {}) | {"score": round(1.0 - float(distance), 4)},
             )
             for chunk_id, text, meta, distance in zip(
@@ -137,37 +159,64 @@ class DocumentRetriever(BaseRetriever):
         vectors = [list(v) for v in result["embeddings"][0]] if self.mode == "mmr" else []
         return docs, vectors
 
-    def _fuse(self, query: str, vector_hits: list[Document]) -> list[Document]:
-        """Reciprocal rank fusion of the vector hits and the BM25 hits."""
+    def _fuse(
+        self,
+        query: str,
+        query_vector: list[float],
+        candidates: list[Document],
+        passing: list[int],
+    ) -> list[Document]:
+        """Reciprocal rank fusion of the vector hits and the BM25 hits that reach the threshold."""
         if self.keyword_index is None:
             raise ValueError("hybrid retrieval needs the keyword index")
-        keyword_hits = self.keyword_index.search(
-            query, max(self.fetch_k, self.k), self.allowed_sources
+        keyword_ids = [
+            chunk_id
+            for chunk_id, _ in self.keyword_index.search(
+                query, max(self.fetch_k, self.k), self.allowed_sources
+            )
+        ]
+        by_id = {str(d.id): d for d in candidates}
+        by_id |= self._scored(
+            [i for i in keyword_ids if i not in by_id], np.asarray(query_vector, dtype=float)
         )
+        rankings = [
+            [str(candidates[i].id) for i in passing],
+            [
+                i
+                for i in keyword_ids
+                if i in by_id and by_id[i].metadata["score"] >= self.score_threshold
+            ],
+        ]
         fused: dict[str, float] = {}
-        for rank, doc in enumerate(vector_hits):
-            fused[str(doc.id)] = fused.get(str(doc.id), 0.0) + 1.0 / (RRF_K + rank + 1)
-        for rank, (chunk_id, _) in enumerate(keyword_hits):
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+        for ranking in rankings:
+            for rank, chunk_id in enumerate(ranking):
+                fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
         best = sorted(fused, key=lambda i: fused[i], reverse=True)[: self.k]
-        by_id = {str(d.id): d for d in vector_hits}
-        missing = [i for i in best if i not in by_id]
-        if missing:
-            found = self.collection.get(ids=missing, include=["documents", "metadatas"])
-            for chunk_id, text, meta in zip(
-                found["ids"], found["documents"], found["metadatas"], strict=True
-            ):
-                # A keyword-only hit: its vector relevance is unknown, so it gets none.
-                by_id[chunk_id] = Document(
-                    id=chunk_id, page_content=text or "", metadata=dict(meta or {}) | {"score": 0.0}
-                )
-        picked = []
         for chunk_id in best:
-            if chunk_id in by_id:
-                doc = by_id[chunk_id]
-                doc.metadata["rrf"] = round(fused[chunk_id], 5)
-                picked.append(doc)
-        return picked
+            by_id[chunk_id].metadata["rrf"] = round(fused[chunk_id], 5)
+        return [by_id[chunk_id] for chunk_id in best]
+
+    def _scored(self, chunk_ids: list[str], query_vector: np.ndarray) -> dict[str, Document]:
+        """Chunks found by keyword only, with the cosine relevance the vector search would have
+        given them, computed from their stored vectors."""
+        if not chunk_ids:
+            return {}
+        found = self.collection.get(ids=chunk_ids, include=["documents", "metadatas", "embeddings"])
+        query_norm = float(np.linalg.norm(query_vector)) or 1.0
+        scored = {}
+        for chunk_id, text, meta, vector in zip(
+            found["ids"], found["documents"], found["metadatas"], found["embeddings"], strict=True
+        ):
+            stored = np.asarray(vector, dtype=float)
+            cosine = float(stored @ query_vector) / (
+                (float(np.linalg.norm(stored)) or 1.0) * query_norm
+            )
+            scored[chunk_id] = Document(
+                id=chunk_id,
+                page_content=text or "",
+                metadata=dict(meta or {}) | {"score": round(cosine, 4)},
+            )
+        return scored
 
 
 def allowed_sources(filters: list[SourceFilter], known_sources: list[str]) -> frozenset[str] | None:
