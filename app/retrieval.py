@@ -71,10 +71,10 @@ class DocumentRetriever(BaseRetriever):
     embeddings: Embeddings
     keyword_index: KeywordIndex | None = None
     mode: Mode = "similarity"
-    k: int = Field(4, ge=1)
-    fetch_k: int = Field(20, ge=1)  # candidates before MMR or fusion; at least k are fetched
+    k: int = Field(default=4, ge=1)
+    fetch_k: int = Field(default=20, ge=1)  # candidates before MMR or fusion; at least k
     score_threshold: float = 0.0
-    mmr_lambda: float = Field(0.5, ge=0.0, le=1.0)  # 1: pure relevance, 0: pure variety
+    mmr_lambda: float = Field(default=0.5, ge=0.0, le=1.0)  # 1: pure relevance, 0: pure variety
     allowed_sources: frozenset[str] | None = None  # None: no filter
 
     def _get_relevant_documents(
