@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from langchain_core.documents import Document
 from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+# Paragraphs, lines, then the sentence and clause ends of scripts that put no space between
+# words (Chinese, Japanese), then spaces. The CJK ones are zero-width look-behinds, so "。" stays
+# at the end of its sentence; text without them (English) splits exactly as it did before.
+SEPARATORS = ["\n\n", "\n", "(?<=[。！？｡])", "(?<=[；])", "(?<=[，、])", " ", ""]
+# Han, kana, Hangul and full-width forms: one of these carries about what 3 Latin characters do
+# (a Chinese character is one MiniLM word piece, an English one about a fifth of one), so a
+# chunk of CHUNK_SIZE "characters" holds about the same amount of text in either script.
+WIDE_CHARACTER = re.compile(
+    "[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]"
+)
+WIDE_WEIGHT = 3
+
+
+def chunk_length(text: str) -> int:
+    """Length in Latin-character equivalents: plain `len` for text without wide characters."""
+    return len(text) + (WIDE_WEIGHT - 1) * len(WIDE_CHARACTER.findall(text))
 
 
 @dataclass(frozen=True)
@@ -30,7 +48,11 @@ def chunk_id(source: str, text: str, occurrence: int) -> str:
 def split_documents(documents: list[Document], policy: ChunkPolicy) -> list[Document]:
     """Split one file's Documents; every chunk gets `chunk_index`, `chunk_count` and an id."""
     splitter = RecursiveCharacterTextSplitter(
-        chunk_size=policy.chunk_size, chunk_overlap=policy.chunk_overlap
+        chunk_size=policy.chunk_size,
+        chunk_overlap=policy.chunk_overlap,
+        length_function=chunk_length,
+        separators=SEPARATORS,
+        is_separator_regex=True,
     )
     chunks = [c for c in splitter.split_documents(documents) if c.page_content.strip()]
     chunks = _cap_tokens(chunks, policy)
@@ -53,7 +75,11 @@ def _cap_tokens(chunks: list[Document], policy: ChunkPolicy) -> list[Document]:
         return chunks
     budget = limit - (count(policy.prefix) - count(""))  # count() includes [CLS] and [SEP]
     fine = RecursiveCharacterTextSplitter(
-        chunk_size=budget, chunk_overlap=min(32, budget // 8), length_function=count
+        chunk_size=budget,
+        chunk_overlap=min(32, budget // 8),
+        length_function=count,
+        separators=SEPARATORS,
+        is_separator_regex=True,
     )
     capped: list[Document] = []
     for chunk in chunks:

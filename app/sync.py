@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
 # Bump when parsing or splitting changes what a file turns into: every file is then re-chunked.
-PIPELINE_VERSION = 2
+PIPELINE_VERSION = 3
 FLUSH_CHUNKS = 512  # chunks gathered across files before they are embedded and written
 
 

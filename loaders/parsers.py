@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 PDF_SUFFIXES = {".pdf"}
 PLAIN_TEXT_SUFFIXES = {".txt", ".text"}
-# Text formats unstructured reads; we decode them ourselves so a cp1252 file never fails.
+# Text formats unstructured reads; we decode them ourselves so a GBK or cp1252 file never fails.
 MARKUP_SUFFIXES = {".md", ".markdown", ".html", ".htm"}
 TABLE_SUFFIXES = {".csv", ".tsv"}
 # Formats unstructured reads from raw bytes (an email declares its own charsets).
@@ -88,8 +88,9 @@ def parse_file(path: Path, source: str, limits: ParseLimits = ParseLimits()) -> 
 
 
 def decode_text(data: bytes) -> str:
-    """UTF-8 (with or without BOM) or UTF-16 with BOM; else cp1252, else latin-1. Never fails
-    on legacy encodings, but refuses binary data posing as text."""
+    """UTF-8 (with or without BOM) or UTF-16 with BOM; else the encoding charset-normalizer
+    detects (GBK, Big5, Shift-JIS, EUC-KR, cp1251...); else cp1252, else latin-1. Never fails on
+    legacy encodings, but refuses binary data posing as text."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
             return data.decode("utf-16")
@@ -97,19 +98,81 @@ def decode_text(data: bytes) -> str:
             raise UnreadableFile(f"damaged UTF-16 text ({exc.reason})") from exc
     if b"\x00" in data:
         raise UnreadableFile("binary data, not text (it holds NUL bytes)")
-    for encoding in ("utf-8-sig", "cp1252"):
-        try:
-            text = data.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
-        text = data.decode("latin-1")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = _decode_legacy(data)
     # Binary data without NUL bytes decodes as cp1252/latin-1 too; text has few control codes.
     sample = text[:8192]
     if len(_CONTROL_CHARACTERS.findall(sample)) > max(1, len(sample) // 10):
         raise UnreadableFile("binary data, not text (it is full of control characters)")
     return text
+
+
+# When charset-normalizer finds several encodings equally plausible (short texts: "停水通告"
+# reads as GBK and as Korean cp949 alike), the one people most likely saved in wins: the
+# Western Windows default first, then Chinese (simplified, traditional), Japanese, Korean.
+_PREFERRED_ENCODINGS = ["cp1252", "gb18030", "big5", "cp932", "euc_jis_2004", "cp949"]
+# Multi-byte encodings are trusted on their byte structure alone. A single-byte code page is
+# trusted when charset-normalizer recognised a language in the text, or when the bytes are valid
+# cp1252 and it found that reading messier (Thai in cp874); otherwise latin-1, which reads every
+# byte: a few accented letters that are not even valid cp1252 fit a dozen DOS code pages alike.
+_MULTI_BYTE = frozenset(
+    [
+        "gb18030",
+        "gb2312",
+        "gbk",
+        "hz",
+        "big5",
+        "big5hkscs",
+        "cp950",
+        "cp932",
+        "shift_jis",
+        "shift_jis_2004",
+        "shift_jisx0213",
+        "euc_jp",
+        "euc_jis_2004",
+        "euc_jisx0213",
+        "cp949",
+        "euc_kr",
+        "johab",
+        "iso2022_jp",
+        "iso2022_kr",
+    ]
+)
+
+
+def _decode_legacy(data: bytes) -> str:
+    from charset_normalizer import from_bytes
+
+    matches = [m for m in from_bytes(data) if not m.encoding.startswith("utf_16")]
+    if matches:
+        least = min(m.chaos for m in matches)
+        tied = [m for m in matches if m.chaos == least]
+        best = min(
+            tied,
+            key=lambda m: (
+                _PREFERRED_ENCODINGS.index(m.encoding)
+                if m.encoding in _PREFERRED_ENCODINGS
+                else len(_PREFERRED_ENCODINGS),
+                -m.coherence,
+            ),
+        )
+        valid_cp1252 = _decodes(data, "cp1252")
+        if best.encoding in _MULTI_BYTE or best.coherence > 0 or valid_cp1252:
+            try:
+                return data.decode(best.encoding)
+            except (UnicodeDecodeError, LookupError):
+                pass  # the detector only sampled a large file; fall back below
+    return data.decode("cp1252") if _decodes(data, "cp1252") else data.decode("latin-1")
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 # C0 and C1 control codes, except tab, newline, carriage return and form feed.

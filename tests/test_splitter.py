@@ -75,3 +75,42 @@ def test_token_cap_leaves_room_for_the_task_prefix() -> None:
     )
     chunks = split_documents([doc(words)], policy)
     assert all(count(policy.prefix + c.page_content) <= 50 for c in chunks)
+
+
+# --- Scripts without spaces between words --------------------------------------------------
+
+CHINESE = "".join(
+    f"第{i}段：岚溪镇的班车每天{i}点从汽车站出发，经过茶市广场，开往云岫县城。"
+    f"车程大约五十五分钟，遇到暴雨会停开；乘客可以带自行车上车！"
+    for i in range(1, 30)
+)  # one long paragraph, no newline anywhere, as pasted text often is
+
+
+def test_chinese_is_cut_at_sentence_ends_not_mid_sentence() -> None:
+    chunks = split_documents([doc(CHINESE)], ChunkPolicy(chunk_size=300, chunk_overlap=0))
+    assert len(chunks) > 3
+    # Every chunk ends where a sentence or clause ends, never in the middle of a word.
+    assert all(c.page_content[-1] in "。！？；，" for c in chunks), [
+        c.page_content[-5:] for c in chunks
+    ]
+
+
+def test_a_chinese_character_counts_as_three_in_the_chunk_size() -> None:
+    from app.splitter import chunk_length
+
+    assert chunk_length("ferry timetable") == len("ferry timetable")  # English: unchanged
+    assert chunk_length("班车时刻表") == 15
+    chunks = split_documents([doc(CHINESE)], ChunkPolicy(chunk_size=300, chunk_overlap=0))
+    # 300 "characters" hold about 100 Chinese characters, not 300 (which would be 3x the text
+    # of an English chunk of the same size, and over MiniLM's 256 word pieces).
+    assert max(len(c.page_content) for c in chunks) < 120  # digits count once
+    assert all(chunk_length(c.page_content) <= 300 for c in chunks)
+
+
+def test_english_splits_exactly_as_the_default_splitter_does() -> None:
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    text = TEXT + "\n" + " ".join(f"word{i}" for i in range(400))
+    ours = split_documents([doc(text)], ChunkPolicy(chunk_size=200, chunk_overlap=40))
+    default = RecursiveCharacterTextSplitter(chunk_size=200, chunk_overlap=40).split_text(text)
+    assert [c.page_content for c in ours] == default
