@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.errors import ConfigError
@@ -111,6 +111,42 @@ class Settings(BaseSettings):
         "asked. Empty: 0.3 for the embedded MiniLM, off for other models.",
     )
 
+    # --- Serve -----------------------------------------------------------------------------
+    serve_host: str = Field(
+        "127.0.0.1",
+        description="Address python -m app.serve binds; beyond loopback needs API_TOKEN.",
+    )
+    serve_port: int = Field(
+        8000, ge=0, le=65535, description="Port python -m app.serve listens on."
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token every API route then requires. Empty: no token, loopback only.",
+    )
+    serve_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser, comma-separated. Empty: none.",
+    )
+    serve_max_question_chars: int = Field(
+        4000, ge=1, description="Longest question the server accepts, in characters."
+    )
+    serve_max_history_messages: int = Field(
+        40, ge=0, description="Most earlier messages a request may send as the conversation."
+    )
+    serve_max_history_chars: int = Field(
+        40000, ge=0, description="Most characters those earlier messages may have in all."
+    )
+    serve_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Answers generated at once. Empty: 1 for the embedded model (llama.cpp is not "
+        "thread-safe), 4 for Ollama.",
+    )
+    serve_queue_size: int = Field(
+        16, ge=0, description="Requests that may wait for a turn; beyond that the server says 503."
+    )
+
     @field_validator("chroma_dir", "docs_dir", mode="after")
     @classmethod
     def _anchor_to_project(cls, path: Path) -> Path:
@@ -132,6 +168,23 @@ class Settings(BaseSettings):
             except json.JSONDecodeError as exc:
                 raise ValueError(f'must be a JSON object like {{"X-Token": "..."}}: {exc}') from exc
         return value
+
+    @field_validator("serve_cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("api_token", mode="after")
+    @classmethod
+    def _check_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < 16:
+            raise ValueError(
+                "must be at least 16 characters; make one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return token
 
     @model_validator(mode="after")
     def _check_chunking(self) -> Settings:

@@ -4,11 +4,13 @@
     -> not found? fixed message, no model call -> fit the token budget -> prompt -> model -> text
 
 Streams {"standalone_question"}, then {"context": [Document]}, then {"answer": token}...
+Both `stream` and `astream` work; the async path (used by the HTTP server) awaits the model's own
+async calls, so cancelling it closes the model's connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from operator import itemgetter
 from typing import Any
 
@@ -71,8 +73,12 @@ def answering_chain(
     def standalone(inputs: dict[str, Any]) -> str:
         if not inputs.get("history"):
             return str(inputs["question"])
-        rewritten = rewrite.invoke(inputs).strip().splitlines()
-        return rewritten[0].strip() if rewritten and rewritten[0].strip() else inputs["question"]
+        return _first_line(rewrite.invoke(inputs), inputs["question"])
+
+    async def astandalone(inputs: dict[str, Any]) -> str:
+        if not inputs.get("history"):
+            return str(inputs["question"])
+        return _first_line(await rewrite.ainvoke(inputs), inputs["question"])
 
     def fit(inputs: dict[str, Any]) -> dict[str, Any]:
         if is_not_found(inputs["context"]):
@@ -108,14 +114,29 @@ def answering_chain(
             else:
                 yield from generate.stream(item)
 
+    async def aanswer_or_not_found(inputs: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+        async for item in inputs:
+            if is_not_found(item["context"]):
+                yield NOT_FOUND
+            else:
+                async for token in generate.astream(item):
+                    yield token
+
     return (
         RunnablePassthrough.assign(history=lambda x: list(x.get("history") or []))
-        | RunnablePassthrough.assign(standalone_question=RunnableLambda(standalone))
+        | RunnablePassthrough.assign(
+            standalone_question=RunnableLambda(standalone, afunc=astandalone)
+        )
         | RunnablePassthrough.assign(
             context=itemgetter("standalone_question") | retriever
         ).with_config(run_name="retrieve")
         | RunnableLambda(fit).with_config(run_name="fit_budget")
-        | RunnablePassthrough.assign(answer=RunnableGenerator(answer_or_not_found)).with_config(
-            run_name="generate"
-        )
+        | RunnablePassthrough.assign(
+            answer=RunnableGenerator(answer_or_not_found, aanswer_or_not_found)
+        ).with_config(run_name="generate")
     )
+
+
+def _first_line(rewritten: str, question: str) -> str:
+    lines = rewritten.strip().splitlines()
+    return lines[0].strip() if lines and lines[0].strip() else question

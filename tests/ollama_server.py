@@ -36,6 +36,9 @@ Behaviour worth knowing when writing tests:
   all message contents, ``eval_count`` the number of streamed pieces.
 * ``delay`` seconds are slept, after the request is recorded, before ``/api/embed`` and
   ``/api/chat`` answer. `stop` interrupts the sleep and drops such requests unanswered.
+* ``piece_delay`` seconds are slept between the streamed pieces of a chat reply. A client that
+  hangs up mid-stream is counted in ``streams_dropped`` (the write fails), a stream sent to the
+  end in ``streams_completed``; ``pieces_sent`` counts every piece written.
 """
 
 from __future__ import annotations
@@ -400,12 +403,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/x-ndjson")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for obj in objects:
-            line = json.dumps(obj).encode("utf-8") + b"\n"
-            self.wfile.write(f"{len(line):X}\r\n".encode("ascii") + line + b"\r\n")
+        app = self.server.app
+        try:
+            for obj in objects:
+                line = json.dumps(obj).encode("utf-8") + b"\n"
+                self.wfile.write(f"{len(line):X}\r\n".encode("ascii") + line + b"\r\n")
+                self.wfile.flush()
+                app._count("pieces_sent")
+            self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+        except OSError:  # the client hung up mid-stream
+            app._count("streams_dropped")
+            self.close_connection = True
+            return
+        app._count("streams_completed")
 
     def _chat(self, body: dict[str, Any]) -> None:
         app = self.server.app
@@ -440,7 +451,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         def chunks() -> Iterator[dict[str, Any]]:
-            for piece in pieces:
+            for number, piece in enumerate(pieces):
+                if number and app.piece_delay > 0 and app._stopping.wait(app.piece_delay):
+                    raise OSError("the test server is stopping")
                 yield {
                     "model": model,
                     "created_at": _now_rfc3339(),
@@ -458,7 +471,7 @@ class _Handler(BaseHTTPRequestHandler):
 class OllamaTestServer:
     """An Ollama look-alike on ``127.0.0.1:<free port>``; see the module docstring.
 
-    Attributes that may be changed while it runs: `delay`, `reply`, `models`.
+    Attributes that may be changed while it runs: `delay`, `piece_delay`, `reply`, `models`.
     """
 
     def __init__(
@@ -470,6 +483,7 @@ class OllamaTestServer:
         chat_context_length: int = DEFAULT_CHAT_CONTEXT_LENGTH,
         reply: Reply = DEFAULT_REPLY,
         delay: float = 0.0,
+        piece_delay: float = 0.0,
         embedder: Embedder = fake_embedding,
     ) -> None:
         self.models: tuple[str, ...] = tuple(_with_tag(m) for m in models)
@@ -478,7 +492,11 @@ class OllamaTestServer:
         self.chat_context_length = chat_context_length
         self.reply: Reply = reply
         self.delay = delay
+        self.piece_delay = piece_delay
         self.embedder = embedder
+        self.pieces_sent = 0
+        self.streams_completed = 0
+        self.streams_dropped = 0
         self.requests: list[RecordedRequest] = []
         self._requests_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -553,6 +571,10 @@ class OllamaTestServer:
     def _record(self, request: RecordedRequest) -> None:
         with self._requests_lock:
             self.requests.append(request)
+
+    def _count(self, counter: str) -> None:
+        with self._requests_lock:
+            setattr(self, counter, getattr(self, counter) + 1)
 
     def _wait_delay(self) -> None:
         if self.delay > 0 and self._stopping.wait(self.delay):

@@ -1,0 +1,124 @@
+"""The FastAPI application: routers, the web page, safety middleware and error shapes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException
+
+from app.api import native, openai_compat
+from app.api.security import page_headers, require_loopback_host, require_token
+from app.api.service import AnswerService, Busy, RequestRejected
+from app.config import Settings
+
+
+def create_app(service: AnswerService, settings: Settings, *, loopback: bool) -> FastAPI:
+    """`loopback`: the server is bound to a loopback address, so requests must name one."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    # Room for the longest question and history the limits allow, JSON-escaped.
+    body_limit = max(
+        1 << 20, 8 * (settings.serve_max_question_chars + settings.serve_max_history_chars)
+    )
+    app = FastAPI(
+        title="localrag",
+        summary="Chat with your documents: OpenAI-compatible and native streaming APIs.",
+        # The interactive docs load their scripts from a CDN: not offline, so off.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+        max_body_size=body_limit,
+        dependencies=[Depends(require_loopback_host)] if loopback else [],
+    )
+    app.state.service = service
+    app.state.settings = settings
+    if settings.serve_cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.serve_cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    guarded = [Depends(require_token)]
+    app.include_router(openai_compat.router, dependencies=guarded)
+    app.include_router(native.router, dependencies=guarded)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
+    def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    page = resources.files("app.api").joinpath("static/index.html").read_text("utf-8")
+    headers = page_headers(page)
+
+    # The page holds no data and must load before anyone can type a token into it, so it is
+    # the one route served without the token; everything it shows comes from guarded routes.
+    @app.get("/", include_in_schema=False, response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page, headers=headers)
+
+    _add_error_handlers(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Errors under /v1 in OpenAI's shape (its clients show `error.message`); elsewhere
+    FastAPI's `{"detail": ...}`. Validation errors never echo the input back."""
+
+    def respond(
+        request: Request, status: int, message: str, param: str | None, headers: Any = None
+    ) -> JSONResponse:
+        body: dict[str, Any]
+        if request.url.path.startswith("/v1/"):
+            body = {"error": openai_compat.error_body(status, message, param)}
+        else:
+            body = {"detail": message} if param is None else {"detail": message, "param": param}
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestRejected)
+    async def rejected(request: Request, exc: RequestRejected) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
+        return respond(request, exc.status, exc.message, exc.param, headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return respond(request, exc.status_code, str(exc.detail), None, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {
+                # Bad JSON is located by character offset: the body as a whole is what to fix.
+                "loc": ["body"] if error["type"] == "json_invalid" else list(error["loc"]),
+                "msg": error["msg"],
+                "type": error["type"],
+            }
+            for error in exc.errors()
+        ]
+        message = "; ".join(f"{_field(p['loc'])}: {p['msg']}" for p in problems)
+        if request.url.path.startswith("/v1/"):
+            first = _field(problems[0]["loc"]) if problems else None
+            body: dict[str, Any] = {"error": openai_compat.error_body(422, message, first)}
+        else:
+            body = {"detail": problems, "message": message}
+        return JSONResponse(body, status_code=422)
+
+
+def _field(loc: list[Any]) -> str:
+    """("body", "messages", 0, "content") -> "messages[0].content"; bad JSON -> "body"."""
+    parts = [p for p in loc if p != "body"] or ["body"]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text

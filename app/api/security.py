@@ -1,0 +1,74 @@
+"""Who may call the server: a Bearer token when API_TOKEN is set, and, when bound to loopback,
+only requests addressed to a loopback name (a web page cannot reach it by DNS rebinding)."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import secrets
+from base64 import b64encode
+from urllib.parse import urlsplit
+
+from fastapi import HTTPException, Request
+
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost; a name that needs DNS is never loopback here."""
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_token(request: Request) -> None:
+    """Every API route: `Authorization: Bearer <API_TOKEN>` when a token is set."""
+    token = request.app.state.settings.api_token
+    if token is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), expected):
+        raise HTTPException(
+            401,
+            "Missing or wrong API token: send the header `Authorization: Bearer <API_TOKEN>` "
+            "(in the web page: the token field; in the openai client: api_key).",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def require_loopback_host(request: Request) -> None:
+    """On a loopback bind, the Host header must name loopback too: a page from another site
+    whose name it re-points to 127.0.0.1 (DNS rebinding) is refused."""
+    host = urlsplit("//" + request.headers.get("host", "")).hostname or ""
+    if not is_loopback(host):
+        raise HTTPException(
+            400,
+            f"This server answers only on loopback, not as {host!r}. To serve other "
+            "addresses, start it with --host and an API_TOKEN.",
+        )
+
+
+def page_headers(html: str) -> dict[str, str]:
+    """A Content-Security-Policy that runs only the page's own inline script (by its hash), so
+    even markup that slipped into the page could not run code or load anything from outside."""
+    scripts = re.findall(r"<script>(.*?)</script>", html, re.DOTALL)
+    hashes = " ".join(
+        f"'sha256-{b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in scripts
+    )
+    policy = (
+        f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    return {
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",
+    }
