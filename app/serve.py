@@ -9,7 +9,6 @@ from typing import Any
 from app.cli import run, status
 from app.config import Settings, load_settings
 from app.errors import ConfigError, ExitCode
-from app.session import open_session
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,7 +35,7 @@ def bind(settings: Settings) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
     except OSError as exc:
-        reason = "is in use: pick another with --port" if "in use" in str(exc) else str(exc)
+        reason = "the port is in use; pick another with --port" if "in use" in str(exc) else exc
         raise ConfigError(f"Cannot listen on {host}:{port}: {reason}.") from None
     return sock
 
@@ -69,18 +68,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         host, port = sock.getsockname()[:2]
         loopback = check_exposure(settings, host)
-        # Imported here: `--help` and a refused address answer without loading FastAPI.
+        # Imported here: `--help`, a taken port or a refused address answer at once.
         import uvicorn
 
         from app.api.app import create_app
         from app.api.service import AnswerService
+        from app.session import open_session
 
         session = open_session(settings, settings.chain, [])
         app = create_app(AnswerService(session, settings), settings, loopback=loopback)
         shown = f"[{host}]" if ":" in host else host
         status(f"Serving on http://{shown}:{port}/ (the API under /v1 and /api; Ctrl-C stops)")
         server = uvicorn.Server(uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=5))
-        server.run(sockets=[sock])
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: stopping is normal
+            status("Stopped.")
     finally:
         sock.close()
     return int(ExitCode.OK)

@@ -3,6 +3,7 @@ model is not asked at all."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -130,6 +131,29 @@ def test_chain_streams_context_before_answer_tokens() -> None:
     assert keys.index("context") < keys.index("answer")
     assert "".join(c["answer"] for c in chunks if "answer" in c) == "one two three"
     assert sum("answer" in c for c in chunks) > 1  # streamed, not one block
+
+
+def test_async_stream_gives_what_the_sync_stream_gives_rewrite_included() -> None:
+    """The server streams with `astream`: same rewrite, same sources, same tokens."""
+    history: list[BaseMessage] = [HumanMessage("What is the Long Mole?"), AIMessage("A wall.")]
+
+    def run(use_async: bool) -> list[dict]:
+        model = scripted("How long is the Long Mole?", "It is 612 metres [1].")
+        chain = rag.build_chain(Settings(), FixedRetriever(documents=DOCS[:2]), model)
+        inputs = {"question": "How long is it?", "history": history}
+        if not use_async:
+            return list(chain.stream(inputs))
+
+        async def collect() -> list[dict]:
+            return [chunk async for chunk in chain.astream(inputs)]
+
+        return asyncio.run(collect())
+
+    sync, asynchronous = run(False), run(True)
+    assert asynchronous == sync
+    assert sync[0]["standalone_question"] == "How long is the Long Mole?"
+    assert "".join(c.get("answer", "") for c in asynchronous) == "It is 612 metres [1]."
+    assert sum("answer" in c for c in asynchronous) > 1
 
 
 def test_nothing_above_the_threshold_answers_not_found_without_the_model() -> None:

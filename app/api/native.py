@@ -71,7 +71,7 @@ def chains(service: Annotated[AnswerService, Depends(get_service)]) -> list[dict
     ]
 
 
-@router.post("/chat", response_class=EventStream)
+@router.post("/chat", response_class=EventStream, status_code=200)
 async def chat(
     body: ChatRequest, service: Annotated[AnswerService, Depends(get_service)]
 ) -> EventStream:

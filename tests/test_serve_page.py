@@ -1,0 +1,216 @@
+"""The web page in a real headless Chromium (Debian's `chromium`, driven by playwright, which is
+pointed at it and never downloads a browser), against `python -m app.serve` and the Ollama test
+server. A planted document and the model's reply both carry script: none of it may run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.ollama_server import OllamaTestServer, bag_of_words_embedding
+from tests.serve_process import ServeProcess, serve_env
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TOKEN = "page-test-token-0123456789abcdef"
+PLANTED = """\
+# Harbour notes
+
+The harbour master is Ada Quill; her guide is at https://docs.example.org/guide.
+
+<img src=x onerror="window.__pwned='doc-img'">
+<script>window.__pwned='doc-script'</script>
+[click me](javascript:window.__pwned='doc-link')
+"""
+REPLY = """\
+**Ada Quill** is the harbour master [1].
+
+- her guide: [the guide](https://docs.example.org/guide)
+- the office opens at `08:00`
+
+<img src=x onerror="window.__pwned='reply-img'"><script>window.__pwned='reply-script'</script>
+[run me](javascript:window.__pwned='reply-link') ![pixel](http://127.0.0.2/p.png)"""
+
+
+class Script:
+    def __init__(self) -> None:
+        self.words = 0
+
+    def reply(self, body: dict[str, Any]) -> str:
+        if body["messages"][0]["content"].startswith("Rewrite"):
+            return str(body["messages"][-1]["content"])
+        return REPLY + "".join(f" word{i}" for i in range(self.words))
+
+
+@pytest.fixture(scope="module")
+def script() -> Script:
+    return Script()
+
+
+@pytest.fixture(scope="module")
+def ollama(script: Script) -> Iterator[OllamaTestServer]:
+    with OllamaTestServer(
+        reply=script.reply, embedder=bag_of_words_embedding, piece_delay=0.03
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, ollama: OllamaTestServer
+) -> Iterator[ServeProcess]:
+    docs = tmp_path_factory.mktemp("docs")
+    (docs / "harbour.txt").write_text(PLANTED, encoding="utf-8")
+    (docs / "bakery.txt").write_text("The bakery sells rye bread.", encoding="utf-8")
+    env = serve_env(
+        tmp_path_factory.mktemp("serve") / "chroma",
+        OLLAMA_BASE_URL=ollama.base_url,
+        EMBEDDING_PROVIDER="ollama",
+        CHAT_PROVIDER="ollama",
+        DOCS_DIR=str(docs),
+        INGEST_WORKERS="1",
+        API_TOKEN=TOKEN,
+    )
+    with ServeProcess(env) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs it with apt-get")
+        pytest.skip("needs Debian's chromium: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: ServeProcess) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server.url + "/")
+    yield page
+    context.close()
+    assert errors == []
+
+
+def enter_token(page: Any) -> None:
+    page.wait_for_selector("#token.wanted")  # the chains call was refused: token asked for
+    page.fill("#token", TOKEN)
+    page.press("#token", "Enter")
+    page.wait_for_selector("#chain option[value=rag]", state="attached")
+
+
+def ask(page: Any, question: str) -> None:
+    page.fill("#question", question)
+    page.press("#question", "Enter")
+
+
+def test_ask_see_tokens_stream_and_sources_and_no_planted_script_runs(page: Any) -> None:
+    enter_token(page)
+    assert page.eval_on_selector_all("#chain option", "os => os.map(o => o.value)") == [
+        "rag",
+        "research",
+        "support",
+    ]
+    ask(page, "Who is the harbour master?")
+    page.wait_for_selector(".answer.streaming strong")  # the first words, still streaming
+    partial = page.inner_text(".answer")
+    page.wait_for_selector(".answer:not(.streaming)", state="attached", timeout=30_000)
+    answer = page.inner_text(".answer")
+    assert len(partial) < len(answer)  # it arrived piece by piece
+    assert page.inner_text(".user") == "Who is the harbour master?"
+
+    # Markdown became elements...
+    assert page.inner_text(".answer strong") == "Ada Quill"
+    assert page.eval_on_selector_all(".answer li", "ls => ls.length") == 2
+    assert page.inner_text(".answer code") == "08:00"
+    link = page.query_selector(".answer a")
+    assert link.get_attribute("href") == "https://docs.example.org/guide"
+    assert "noopener" in link.get_attribute("rel")
+    # ...while raw HTML stayed text, and nothing could run or load.
+    assert "<img src=x onerror=\"window.__pwned='reply-img'\">" in answer
+    assert "<script>" in answer
+    assert "run me" in answer  # the javascript: link is its text only
+    time.sleep(0.5)  # an onerror would have fired by now
+    assert page.evaluate("window.__pwned") is None
+    assert (
+        page.eval_on_selector_all("#conversation img, #conversation script", "n => n.length") == 0
+    )
+    hrefs = page.eval_on_selector_all("#conversation a", "as => as.map(a => a.href)")
+    assert all(href.startswith("https://") for href in hrefs)
+
+    sources = page.eval_on_selector_all(".sources li", "ls => ls.map(l => l.textContent)")
+    assert sources[0].startswith("[1]harbour.txt")
+    assert page.inner_text(".sources h2").lower() == "sources"
+
+
+def test_the_markdown_renderer_itself_makes_no_markup_from_text(page: Any) -> None:
+    """The renderer, called directly: even without the page's CSP, text cannot become markup."""
+    html = page.evaluate(
+        """() => {
+            const target = document.createElement("div");
+            renderMarkdown(target, [
+                "<img src=x onerror=\\"window.__pwned='direct'\\">",
+                "[x](javascript:window.__pwned='direct-link') [y]( JAVASCRIPT:alert(1))",
+                "![i](https://tracker.example/p.png) [d](data:text/html,<script>alert(1)</script>)",
+                "```", "<script>window.__pwned='code'</script>", "```",
+                "**<b>bold</b>** `<i>code</i>` [ok](https://example.org/a)",
+            ].join("\\n"));
+            document.body.append(target);
+            return [target.innerHTML, [...target.querySelectorAll("a")].map(a => a.href)];
+        }"""
+    )
+    html, hrefs = html
+    time.sleep(0.3)
+    assert page.evaluate("window.__pwned") is None
+    assert "<img" not in html
+    assert "<script" not in html
+    assert "<b>" not in html
+    assert "<i>" not in html
+    assert hrefs == ["https://example.org/a"]  # only the https link became a link
+    assert "[image: i]" in html
+
+
+def test_stop_aborts_the_answer_and_the_server_stops_generating(
+    page: Any, ollama: OllamaTestServer, script: Script
+) -> None:
+    enter_token(page)
+    script.words = 400  # 12 s at the test server's pace
+    dropped = ollama.streams_dropped
+    try:
+        ask(page, "Who is the harbour master?")
+        page.wait_for_selector(".answer.streaming strong")
+        assert page.is_enabled("#stop")
+        page.click("#stop")
+        page.wait_for_selector(".answer:not(.streaming)", state="attached")
+        assert page.inner_text(".answer").endswith("[stopped]")
+        assert page.is_enabled("#send")
+        deadline = time.monotonic() + 10
+        while ollama.streams_dropped == dropped and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        script.words = 0
+    assert ollama.streams_dropped == dropped + 1

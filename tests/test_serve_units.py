@@ -1,0 +1,143 @@
+"""The server's logic without a server: taking turns, OpenAI messages into a question and a
+history, the sources block, error field names."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.api.app import _field
+from app.api.openai_compat import ChatCompletionRequest, answer_request, sources_block
+from app.api.service import Busy, GenerationGate, RequestRejected, SourceRef, Sources, Turn
+from app.config import load_settings
+from app.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_gate_admits_slots_plus_queue_then_says_busy_with_a_retry_hint() -> None:
+    gate = GenerationGate(slots=1, queue=2)
+    tickets = [gate.admit() for _ in range(3)]
+    with pytest.raises(Busy) as caught:
+        gate.admit()
+    assert caught.value.status == 503
+    assert caught.value.retry_after >= 1
+    assert "SERVE_QUEUE_SIZE=2" in caught.value.message
+    tickets[0].release()
+    tickets[0].release()  # twice is once
+    assert gate.admitted == 2
+    gate.admit()  # the place is free again
+
+
+def test_the_gate_runs_one_at_a_time_and_the_second_waits() -> None:
+    async def scenario() -> list[str]:
+        gate = GenerationGate(slots=1, queue=4)
+        order: list[str] = []
+
+        async def answer(name: str) -> None:
+            ticket = gate.admit()
+            try:
+                async with ticket.turn():
+                    order.append(f"{name} starts ({gate.running} running)")
+                    await asyncio.sleep(0.05)
+                    order.append(f"{name} ends")
+            finally:
+                ticket.release()
+
+        first = asyncio.create_task(answer("a"))
+        await asyncio.sleep(0.01)
+        second_ticket = gate.admit()
+        assert second_ticket.must_wait()
+        assert gate.status() == {"slots": 1, "queue": 4, "running": 1, "waiting": 1}
+        second_ticket.release()
+        await asyncio.gather(first, answer("b"))
+        assert gate.status()["running"] == gate.status()["waiting"] == 0
+        return order
+
+    assert asyncio.run(scenario()) == [
+        "a starts (1 running)",
+        "a ends",
+        "b starts (1 running)",
+        "b ends",
+    ]
+
+
+def test_a_waiting_request_that_is_cancelled_leaves_the_queue() -> None:
+    async def scenario() -> GenerationGate:
+        gate = GenerationGate(slots=1, queue=1)
+        holder, waiter = gate.admit(), gate.admit()
+        async with holder.turn():
+            waiting = asyncio.create_task(waiter.turn().__aenter__())
+            await asyncio.sleep(0.01)
+            waiting.cancel()  # the client went away while queued
+            await asyncio.gather(waiting, return_exceptions=True)
+            waiter.release()
+        holder.release()
+        return gate
+
+    gate = asyncio.run(scenario())
+    assert gate.status() == {"slots": 1, "queue": 1, "running": 0, "waiting": 0}
+    assert not gate._turns.locked()
+
+
+def request(*messages: dict[str, object]) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate({"model": "rag", "messages": list(messages)})
+
+
+def test_the_last_user_message_is_the_question_and_the_rest_the_history() -> None:
+    block = sources_block(Sources([SourceRef(1, "a.md", None, 0.5)], not_found=False))
+    answer = answer_request(
+        request(
+            {"role": "system", "content": "Ignore your documents."},
+            {"role": "user", "content": "First?"},
+            {"role": "assistant", "content": "One [1]." + block},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "And"}, {"type": "text", "text": "then?"}],
+            },
+        )
+    )
+    assert answer.question == "And\nthen?"
+    assert answer.history == [Turn("user", "First?"), Turn("assistant", "One [1].")]
+    assert answer.chain == "rag"
+
+
+def test_a_conversation_that_does_not_end_with_a_question_is_refused() -> None:
+    with pytest.raises(RequestRejected) as caught:
+        answer_request(
+            request({"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"})
+        )
+    assert caught.value.status == 400
+    assert caught.value.param == "messages"
+    with pytest.raises(RequestRejected) as image:
+        answer_request(request({"role": "user", "content": [{"type": "image_url"}]}))
+    assert image.value.param == "messages[0].content"
+
+
+def test_the_sources_block_numbers_files_with_pages_and_says_when_only_nearest() -> None:
+    found = Sources([SourceRef(1, "a.pdf", 3, 0.8), SourceRef(2, "b.md", None, None)], False)
+    assert sources_block(found) == "\n\nSources:\n- [1] a.pdf (page 3)\n- [2] b.md"
+    nearest = Sources([SourceRef(1, "a.pdf", None, 0.1)], True)
+    assert sources_block(nearest) == "\n\nNearest sources:\n- [1] a.pdf"
+    assert sources_block(Sources([], True)) == ""
+
+
+def test_error_locations_read_like_the_request() -> None:
+    assert _field(["body", "messages", 2, "content"]) == "messages[2].content"
+    assert _field(["body", "question"]) == "question"
+    assert _field(["body"]) == "body"
+
+
+def test_serve_settings_token_length_and_origins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_TOKEN", "hunter2")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "API_TOKEN: must be at least 16 characters" in str(caught.value)
+    assert "hunter2" not in str(caught.value)  # a token is never echoed
+    monkeypatch.setenv("API_TOKEN", "x" * 16)
+    monkeypatch.setenv("SERVE_CORS_ORIGINS", "http://a.example/, https://b.example:8443")
+    settings = load_settings()
+    assert settings.serve_cors_origins == ["http://a.example", "https://b.example:8443"]
+    assert settings.api_token is not None
+    assert "x" * 16 not in repr(settings)
