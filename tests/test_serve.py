@@ -314,6 +314,11 @@ def test_chains_and_health_describe_the_server(server: ServeProcess) -> None:
     assert health["embedding_model"] == "ollama/nomic-embed-text"
     assert health["store"]["chunks"] == len(DOCS)
     assert health["generation"] == {"slots": 4, "queue": 16, "running": 0, "waiting": 0}
+    assert health["limits"] == {
+        "question_chars": 4000,
+        "history_messages": 40,
+        "history_chars": 40000,
+    }
 
 
 def test_a_filter_applies_to_its_own_request_only(server: ServeProcess) -> None:
@@ -378,6 +383,33 @@ def test_one_at_a_time_and_a_full_queue_answers_503_with_retry_after(
     for number, answered in enumerate(responses[:2]):
         assert f"ferry {number}?" in answered.json()["choices"][0]["message"]["content"]
     assert script.most_in_flight == 1  # one answer at a time, the second waited
+
+
+def test_a_request_that_waits_for_its_turn_is_told_so_then_answered(
+    strict_server: ServeProcess, script: Script
+) -> None:
+    script.hold = 1.0
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    def ask(question: str) -> list[tuple[str, Any]]:
+        with httpx.stream(
+            "POST",
+            strict_server.url + "/api/chat",
+            json={"question": question},
+            headers=headers,
+            timeout=60,
+        ) as response:
+            return list(sse_events(response))
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(ask, "How often does the lighthouse lamp flash?")
+        time.sleep(0.3)
+        second = pool.submit(ask, "What does a loaf of rye bread cost at the bakery?")
+    assert first.result()[0][0] == "question"  # went straight in
+    waited = second.result()
+    assert waited[0] == ("queued", {"ahead": 0})
+    assert [name for name, _ in waited[1:3]] == ["question", "sources"]
+    assert "from bakery.txt [1]." in dict(waited)["done"]["answer"]
 
 
 def test_a_client_that_disconnects_stops_its_generation(

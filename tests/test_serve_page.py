@@ -214,3 +214,19 @@ def test_stop_aborts_the_answer_and_the_server_stops_generating(
     finally:
         script.words = 0
     assert ollama.streams_dropped == dropped + 1
+
+
+def test_a_long_conversation_sends_the_latest_exchanges_that_fit_the_limits(page: Any) -> None:
+    kept = page.evaluate(
+        """() => {
+            for (let i = 0; i < 30; i++) {
+                conversation.push({ role: "user", content: "q" + i },
+                                  { role: "assistant", content: "a" + i + "x".repeat(100) });
+            }
+            limits = { history_messages: 40, history_chars: 1000 };
+            return recentHistory();
+        }"""
+    )
+    assert len(kept) == 18  # 9 exchanges of ~108 characters fit in 1,000
+    assert kept[0] == {"role": "user", "content": "q21"}
+    assert kept[-1]["content"].startswith("a29")

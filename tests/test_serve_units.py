@@ -4,13 +4,23 @@ history, the sources block, error field names."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 
 from app.api.app import _field
 from app.api.openai_compat import ChatCompletionRequest, answer_request, sources_block
-from app.api.service import Busy, GenerationGate, RequestRejected, SourceRef, Sources, Turn
-from app.config import load_settings
+from app.api.service import (
+    AnswerService,
+    Busy,
+    GenerationGate,
+    RequestRejected,
+    SourceRef,
+    Sources,
+    Turn,
+)
+from app.chat_model import ChatModelInfo
+from app.config import Settings, load_settings
 from app.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -141,3 +151,15 @@ def test_serve_settings_token_length_and_origins(monkeypatch: pytest.MonkeyPatch
     assert settings.serve_cors_origins == ["http://a.example", "https://b.example:8443"]
     assert settings.api_token is not None
     assert "x" * 16 not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("provider", "setting", "slots"), [("local", None, 1), ("ollama", None, 4), ("local", 3, 3)]
+)
+def test_the_embedded_model_answers_one_at_a_time_ollama_four_unless_set(
+    provider: str, setting: int | None, slots: int
+) -> None:
+    session = SimpleNamespace(model_info=ChatModelInfo(provider, "m", 2048, 2))
+    settings = Settings(serve_concurrency=setting, serve_queue_size=5)
+    service = AnswerService(session, settings)  # type: ignore[arg-type]
+    assert service.gate.status() == {"slots": slots, "queue": 5, "running": 0, "waiting": 0}

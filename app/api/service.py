@@ -339,6 +339,11 @@ class AnswerService:
             "chains": [spec.name for spec in self.chains()],
             "default_chain": self.default_chain,
             "generation": self.gate.status(),
+            "limits": {
+                "question_chars": self.settings.serve_max_question_chars,
+                "history_messages": self.settings.serve_max_history_messages,
+                "history_chars": self.settings.serve_max_history_chars,
+            },
         }
 
     # -- answering
