@@ -136,12 +136,12 @@ class Settings(BaseSettings):
     serve_max_history_chars: int = Field(
         40000, ge=0, description="Most characters those earlier messages may have in all."
     )
-    serve_concurrency: int | None = Field(
-        None,
+    serve_concurrency: int = Field(
+        4,
         ge=1,
         le=64,
-        description="Answers generated at once. Empty: 1 for the embedded model (llama.cpp is not "
-        "thread-safe), 4 for Ollama.",
+        description="Answers Ollama generates at once. The embedded model always answers one at "
+        "a time (llama.cpp is not thread-safe).",
     )
     serve_queue_size: int = Field(
         16, ge=0, description="Requests that may wait for a turn; beyond that the server says 503."

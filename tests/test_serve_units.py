@@ -4,13 +4,22 @@ history, the sources block, error field names."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from langchain_core.documents import Document
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from app.api.app import _field
 from app.api.openai_compat import ChatCompletionRequest, answer_request, sources_block
 from app.api.service import (
+    AnswerRequest,
     AnswerService,
     Busy,
     GenerationGate,
@@ -22,6 +31,9 @@ from app.api.service import (
 from app.chat_model import ChatModelInfo
 from app.config import Settings, load_settings
 from app.errors import ConfigError
+from app.session import Session
+from chains.registry import get_chain
+from tests.test_chain import FixedRetriever
 
 pytestmark = pytest.mark.unit
 
@@ -154,12 +166,95 @@ def test_serve_settings_token_length_and_origins(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.parametrize(
-    ("provider", "setting", "slots"), [("local", None, 1), ("ollama", None, 4), ("local", 3, 3)]
+    ("provider", "setting", "slots"), [("local", 4, 1), ("local", 3, 1), ("ollama", 4, 4)]
 )
-def test_the_embedded_model_answers_one_at_a_time_ollama_four_unless_set(
-    provider: str, setting: int | None, slots: int
+def test_the_embedded_model_answers_one_at_a_time_ollama_as_set(
+    provider: str, setting: int, slots: int
 ) -> None:
     session = SimpleNamespace(model_info=ChatModelInfo(provider, "m", 2048, 2))
     settings = Settings(serve_concurrency=setting, serve_queue_size=5)
     service = AnswerService(session, settings)  # type: ignore[arg-type]
     assert service.gate.status() == {"slots": slots, "queue": 5, "running": 0, "waiting": 0}
+
+
+class SlowSyncModel(BaseChatModel):
+    """Sync only, like llama.cpp: LangChain runs each step in a thread. Counts steps that
+    overlap, which on a real llama.cpp context would crash the interpreter."""
+
+    delay: float = 0.4
+    pieces: int = 5
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "slow-sync"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        text = "".join(str(c.message.content) for c in self._stream(messages))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(text))])
+
+    def _stream(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> Iterator[ChatGenerationChunk]:
+        for number in range(self.pieces):
+            with STEP_LOCK:
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            time.sleep(self.delay)
+            with STEP_LOCK:
+                self.in_flight -= 1
+            yield ChatGenerationChunk(message=AIMessageChunk(content=f"w{number} "))
+
+
+STEP_LOCK = threading.Lock()
+
+
+class FixedSession(Session):
+    def retriever(self) -> Any:
+        return FixedRetriever(documents=[Document("Ferry at 07:15.", metadata={"source": "f.txt"})])
+
+
+def embedded_service(model: BaseChatModel) -> AnswerService:
+    settings = Settings()
+    session = FixedSession(
+        settings,
+        None,  # type: ignore[arg-type]  # embeddings, store and keyword index: not used here
+        None,
+        None,  # type: ignore[arg-type]
+        model,
+        ChatModelInfo("local", "slow", 4096, 2),
+        get_chain("rag"),
+    )
+    return AnswerService(session, settings)
+
+
+def test_a_cancelled_answer_on_the_embedded_model_never_overlaps_the_next() -> None:
+    """A client leaves mid-answer and the next request starts at once: its model steps must
+    wait for the abandoned step still running in its thread. (Without `use_loop`'s single
+    worker thread they overlap: with `delay=1.0` this test then counts 2.)"""
+    model = SlowSyncModel()
+    service = embedded_service(model)
+
+    async def scenario() -> str:
+        service.use_loop(asyncio.get_running_loop())
+        leaving = service.prepare(AnswerRequest("When does the ferry leave?"))
+
+        async def read_all() -> None:
+            async for _ in leaving.events():
+                pass
+
+        task = asyncio.create_task(read_all())
+        await asyncio.sleep(model.delay * 1.5)  # in the middle of the second step
+        task.cancel()  # as Starlette does when the client disconnects
+        await asyncio.gather(task, return_exceptions=True)
+        leaving.release()
+        staying = service.prepare(AnswerRequest("And the last one?"))
+        try:
+            return (await staying.collect()).answer
+        finally:
+            staying.release()
+
+    answer = asyncio.run(scenario())
+    assert answer.startswith("w0 w1 ")
+    assert model.most_in_flight == 1

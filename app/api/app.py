@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -24,6 +25,7 @@ def create_app(service: AnswerService, settings: Settings, *, loopback: bool) ->
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.use_loop(asyncio.get_running_loop())
         yield
         service.close()
 

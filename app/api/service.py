@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -313,8 +314,20 @@ class AnswerService:
     def __init__(self, session: Session, settings: Settings) -> None:
         self.base = session
         self.settings = settings
-        slots = settings.serve_concurrency or (1 if session.model_info.provider == "local" else 4)
+        # llama.cpp runs in-process and is not thread-safe: one answer at a time, and all of
+        # the event loop's thread work on one thread (see `use_loop`).
+        self.serial = session.model_info.provider == "local"
+        slots = 1 if self.serial else settings.serve_concurrency
         self.gate = GenerationGate(slots, settings.serve_queue_size)
+
+    def use_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Call once on the server's event loop. For the embedded model, the loop's default
+        executor, where LangChain runs a sync-only model step by step, gets a single thread.
+        Cancelling an answer cannot stop a step already running in a thread; with one thread,
+        the next answer's first step still runs only after it, and after the abandoned
+        generation has been closed there, so two generations never overlap."""
+        if self.serial:
+            loop.set_default_executor(ThreadPoolExecutor(1, thread_name_prefix="localrag-model"))
 
     # -- reading
 
