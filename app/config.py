@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     local_chat_context: int = Field(
         2048, ge=512, description="Context window of the embedded chat model (llama.cpp n_ctx)."
     )
+    chat_context_tokens: int | None = Field(
+        None,
+        ge=512,
+        description="Context window of the chat model in tokens, for models that do not report "
+        "one (Ollama's and the embedded model's are known); when both are known, the smaller "
+        "is used. Empty: the model's.",
+    )
     chat_temperature: float = Field(0.1, ge=0, le=2, description="Sampling temperature.")
     max_answer_tokens: int = Field(
         512, ge=16, description="Most tokens an answer may have; reserved in the context window."

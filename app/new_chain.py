@@ -54,7 +54,7 @@ def build_chain(settings: Settings, retriever: BaseRetriever, model: BaseChatMod
         question_prompt=QUESTION_PROMPT,
         retriever=retriever,
         model=model,
-        answer_reserve=settings.max_answer_tokens,
+        settings=settings,
     ).with_config(run_name="{name}")
 '''
 
@@ -78,6 +78,8 @@ from chains.answering import NOT_FOUND
 from chains.registry import get_chain
 
 pytestmark = pytest.mark.unit
+# LangChain's fake chat models report no context window, so the setting gives one.
+SETTINGS = Settings(chat_context_tokens=4096)
 
 DOC = Document("The ferry leaves Brindlemoor Quay at 07:15.", metadata={{"source": "ferry.md"}})
 
@@ -104,7 +106,7 @@ def test_is_registered() -> None:
 def test_answers_from_the_sources() -> None:
     RecordingModel.seen = []
     model = RecordingModel(messages=iter([AIMessage("At 07:15 [1].")]))
-    chain = {name}.build_chain(Settings(), FixedRetriever(documents=[DOC]), model)
+    chain = {name}.build_chain(SETTINGS, FixedRetriever(documents=[DOC]), model)
     result = chain.invoke({{"question": "When does the first ferry leave?"}})
     assert result["answer"] == "At 07:15 [1]."
     prompt = RecordingModel.seen[0][-1].content
@@ -115,7 +117,7 @@ def test_answers_from_the_sources() -> None:
 def test_not_found_skips_the_model() -> None:
     far = Document(DOC.page_content, metadata={{"source": "ferry.md", "below_threshold": True}})
     model = GenericFakeChatModel(messages=iter([]))  # would fail if called
-    chain = {name}.build_chain(Settings(), FixedRetriever(documents=[far]), model)
+    chain = {name}.build_chain(SETTINGS, FixedRetriever(documents=[far]), model)
     assert chain.invoke({{"question": "What is the capital of Peru?"}})["answer"] == NOT_FOUND
 '''
 

@@ -17,6 +17,7 @@ from app.keyword_index import KeywordIndex, open_keyword_index
 from app.retrieval import DocumentRetriever, SourceFilter, allowed_sources
 from app.sync import sync_collection
 from app.vectorstore import connect, open_collection
+from chains.budget import BudgetError
 from chains.registry import ChainSpec, get_chain
 
 if TYPE_CHECKING:
@@ -63,7 +64,10 @@ class Session:
         )
 
     def rebuild(self) -> None:
-        self.chain = self.spec.build(self.settings, self.retriever(), self.model)
+        try:
+            self.chain = self.spec.build(self.settings, self.retriever(), self.model)
+        except BudgetError as exc:  # an unknown or too small context window: a setting to fix
+            raise ConfigError(str(exc)) from None
 
 
 def open_session(settings: Settings, chain_name: str, filters: list[SourceFilter]) -> Session:

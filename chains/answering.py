@@ -1,7 +1,8 @@
 """The shape every shipped chain shares; a domain chain supplies its prompts.
 
-    {"question", "history"} -> rewrite a follow-up into a standalone question -> retrieve
-    -> not found? fixed message, no model call -> fit the token budget -> prompt -> model -> text
+    {"question", "history"} -> rewrite a follow-up into a standalone question (its prompt
+    fitted to the window) -> retrieve -> not found? fixed message, no model call -> fit the
+    token budget -> prompt -> model -> text
 
 Streams {"standalone_question"}, then {"context": [Document]}, then {"answer": token}...
 Both `stream` and `astream` work; the async path (used by the HTTP server) awaits the model's own
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
@@ -26,19 +27,22 @@ from langchain_core.runnables import (
     RunnablePassthrough,
 )
 
-from chains.budget import context_window, fit_budget, token_counter
+from chains.budget import context_window, fit_budget, prompt_budget, token_counter
 from chains.context import format_context
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 NOT_FOUND = "I could not find this in your documents. The nearest passages are listed below."
 
+REWRITE_INSTRUCTIONS = (
+    "Rewrite the user's last question so it can be understood without the conversation: "
+    "replace pronouns and references with what they refer to. Reply with the question "
+    "only, nothing else."
+)
 REWRITE_PROMPT = ChatPromptTemplate.from_messages(
     [
-        (
-            "system",
-            "Rewrite the user's last question so it can be understood without the conversation: "
-            "replace pronouns and references with what they refer to. Reply with the question "
-            "only, nothing else.",
-        ),
+        ("system", REWRITE_INSTRUCTIONS),
         MessagesPlaceholder("history"),
         ("human", "{question}"),
     ]
@@ -55,10 +59,14 @@ def answering_chain(
     question_prompt: str,
     retriever: BaseRetriever,
     model: BaseChatModel,
-    answer_reserve: int,
+    settings: Settings,
 ) -> Runnable:
     """`question_prompt` gets {context} and {question}; the system prompt gets nothing, so no
-    retrieved text can ever reach it."""
+    retrieved text can ever reach it.
+
+    Both model calls fit the window (`context_window`: the model's, else CHAT_CONTEXT_TOKENS)
+    minus MAX_ANSWER_TOKENS for what the model writes; a window that is unknown or too small
+    is a BudgetError here, when the chain is built, not in the middle of a conversation."""
     prompt = ChatPromptTemplate.from_messages(
         [
             ("system", system_prompt),
@@ -67,18 +75,32 @@ def answering_chain(
         ]
     )
     count = token_counter(model)
-    budget = context_window(model) - answer_reserve
+    budget = prompt_budget(
+        context_window(model, settings.chat_context_tokens), settings.max_answer_tokens
+    )
     rewrite = (REWRITE_PROMPT | model | StrOutputParser()).with_config(run_name="rewrite")
 
     def standalone(inputs: dict[str, Any]) -> str:
         if not inputs.get("history"):
             return str(inputs["question"])
-        return _first_line(rewrite.invoke(inputs), inputs["question"])
+        return _first_line(rewrite.invoke(rewrite_inputs(inputs)), inputs["question"])
 
     async def astandalone(inputs: dict[str, Any]) -> str:
         if not inputs.get("history"):
             return str(inputs["question"])
-        return _first_line(await rewrite.ainvoke(inputs), inputs["question"])
+        return _first_line(await rewrite.ainvoke(rewrite_inputs(inputs)), inputs["question"])
+
+    def rewrite_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
+        """The rewrite sees as much recent history as fits the window; the oldest goes first."""
+        fitted = fit_budget(
+            budget=budget,
+            count=count,
+            fixed=REWRITE_INSTRUCTIONS + str(inputs["question"]),
+            history=list(inputs["history"]),
+            context=[],
+            render_context=format_context,
+        )
+        return {"question": inputs["question"], "history": fitted.history}
 
     def fit(inputs: dict[str, Any]) -> dict[str, Any]:
         if is_not_found(inputs["context"]):

@@ -1,5 +1,12 @@
-"""Fit system prompt, history, context and question into the model's window, minus a reserve
-for the answer. The system prompt is never cut."""
+"""Fit what goes to the model into its context window, minus a reserve for what it writes:
+the answer prompt (system prompt, history, sources, question) and the follow-up rewrite prompt
+(its instructions, history, question). The oldest history goes first; the system prompt and
+the question are never cut.
+
+Where the numbers come from: the window from the model itself (`profile`, `num_ctx`, `n_ctx`,
+an in-process llama.cpp context) or else from settings (CHAT_CONTEXT_TOKENS); token counts from
+the model's own tokenizer where it has one that needs no download, else `estimate_tokens`.
+"""
 
 from __future__ import annotations
 
@@ -7,31 +14,79 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from langchain_core.documents import Document
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import BaseMessage
 
 TokenCounter = Callable[[str], int]
 MESSAGE_OVERHEAD = 8  # role markers and separators a chat template adds per message
 
 
-def token_counter(model: BaseChatModel) -> TokenCounter:
-    """The model's own tokenizer when it runs in-process; otherwise a cautious estimate.
+class BudgetError(ValueError):
+    """The window is unknown, too small for the answer reserve, or the question alone does not
+    fit: a setting or the question has to change, retrying will not help."""
 
-    Never LangChain's default `get_num_tokens`: it loads GPT-2's tokenizer from the hub.
+
+def estimate_tokens(text: str) -> int:
+    """A cautious token count for a model whose tokenizer we cannot run: English averages about
+    4 characters per token; 3 leaves room for numbers and names."""
+    return len(text) // 3 + 1
+
+
+def token_counter(model: BaseLanguageModel) -> TokenCounter:
+    """The model's own tokenizer when it has one that runs here without downloading anything;
+    otherwise `estimate_tokens`.
+
+    Never LangChain's default `get_num_tokens`: it loads GPT-2's tokenizer from the hub (and
+    integrations that only override `get_token_ids`, like OpenAI's, fetch their encodings).
     """
     tokenize = getattr(getattr(model, "client", None), "tokenize", None)
-    if callable(tokenize):
+    if callable(tokenize):  # llama.cpp in-process (ChatLlamaCpp's client is a llama_cpp.Llama)
         return lambda text: len(tokenize(text.encode("utf-8"), add_bos=False, special=True))
-    # English averages about 4 characters per token; 3 leaves room for numbers and names.
-    return lambda text: len(text) // 3 + 1
+    custom = getattr(model, "custom_get_token_ids", None)
+    if callable(custom):  # a tokenizer the user handed to the model
+        return lambda text: len(custom(text))
+    if type(model).get_num_tokens is not BaseLanguageModel.get_num_tokens:
+        return model.get_num_tokens  # the model's class counts its own tokens
+    return estimate_tokens
 
 
-def context_window(model: BaseChatModel, default: int = 2048) -> int:
-    for name in ("num_ctx", "n_ctx"):
-        value = getattr(model, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return default
+def reported_context_window(model: BaseChatModel) -> int | None:
+    """The window the model reports, in tokens, or None: its LangChain `profile`
+    (`max_input_tokens`), an Ollama `num_ctx`, a llama.cpp `n_ctx` field or context."""
+    profile = getattr(model, "profile", None)
+    candidates = [profile.get("max_input_tokens") if isinstance(profile, dict) else None]
+    candidates += [getattr(model, name, None) for name in ("num_ctx", "n_ctx")]
+    n_ctx = getattr(getattr(model, "client", None), "n_ctx", None)
+    if callable(n_ctx):
+        candidates.append(n_ctx())
+    return next((v for v in candidates if isinstance(v, int) and v > 0), None)
+
+
+def context_window(model: BaseChatModel, configured: int | None = None) -> int:
+    """The window the budget fits into: what the model reports, else `configured`
+    (CHAT_CONTEXT_TOKENS); the smaller when both are known. Never a silent guess."""
+    reported = reported_context_window(model)
+    if reported is not None and configured is not None:
+        return min(reported, configured)
+    window = reported if reported is not None else configured
+    if window is None:
+        raise BudgetError(
+            f"The chat model {type(model).__name__} does not report its context window: set "
+            "CHAT_CONTEXT_TOKENS to the window of the model you use (for example 8192), so "
+            "long conversations and sources are fitted to it."
+        )
+    return window
+
+
+def prompt_budget(window: int, reserve: int) -> int:
+    """Tokens left for a prompt when `reserve` are kept for the model's reply."""
+    if window - reserve < 256:
+        raise BudgetError(
+            f"MAX_ANSWER_TOKENS ({reserve}) leaves {max(window - reserve, 0)} of the chat "
+            f"model's {window}-token context window for the prompt; keep at least 256: lower "
+            "MAX_ANSWER_TOKENS or use a larger window."
+        )
+    return window - reserve
 
 
 @dataclass(frozen=True)
@@ -40,6 +95,7 @@ class Fitted:
     context: list[Document]
     dropped_history: int
     dropped_context: int
+    tokens: int  # what the fitted prompt counts
 
 
 def fit_budget(
@@ -53,24 +109,31 @@ def fit_budget(
 ) -> Fitted:
     """Drop, in this order, until everything fits: the oldest history (keeping the last
     exchange), the lowest-ranked chunks (keeping the best one), the last exchange, and finally
-    the tail of the best chunk. `fixed` is what is never cut: system prompt and question."""
+    the tail of the best chunk. `fixed` is what is never cut: system prompt and question; when
+    it alone does not fit, BudgetError says so."""
     history, context = list(history), list(context)
     base = count(fixed) + MESSAGE_OVERHEAD * 2
+    if base > budget:
+        raise BudgetError(
+            f"The question is too long for the chat model: with the instructions it needs "
+            f"{base} tokens, and {budget} are left once the answer's share is reserved. "
+            "Shorten the question (or lower MAX_ANSWER_TOKENS)."
+        )
+    history_tokens = [count(str(m.content)) + MESSAGE_OVERHEAD for m in history]
 
     def used() -> int:
-        turns = sum(count(str(m.content)) + MESSAGE_OVERHEAD for m in history)
-        return base + turns + count(render_context(context))
+        return base + sum(history_tokens) + (count(render_context(context)) if context else 0)
 
     dropped_history = dropped_context = 0
     while used() > budget and len(history) > 2:
-        history = history[2:]
+        history, history_tokens = history[2:], history_tokens[2:]
         dropped_history += 2
     while used() > budget and len(context) > 1:
         context.pop()
         dropped_context += 1
     while used() > budget and history:
         dropped_history += len(history)
-        history = []
+        history, history_tokens = [], []
     if used() > budget and context:
         best = context[0]
         text = best.page_content
@@ -79,4 +142,4 @@ def fit_budget(
             context = [Document(id=best.id, page_content=text, metadata=best.metadata)]
         if not text:
             context, dropped_context = [], dropped_context + 1
-    return Fitted(history, context, dropped_history, dropped_context)
+    return Fitted(history, context, dropped_history, dropped_context, used())

@@ -44,5 +44,5 @@ def build_chain(settings: Settings, retriever: BaseRetriever, model: BaseChatMod
         question_prompt=QUESTION_PROMPT,
         retriever=retriever,
         model=model,
-        answer_reserve=settings.max_answer_tokens,
+        settings=settings,
     ).with_config(run_name="support")

@@ -22,6 +22,8 @@ from chains.context import format_context, number_sources
 from chains.registry import all_chains, get_chain
 
 pytestmark = pytest.mark.unit
+# LangChain's fake chat models report no context window, so the setting gives one.
+SETTINGS = Settings(chat_context_tokens=4096)
 
 DOCS = [
     Document("The Long Mole is 612 metres long.", metadata={"source": "town.md"}),
@@ -91,7 +93,7 @@ def test_injection_canary_stays_inside_its_delimiters_in_the_rendered_prompt() -
         metadata={"source": "planted.md"},
     )
     model = scripted("fine")
-    chain = rag.build_chain(Settings(), FixedRetriever(documents=[DOCS[0], canary]), model)
+    chain = rag.build_chain(SETTINGS, FixedRetriever(documents=[DOCS[0], canary]), model)
     chain.invoke({"question": "When does the ferry leave?"})
     system, human = model.seen[0]
     assert "PWNED" not in system.content
@@ -108,7 +110,7 @@ def test_chain_shows_the_model_the_question_and_numbered_sources_and_returns_the
     store = InMemoryVectorStore(DeterministicFakeEmbedding(size=32))
     store.add_documents(DOCS)
     model = scripted("It is 612 metres [1].")
-    chain = rag.build_chain(Settings(), store.as_retriever(search_kwargs={"k": 4}), model)
+    chain = rag.build_chain(SETTINGS, store.as_retriever(search_kwargs={"k": 4}), model)
 
     result = chain.invoke({"question": "How long is the Long Mole?"})
 
@@ -123,7 +125,7 @@ def test_chain_shows_the_model_the_question_and_numbered_sources_and_returns_the
 
 def test_chain_streams_context_before_answer_tokens() -> None:
     model = GenericFakeChatModel(messages=iter([AIMessage("one two three")]))
-    chain = rag.build_chain(Settings(), FixedRetriever(documents=DOCS[:1]), model)
+    chain = rag.build_chain(SETTINGS, FixedRetriever(documents=DOCS[:1]), model)
 
     chunks = list(chain.stream({"question": "q"}))
 
@@ -163,7 +165,7 @@ def test_nothing_above_the_threshold_answers_not_found_without_the_model() -> No
     ]
     model = FailingChatModel(messages=iter([]))
     for module in (rag, support, research):
-        chain = module.build_chain(Settings(), FixedRetriever(documents=nearest), model)
+        chain = module.build_chain(SETTINGS, FixedRetriever(documents=nearest), model)
         result = chain.invoke({"question": "What is the capital of Australia?"})
         assert result["answer"] == NOT_FOUND
         assert [d.metadata["source"] for d in result["context"]] == ["town.md", "r.pdf"]
@@ -176,7 +178,7 @@ def test_follow_up_is_rewritten_for_retrieval_and_answered_with_history() -> Non
         HumanMessage("What is the Long Mole?"),
         AIMessage("The harbour wall of Brindlemoor."),
     ]
-    chain = rag.build_chain(Settings(), retriever, model)
+    chain = rag.build_chain(SETTINGS, retriever, model)
 
     result = chain.invoke({"question": "How long is it?", "history": history})
 
@@ -192,7 +194,7 @@ def test_follow_up_is_rewritten_for_retrieval_and_answered_with_history() -> Non
 def test_first_question_is_not_rewritten() -> None:
     retriever = FixedRetriever(documents=DOCS[:1])
     model = scripted("answer")
-    rag.build_chain(Settings(), retriever, model).invoke({"question": "Where is it?"})
+    rag.build_chain(SETTINGS, retriever, model).invoke({"question": "Where is it?"})
     assert retriever.queries == ["Where is it?"]
     assert len(model.seen) == 1
 
@@ -203,7 +205,7 @@ def test_domain_chains_have_their_own_prompt_format_and_retrieval() -> None:
     assert support.RETRIEVAL["mode"] == "hybrid"
     assert research.RETRIEVAL["mode"] == "mmr"
     model = scripted("Buy a ticket.\n\nSteps:\n1. Go to the quay [1]")
-    result = support.build_chain(Settings(), FixedRetriever(documents=DOCS[:1]), model).invoke(
+    result = support.build_chain(SETTINGS, FixedRetriever(documents=DOCS[:1]), model).invoke(
         {"question": "How do I travel?"}
     )
     assert "Customer question: How do I travel?" in model.seen[0][-1].content
