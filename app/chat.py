@@ -15,13 +15,12 @@ from rich.markup import escape
 
 from app.cli import err, out, run
 from app.config import load_settings
-from app.errors import ConfigError, ExitCode
-from app.providers import explain_ollama_failure
+from app.errors import ConfigError, ExitCode, LocalragError
 from app.retrieval import SourceFilter
 from app.session import Session, chain_spec, open_session
 from chains.answering import is_not_found
 from chains.context import number_sources
-from chains.output_safety import SafeStream, allowed_hosts
+from chains.output_safety import SafeStream, allowed_hosts, terminal_safe
 from chains.registry import all_chains
 
 HISTORY_FILE = Path.home() / ".localrag_history"
@@ -65,16 +64,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def ask(session: Session, question: str) -> None:
-    """Stream the answer (sanitized, as Markdown on a terminal), then the numbered sources."""
-    assert session.chain is not None
+    """Stream the answer (sanitized, as Markdown on a terminal), then the numbered sources.
+    Ctrl-C stops the answer; a failure raises one LocalragError and changes nothing."""
     context: list[Document] = []
     safe: SafeStream | None = None
     text = ""
+    stopped = False
     live = Live(console=out, auto_refresh=False) if out.is_terminal else None
     try:
         if live:
             live.start()
-        for chunk in session.chain.stream({"question": question, "history": session.history}):
+        for chunk in session.answer(question):
             if "context" in chunk:
                 context = chunk["context"]
                 safe = SafeStream(allowed_hosts(context))
@@ -83,20 +83,19 @@ def ask(session: Session, question: str) -> None:
         if safe is not None:
             text += _show(safe.close(), text, live)
     except KeyboardInterrupt:
-        text += _show(" [stopped]", text, live)
-    except Exception as exc:
-        explained = explain_ollama_failure(exc, session.settings, "chat")
-        if explained is None:
-            raise
-        raise explained from exc
+        stopped = True
+        if safe is not None:
+            text += _show(safe.close(), text, live)
+        _show(" [stopped]", text, live)
     finally:
         if live:
             live.stop()
     if not live:
         out.print()
     session.last_context = context
-    if not is_not_found(context):
-        session.history += [HumanMessage(question), AIMessage(text)]
+    if context and not is_not_found(context):
+        # A stopped answer stays in the conversation as far as it got, marked as stopped.
+        session.history += [HumanMessage(question), AIMessage(text + (" …" if stopped else ""))]
     print_sources(context)
 
 
@@ -115,22 +114,27 @@ def print_sources(context: list[Document]) -> None:
     title = "Nearest sources:" if is_not_found(context) else "Sources:"
     out.print(f"\n{title}", style="bold", markup=False)
     for src in number_sources(context):
-        out.print(f"[{src.number}] {src.label}", markup=False, soft_wrap=True)
+        # File names are data too: a name can hold escape sequences.
+        out.print(f"[{src.number}] {terminal_safe(src.label)}", markup=False, soft_wrap=True)
 
 
-def print_chunks(context: list[Document]) -> None:
+def print_chunks(session: Session) -> None:
+    context = session.last_context
     if not context:
         out.print("No answer yet.")
         return
+    out.print(describe_search(session), markup=False, soft_wrap=True)
     for src in number_sources(context):
+        label = escape(terminal_safe(src.label))
         for chunk in src.chunks:
             score = chunk.metadata.get("score")
             out.print(
-                f"[bold][{src.number}] {escape(src.label)}[/] score {score:.3f}"
+                f"[bold][{src.number}] {label}[/] score {score:.3f}"
                 if isinstance(score, float)
-                else f"[bold][{src.number}] {escape(src.label)}[/]"
+                else f"[bold][{src.number}] {label}[/]"
             )
-            preview = " ".join(chunk.page_content.split())
+            # Chunk text is shown as stored, less anything that could command the terminal.
+            preview = " ".join(terminal_safe(chunk.page_content).split())
             out.print(preview[:400] + ("…" if len(preview) > 400 else ""), markup=False)
 
 
@@ -146,7 +150,7 @@ def handle_command(session: Session, line: str) -> bool:
         session.history.clear()
         out.print("Conversation forgotten.")
     elif command == "/sources":
-        print_chunks(session.last_context)
+        print_chunks(session)
     elif command == "/chain":
         if not rest:
             list_chains(current=session.spec.name)
@@ -164,6 +168,18 @@ def handle_command(session: Session, line: str) -> bool:
     else:
         out.print(f"Unknown command {command}. /help lists them.", markup=False)
     return True
+
+
+def describe_search(session: Session) -> str:
+    """How the chunks were found, so the flags and /where can be checked: `hybrid search, k 3,
+    threshold 0.30, in folder=ferry`."""
+    r = session.retriever()
+    where = " and ".join(map(str, session.filters)) or "all files"
+    fetched = f" of {r.fetch_k}" if r.mode != "similarity" else ""
+    return (
+        f"{session.spec.name} chain, {r.mode} search, k {r.k}{fetched}, "
+        f"threshold {r.score_threshold:.2f}, in {where}:"
+    )
 
 
 def list_chains(current: str | None = None) -> None:
@@ -192,8 +208,18 @@ def repl(session: Session) -> None:
                     return
                 continue
             ask(session, line)
-        except (ValueError, ConfigError) as exc:
-            err.print(f"[red]{escape(str(exc))}[/]")
+        except LocalragError as exc:  # one line; the session goes on with the next question
+            err.print(f"[red]{escape(terminal_safe(str(exc)))}[/]", soft_wrap=True)
+        except ValueError as exc:  # a mistyped command argument, e.g. /where colour=blue
+            err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        except Exception as exc:
+            # Not one of the failures a person can meet (those are LocalragErrors): a bug.
+            # Still one line, so the conversation is not lost.
+            err.print(
+                f"[red]Unexpected error ({type(exc).__name__}): "
+                f"{escape(terminal_safe(str(exc)))}[/]",
+                soft_wrap=True,
+            )
 
 
 def _enable_line_history() -> None:
@@ -232,10 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     session = open_session(settings, settings.chain, filters)
-    if args.question:
-        ask(session, args.question)
-    else:
-        repl(session)
+    try:
+        if args.question:
+            ask(session, args.question)
+        else:
+            repl(session)
+    finally:
+        session.close()
     return int(ExitCode.OK)
 
 

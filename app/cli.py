@@ -24,6 +24,7 @@ from rich.text import Text
 from app.config import Settings
 from app.errors import LocalragError
 from app.providers import choose_provider
+from chains.output_safety import terminal_safe
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -44,7 +45,7 @@ def run(main: Callable[[list[str] | None], int]) -> Callable[..., int]:
         try:
             return main(argv)
         except LocalragError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(terminal_safe(str(exc)))}", soft_wrap=True)
             return int(exc.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -72,7 +73,8 @@ def chat_model_for(settings: Settings) -> tuple[BaseChatModel, ChatModelInfo]:
 
 
 def status(line: str) -> None:
-    err.print(f"[dim]{escape(line)}[/]", soft_wrap=True)
+    # Status lines name files and folders, which may hold escape sequences.
+    err.print(f"[dim]{escape(terminal_safe(line))}[/]", soft_wrap=True)
 
 
 class RateColumn(ProgressColumn):

@@ -39,6 +39,8 @@ Behaviour worth knowing when writing tests:
 * ``piece_delay`` seconds are slept between the streamed pieces of a chat reply. A client that
   hangs up mid-stream is counted in ``streams_dropped`` (the write fails), a stream sent to the
   end in ``streams_completed``; ``pieces_sent`` counts every piece written.
+* ``port``: 0 (the default) picks a free one; give the port of a stopped server to start a
+  server again where a client expects it (a model server that went down and came back).
 """
 
 from __future__ import annotations
@@ -281,11 +283,11 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, app: OllamaTestServer) -> None:
+    def __init__(self, app: OllamaTestServer, port: int = 0) -> None:
         self.app = app
         self.open_connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can stall
@@ -485,6 +487,7 @@ class OllamaTestServer:
         delay: float = 0.0,
         piece_delay: float = 0.0,
         embedder: Embedder = fake_embedding,
+        port: int = 0,
     ) -> None:
         self.models: tuple[str, ...] = tuple(_with_tag(m) for m in models)
         self.embedding_dim = embedding_dim
@@ -497,6 +500,7 @@ class OllamaTestServer:
         self.pieces_sent = 0
         self.streams_completed = 0
         self.streams_dropped = 0
+        self.requested_port = port
         self.requests: list[RecordedRequest] = []
         self._requests_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -510,7 +514,7 @@ class OllamaTestServer:
         if self._httpd is not None:
             raise RuntimeError("OllamaTestServer already started")
         self._stopping.clear()
-        httpd = _HTTPServer(self)
+        httpd = _HTTPServer(self, self.requested_port)
         self._httpd = httpd
         host, port = httpd.server_address[:2]
         self.base_url = f"http://{host!s}:{port}"

@@ -8,7 +8,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from chains.budget import fit_budget
 from chains.context import format_context
-from chains.output_safety import SafeStream, allowed_hosts, sanitize
+from chains.output_safety import SafeStream, allowed_hosts, sanitize, terminal_safe
 
 pytestmark = pytest.mark.unit
 
@@ -125,3 +125,38 @@ def test_budget_truncates_the_best_chunk_as_a_last_resort() -> None:
     assert fitted.history == []
     assert len(fitted.context) == 1
     assert words(format_context(fitted.context)) + words("sys") + 16 <= 120
+
+
+# --- Terminal escapes -------------------------------------------------------------------------
+
+OSC8 = "\x1b]8;;https://evil.example/x\x1b\\click here\x1b]8;;\x1b\\"
+OSC52 = "\x1b]52;c;cm0gLXJmIH4K\x07"
+CSI = "\x1b[2J\x1b[6n\x9b31m"
+BARE = "a\x07b\x08c\rd\x7fX\x85\x1b"
+
+
+def test_terminal_escapes_and_control_characters_are_removed_whole() -> None:
+    assert terminal_safe(f"see {OSC8} now") == "see click here now"  # the link text stays
+    assert terminal_safe(f"copy{OSC52}done") == "copydone"  # no clipboard write
+    assert terminal_safe(f"x{CSI}y") == "xy"  # no clear screen, no status report, no colour
+    assert terminal_safe(BARE) == "abcdX"
+    assert terminal_safe("tab\tand\nnewline, 中文 too") == "tab\tand\nnewline, 中文 too"
+    assert terminal_safe("line\r\nnext") == "line\nnext"
+
+
+def test_answers_are_terminal_safe_even_when_escapes_are_split_across_tokens() -> None:
+    answer = f"The ferry {OSC8} leaves{OSC52} at 7{CSI}.{BARE}"
+    for size in (1, 2, 3, 7):
+        stream = SafeStream(set())
+        pieces = [answer[i : i + size] for i in range(0, len(answer), size)]
+        shown = "".join(stream.feed(p) for p in pieces) + stream.close()
+        assert shown == "The ferry click here leaves at 7.abcdX", size
+        assert not any(c in shown for c in "\x1b\x07\x9b\x9d")
+
+
+def test_an_unterminated_escape_is_released_harmless_after_the_hold_limit() -> None:
+    stream = SafeStream(set())
+    shown = stream.feed("before \x1b]8;;" + "x" * 500) + stream.feed(" after") + stream.close()
+    assert "\x1b" not in shown
+    assert shown.startswith("before ")
+    assert shown.endswith(" after")
