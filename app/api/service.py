@@ -21,9 +21,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from app.config import Settings
 from app.errors import LocalragError, ProviderError, StoreError
-from app.providers import explain_ollama_failure
 from app.retrieval import SourceFilter
-from app.session import Session
+from app.session import Session, explain_failure
 from app.vectorstore import describe_store
 from chains.answering import is_not_found
 from chains.context import number_sources
@@ -423,7 +422,8 @@ class AnswerService:
     def explain(self, exc: Exception) -> AnswerFailed:
         """A failure mid-answer as one message a person can act on, with an HTTP status."""
         if not isinstance(exc, LocalragError):
-            exc = explain_ollama_failure(exc, self.settings, "chat") or exc
+            # The chat's own mapping: model server, prompt refused, store lost or rebuilt.
+            exc = explain_failure(exc, self.settings, self.base.model_info.provider) or exc
         if isinstance(exc, ProviderError):
             return AnswerFailed(502, str(exc))
         if isinstance(exc, StoreError):
