@@ -141,7 +141,7 @@ def test_async_stream_gives_what_the_sync_stream_gives_rewrite_included() -> Non
 
     def run(use_async: bool) -> list[dict]:
         model = scripted("How long is the Long Mole?", "It is 612 metres [1].")
-        chain = rag.build_chain(Settings(), FixedRetriever(documents=DOCS[:2]), model)
+        chain = rag.build_chain(SETTINGS, FixedRetriever(documents=DOCS[:2]), model)
         inputs = {"question": "How long is it?", "history": history}
         if not use_async:
             return list(chain.stream(inputs))
