@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 
 from app.cli import chat_model_for, embeddings_for, status
 from app.config import Settings
@@ -98,9 +98,10 @@ class Session:
                 with serial:
                     if stop.is_set():
                         return
-                    for chunk in chain.stream(inputs):
+                    config: RunnableConfig = {"callbacks": [_StopModel(stop)]}
+                    for chunk in chain.stream(inputs, config):
                         if stop.is_set():
-                            return  # closes the chain's generators: the model stops too
+                            return
                         chunks.put(chunk)
             except BaseException as exc:
                 chunks.put(_Failure(exc))
@@ -180,6 +181,29 @@ def open_session(settings: Settings, chain_name: str, filters: list[SourceFilter
     return session
 
 
+class AnswerStopped(Exception):
+    """Raised inside the model's stream once the answer was stopped, so generation ends."""
+
+
+class _StopModel(BaseCallbackHandler):
+    """Ends a stopped answer inside the model: at its next token, or before its next call.
+    Closing the chain's stream is not enough: LangChain drains a closed stream's input for
+    tracing, so the model would write its whole answer anyway."""
+
+    raise_error = True
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+
+    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+        if self.stop.is_set():
+            raise AnswerStopped
+
+    def on_llm_new_token(self, *args: Any, **kwargs: Any) -> None:
+        if self.stop.is_set():
+            raise AnswerStopped
+
+
 class _Failure:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
@@ -234,7 +258,7 @@ def _is_store_request(exc: BaseException, settings: Settings) -> bool:
     try:
         url = exc.request.url  # type: ignore[attr-defined]
     except (AttributeError, RuntimeError):  # httpx raises RuntimeError when no request is set
-        return urlparse(settings.ollama_base_url).hostname != settings.chroma_host
+        return False
     return (url.host, url.port) == (settings.chroma_host, settings.chroma_port)
 
 
