@@ -216,7 +216,7 @@ class FixedSession(Session):
 
 
 def embedded_service(model: BaseChatModel) -> AnswerService:
-    settings = Settings()
+    settings = Settings(chat_context_tokens=4096)  # the fake model reports no window
     session = FixedSession(
         settings,
         None,  # type: ignore[arg-type]  # embeddings, store and keyword index: not used here
