@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
@@ -66,11 +69,36 @@ def _local_chat_model(settings: Settings) -> BaseChatModel:
         warnings.simplefilter("ignore", DeprecationWarning)
         from langchain_community.chat_models import ChatLlamaCpp
 
-    return ChatLlamaCpp(
-        model_path=model_path,
-        n_ctx=settings.local_chat_context,
-        n_threads=os.cpu_count() or 2,
-        max_tokens=settings.max_answer_tokens,
-        temperature=settings.chat_temperature,
-        verbose=False,
-    )
+    with _without_weight_repacking():
+        return ChatLlamaCpp(
+            model_path=model_path,
+            n_ctx=settings.local_chat_context,
+            n_threads=os.cpu_count() or 2,
+            max_tokens=settings.max_answer_tokens,
+            temperature=settings.chat_temperature,
+            verbose=False,
+        )
+
+
+@contextmanager
+def _without_weight_repacking() -> Iterator[None]:
+    """Load the model without llama.cpp's extra buffer types (weight repacking for AMX and the
+    like). On a virtual machine whose CPU advertises AMX but whose hypervisor does not enable
+    it, the repacked path dies on its first `ldtilecfg` (SIGSEGV in libggml-cpu); the plain CPU
+    path runs everywhere. llama-cpp-python has no argument for it, so the default model
+    parameters are adjusted while the model loads."""
+    import llama_cpp.llama as llama_module
+
+    bindings = llama_module.llama_cpp
+    defaults = bindings.llama_model_default_params
+
+    def plain() -> Any:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    bindings.llama_model_default_params = plain
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = defaults
