@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_openai import ChatOpenAI
 
+from app.paths import PROJECT_ROOT
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding
 from tests.serve_process import ServeProcess, serve_env
 
@@ -480,6 +483,26 @@ def test_a_model_server_failure_mid_answer_is_an_error_event_with_the_fix(
     assert "ollama pull llama3.2" in data["message"]
     assert data["status"] == 502
     assert "ollama pull llama3.2" in caught.value.message
+
+
+def test_a_store_rebuilt_under_the_server_is_opened_again(server: ServeProcess) -> None:
+    rebuild = subprocess.run(
+        [sys.executable, "-m", "app.ingest", "--rebuild"],
+        cwd=PROJECT_ROOT,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rebuild.returncode == 0, rebuild.stderr
+    question = "When does the first ferry leave the harbour?"
+    name, failed = ask_native(server, question=question)[-1]
+    assert name == "error"  # the server's collection was dropped under it...
+    assert failed["status"] == 503
+    assert "rebuilt or deleted" in failed["message"]
+    events = dict(ask_native(server, question=question))  # ...and is opened again
+    assert events["sources"]["sources"][0]["file"] == "ferry.txt"
+    assert "from ferry.txt [1]." in events["done"]["answer"]
 
 
 def test_unknown_chain_is_404_naming_the_ones_there_are(server: ServeProcess) -> None:

@@ -185,6 +185,7 @@ class SlowSyncModel(BaseChatModel):
     pieces: int = 5
     in_flight: int = 0
     most_in_flight: int = 0
+    steps: int = 0
 
     @property
     def _llm_type(self) -> str:
@@ -199,6 +200,7 @@ class SlowSyncModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         for number in range(self.pieces):
             with STEP_LOCK:
+                self.steps += 1
                 self.in_flight += 1
                 self.most_in_flight = max(self.most_in_flight, self.in_flight)
             time.sleep(self.delay)
@@ -258,3 +260,4 @@ def test_a_cancelled_answer_on_the_embedded_model_never_overlaps_the_next() -> N
     answer = asyncio.run(scenario())
     assert answer.startswith("w0 w1 ")
     assert model.most_in_flight == 1
+    assert model.steps <= model.pieces + 3  # the one that left stopped after its current step

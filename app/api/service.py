@@ -20,7 +20,7 @@ from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from app.config import Settings
-from app.errors import LocalragError, ProviderError, StoreError
+from app.errors import ConfigError, LocalragError, ProviderError, StoreError
 from app.retrieval import SourceFilter
 from app.session import Session, explain_failure
 from app.vectorstore import describe_store
@@ -268,6 +268,8 @@ class PreparedAnswer:
         safe: SafeStream | None = None
         text = ""
         try:
+            await self.service.fresh_store()
+            session.collection = self.service.base.collection
             # Building the retriever reads the keyword index's file list: off the event loop.
             await asyncio.to_thread(session.rebuild)
             assert session.chain is not None
@@ -318,6 +320,16 @@ class AnswerService:
         self.serial = session.model_info.provider == "local"
         slots = 1 if self.serial else settings.serve_concurrency
         self.gate = GenerationGate(slots, settings.serve_queue_size)
+        self._reopening = asyncio.Lock()
+
+    async def fresh_store(self) -> None:
+        """After a store failure (rebuilt by `ingest --rebuild`, a Chroma server restarted),
+        the first request to come opens it again; if that fails too, its error says why."""
+        if not self.base.stale:
+            return
+        async with self._reopening:
+            if self.base.stale:
+                await asyncio.to_thread(self.base.reopen_store)
 
     def use_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Call once on the server's event loop. For the embedded model, the loop's default
@@ -427,7 +439,10 @@ class AnswerService:
         if isinstance(exc, ProviderError):
             return AnswerFailed(502, str(exc))
         if isinstance(exc, StoreError):
+            self.base.stale = True  # the next request opens the store again first
             return AnswerFailed(503, str(exc))
+        if isinstance(exc, ConfigError):
+            return AnswerFailed(400, str(exc))
         if isinstance(exc, LocalragError):
             return AnswerFailed(500, str(exc))
         log.exception("answer failed", exc_info=exc)
