@@ -415,6 +415,43 @@ def test_a_request_that_waits_for_its_turn_is_told_so_then_answered(
     assert "from bakery.txt [1]." in dict(waited)["done"]["answer"]
 
 
+def test_the_embedded_models_answer_parallel_clients_one_at_a_time(tmp_path: Path) -> None:
+    """The offline default, for real: SmolLM2 in llama.cpp (whose context aborts the
+    interpreter if two calls overlap) and MiniLM. Three clients at once all get answers."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ferry.txt").write_text(DOCS["ferry.txt"], encoding="utf-8")
+    (docs / "bakery.txt").write_text(DOCS["bakery.txt"], encoding="utf-8")
+    env = serve_env(
+        tmp_path / "chroma",
+        EMBEDDING_PROVIDER="local",
+        CHAT_PROVIDER="local",
+        DOCS_DIR=str(docs),
+        INGEST_WORKERS="1",
+        MAX_ANSWER_TOKENS="24",
+        SCORE_THRESHOLD="-1",  # always ask the model: that is what is tested
+    )
+    with ServeProcess(env) as local:
+        questions = ["When does the first ferry leave?", "What does rye bread cost?"] * 2
+
+        def ask(question: str) -> Any:
+            return client(local).chat.completions.create(
+                model="rag", messages=[{"role": "user", "content": question}]
+            )
+
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(ask, questions))
+        health = httpx.get(local.url + "/api/health").json()
+    assert health["chat_model"] == "local/SmolLM2-135M-Instruct"
+    assert health["generation"]["slots"] == 1
+    for question, answer in zip(questions, answers, strict=True):
+        expected = "ferry.txt" if "ferry" in question else "bakery.txt"
+        assert (answer.model_extra or {})["sources"][0]["file"] == expected
+        text = answer.choices[0].message.content or ""
+        assert text.split("\n\nSources:")[0].strip()  # the model wrote something
+    assert local.stop() == 0
+
+
 def test_a_client_that_disconnects_stops_its_generation(
     server: ServeProcess, ollama: OllamaTestServer, script: Script
 ) -> None:

@@ -6,7 +6,7 @@ Events of `/api/chat`, in order (each `data:` is JSON):
     question  {"standalone_question": "..."}     what retrieval searched for
     sources   {"not_found": bool, "sources": [{"number", "file", "page", "score"}]}
     token     {"text": "..."}                    answer text, already sanitized
-    done      {"answer": "...", "usage": {...}}
+    done      {"answer": "...", "usage": {...} or null when the model reports no counts}
     error     {"message": "...", "status": n}    instead of done, when the answer broke off
 """
 
@@ -99,6 +99,7 @@ async def _events(prepared: PreparedAnswer) -> AsyncIterator[bytes]:
             elif isinstance(event, Token):
                 yield sse({"text": event.text}, "token")
             elif isinstance(event, Finished):
-                yield sse({"answer": event.answer, "usage": event.usage.as_json()}, "done")
+                usage = event.usage.as_json() if event.usage else None
+                yield sse({"answer": event.answer, "usage": usage}, "done")
     except AnswerFailed as exc:
         yield sse({"message": exc.message, "status": exc.status}, "error")

@@ -182,7 +182,7 @@ async def chat_completions(
                     "finish_reason": "stop",
                 }
             ],
-            "usage": answer.usage.as_json(),
+            "usage": answer.usage.as_json() if answer.usage else None,
             "sources": [s.as_json() for s in answer.sources.sources],
         }
     )
@@ -205,7 +205,7 @@ async def _chunks(
                     yield sse(completion.chunk({"content": block}))
                 last = completion.chunk({}, finish_reason="stop")
                 yield sse(last | {"sources": [s.as_json() for s in sources.sources]})
-                if include_usage:
+                if include_usage and event.usage:
                     yield sse(
                         completion.head("chat.completion.chunk")
                         | {"choices": [], "usage": event.usage.as_json()}

@@ -135,7 +135,7 @@ class Token:
 @dataclass(frozen=True)
 class Finished:
     answer: str
-    usage: Usage
+    usage: Usage | None  # None: the model reported no token counts (or was not asked)
 
 
 Event = Queued | Question | Sources | Token | Finished
@@ -145,7 +145,7 @@ Event = Queued | Question | Sources | Token | Finished
 class CompletedAnswer:
     answer: str
     sources: Sources
-    usage: Usage
+    usage: Usage | None
 
 
 def source_refs(context: list[Document]) -> list[SourceRef]:
@@ -459,7 +459,11 @@ def _messages(history: list[Turn]) -> Iterator[BaseMessage]:
         yield HumanMessage(turn.content) if turn.role == "user" else AIMessage(turn.content)
 
 
-def _total_usage(handler: UsageMetadataCallbackHandler) -> Usage:
+def _total_usage(handler: UsageMetadataCallbackHandler) -> Usage | None:
+    """Token counts summed over the model's calls (rewrite and answer); None rather than zeros
+    when the model reports none."""
+    if not handler.usage_metadata:
+        return None
     prompt = completion = 0
     for usage in handler.usage_metadata.values():
         prompt += usage.get("input_tokens", 0)
