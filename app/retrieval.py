@@ -1,5 +1,7 @@
-"""The retriever: similarity, MMR or hybrid (BM25 + vectors, fused by reciprocal rank), with a
-relevance threshold and filters on file, folder and type."""
+"""The retriever: similarity, MMR or hybrid (BM25 + vectors, fused by their relative scores),
+with a relevance threshold and filters on file, folder and type. A question in a script the
+embedding model was not trained on (Chinese for the English MiniLM) is answered from the keyword
+index in every mode: the model's vectors for it are noise."""
 
 from __future__ import annotations
 
@@ -16,11 +18,25 @@ from langchain_core.vectorstores.utils import maximal_marginal_relevance
 from pydantic import ConfigDict, Field
 
 from app.keyword_index import KeywordIndex
+from app.scripts import covers
 
 Mode = Literal["similarity", "mmr", "hybrid"]
-RRF_K = 60  # the constant from Cormack et al. (2009); damps the weight of top ranks
+# Hybrid: each leg's scores are divided by that leg's best score, weighted, and added. Dividing
+# by the best (not min-max) keeps a leg's spread: a leg that cannot tell its candidates apart
+# (flat scores) barely moves the order. Measured (README, benchmarks/results/): reciprocal rank
+# fusion let BM25 pull MS MARCO below vectors alone (0.6946 vs 0.7057); this fusion keeps
+# English at 0.70-0.71 for vector weights from 0.6 to 0.85, and Chinese rises as the weight falls.
+VECTOR_WEIGHT = 0.6
 # What `retriever.invoke(query, **search)` may change for one call.
-SEARCH_PARAMETERS = ("k", "fetch_k", "score_threshold", "mode", "mmr_lambda", "allowed_sources")
+SEARCH_PARAMETERS = (
+    "k",
+    "fetch_k",
+    "score_threshold",
+    "mode",
+    "mmr_lambda",
+    "allowed_sources",
+    "keyword_threshold",
+)
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,11 @@ class DocumentRetriever(BaseRetriever):
     score_threshold: float = 0.0
     mmr_lambda: float = Field(default=0.5, ge=0.0, le=1.0)  # 1: pure relevance, 0: pure variety
     allowed_sources: frozenset[str] | None = None  # None: no filter
+    # Scripts the embedding model was trained on (app.scripts names: LATIN, CJK...); None: any.
+    model_scripts: frozenset[str] | None = None
+    # For questions answered from the keyword index: the share of the question's keyword weight
+    # a chunk must hold (KeywordIndex.coverage) to count as found.
+    keyword_threshold: float = 0.0
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **search: Any
@@ -100,6 +121,8 @@ class DocumentRetriever(BaseRetriever):
     def _search(self, query: str) -> list[Document]:
         if self.allowed_sources is not None and not self.allowed_sources:
             return []
+        if self.keyword_index is not None and not covers(self.model_scripts, query):
+            return self._keyword_led(query)
         query_vector = self.embeddings.embed_query(query)
         candidates, vectors = self._vector_candidates(query_vector)
         passing = [
@@ -166,35 +189,72 @@ class DocumentRetriever(BaseRetriever):
         candidates: list[Document],
         passing: list[int],
     ) -> list[Document]:
-        """Reciprocal rank fusion of the vector hits and the BM25 hits that reach the threshold."""
+        """The vector hits and the BM25 hits that reach the threshold, each leg's score divided
+        by its best, weighted (VECTOR_WEIGHT) and added. Keyword-only hits carry their cosine
+        (from their stored vectors), so they get their vector share too."""
         if self.keyword_index is None:
             raise ValueError("hybrid retrieval needs the keyword index")
-        keyword_ids = [
-            chunk_id
-            for chunk_id, _ in self.keyword_index.search(
-                query, max(self.fetch_k, self.k), self.allowed_sources
-            )
-        ]
+        keyword_hits = self.keyword_index.search(
+            query, max(self.fetch_k, self.k), self.allowed_sources
+        )
         by_id = {str(d.id): d for d in candidates}
         by_id |= self._scored(
-            [i for i in keyword_ids if i not in by_id], np.asarray(query_vector, dtype=float)
+            [i for i, _ in keyword_hits if i not in by_id], np.asarray(query_vector, dtype=float)
         )
-        rankings = [
-            [str(candidates[i].id) for i in passing],
-            [
-                i
-                for i in keyword_ids
-                if i in by_id and by_id[i].metadata["score"] >= self.score_threshold
-            ],
-        ]
-        fused: dict[str, float] = {}
-        for ranking in rankings:
-            for rank, chunk_id in enumerate(ranking):
-                fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+        keyword = {
+            i: score
+            for i, score in keyword_hits
+            if i in by_id and by_id[i].metadata["score"] >= self.score_threshold
+        }
+        pool = list(dict.fromkeys([str(candidates[i].id) for i in passing] + list(keyword)))
+        best_vector = max((by_id[i].metadata["score"] for i in pool), default=0.0)
+        best_keyword = max(keyword.values(), default=0.0)
+
+        def part(score: float, best: float, weight: float) -> float:
+            return weight * max(score, 0.0) / best if best > 0 else 0.0
+
+        fused = {
+            i: part(by_id[i].metadata["score"], best_vector, VECTOR_WEIGHT)
+            + part(keyword.get(i, 0.0), best_keyword, 1 - VECTOR_WEIGHT)
+            for i in pool
+        }
         best = sorted(fused, key=lambda i: fused[i], reverse=True)[: self.k]
         for chunk_id in best:
-            by_id[chunk_id].metadata["rrf"] = round(fused[chunk_id], 5)
+            by_id[chunk_id].metadata["fused"] = round(fused[chunk_id], 5)
         return [by_id[chunk_id] for chunk_id in best]
+
+    def _keyword_led(self, query: str) -> list[Document]:
+        """BM25 order, then vector candidates to fill up; `score` is keyword coverage (0-1)."""
+        assert self.keyword_index is not None
+        wanted = max(self.fetch_k, self.k)
+        order = [i for i, _ in self.keyword_index.search(query, wanted, self.allowed_sources)]
+        found = self._fetch(order)
+        candidates = [found[i] for i in order if i in found]
+        if len(candidates) < self.k:
+            vector_hits, _ = self._vector_candidates(self.embeddings.embed_query(query))
+            candidates += [d for d in vector_hits if str(d.id) not in found]
+        coverage = self.keyword_index.coverage(query, [d.page_content for d in candidates])
+        for doc, share in zip(candidates, coverage, strict=True):
+            doc.metadata["score"] = round(share, 4)
+            doc.metadata["matched_by"] = "keywords"
+        passing = [d for d in candidates if d.metadata["score"] >= self.keyword_threshold]
+        if not passing:
+            nearest = candidates[: self.k]
+            for doc in nearest:
+                doc.metadata["below_threshold"] = True
+            return nearest
+        return passing[: self.k]
+
+    def _fetch(self, chunk_ids: list[str]) -> dict[str, Document]:
+        if not chunk_ids:
+            return {}
+        found = self.collection.get(ids=chunk_ids, include=["documents", "metadatas"])
+        return {
+            chunk_id: Document(id=chunk_id, page_content=text or "", metadata=dict(meta or {}))
+            for chunk_id, text, meta in zip(
+                found["ids"], found["documents"], found["metadatas"], strict=True
+            )
+        }
 
     def _scored(self, chunk_ids: list[str], query_vector: np.ndarray) -> dict[str, Document]:
         """Chunks found by keyword only, with the cosine relevance the vector search would have
