@@ -40,6 +40,11 @@ class EmbeddingModelInfo:
     # data/eval/questions.jsonl scored 0.44-0.80 (a terse "How long is the Long Mole?" 0.33);
     # for 8 questions outside it 0.08-0.25, and 0.40 for a near miss ("ferry fare to France").
     default_threshold: float = 0.0
+    # Scripts the model was trained on (app.scripts names: LATIN, CJK, HANGUL...); None when
+    # multilingual or not recorded. A question mostly in other scripts is answered from the
+    # keyword index: the model's vector for it is noise (MiniLM on the Chinese sample set:
+    # nDCG@10 0.48, against 0.89 for keyword search).
+    scripts: frozenset[str] | None = None
 
     @property
     def key(self) -> str:
@@ -181,6 +186,7 @@ def _local_embeddings(settings: Settings) -> ModelEmbeddings:
             LOCAL_EMBEDDING_MODEL,
             max_tokens=LOCAL_EMBEDDING_MAX_TOKENS,
             default_threshold=0.3,
+            scripts=frozenset({"LATIN"}),  # trained on English sentence pairs
         ),
         load,
         batch_size=settings.embedding_batch_size,

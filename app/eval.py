@@ -107,6 +107,7 @@ def evaluate_dataset(
         run_queries,
     )
     from app.keyword_index import open_keyword_index
+    from app.scripts import covers
     from app.vectorstore import connect, open_collection
 
     load_start = [round(x, 2) for x in os.getloadavg()]
@@ -132,6 +133,13 @@ def evaluate_dataset(
         + f"{report.chunks_added} chunks embedded in {report.seconds.get('total', 0):.1f} s"
     )
     notes = list(dataset.notes)
+    uncovered = [q for q, text in queries if not covers(embeddings.info.scripts, text)]
+    if uncovered:
+        notes.append(
+            f"{len(uncovered)} of {len(queries)} queries are mostly in scripts "
+            f"{embeddings.info.key} was not trained on: every mode answers them from the keyword "
+            "index (the exact baseline shows the model's own vectors)"
+        )
     if report.failed:
         sample = "; ".join(f"{s}: {r}" for s, r in list(report.failed.items())[:3])
         notes.append(f"{len(report.failed)} corpus documents could not be ingested ({sample})")

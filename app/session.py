@@ -75,6 +75,8 @@ class Session:
                 else self.embeddings.info.default_threshold
             ),
             allowed_sources=sources,
+            model_scripts=self.embeddings.info.scripts,
+            keyword_threshold=s.keyword_threshold,
         )
 
     def answer(self, question: str) -> Iterator[dict[str, Any]]:

@@ -80,7 +80,9 @@ def run(folder: Path) -> dict[str, dict[str, float]]:
     rows: dict[str, dict[str, float]] = {}
     for name, (tokenizer, transform) in variants().items():
         db = sqlite3.connect(":memory:")
-        db.execute(f"CREATE VIRTUAL TABLE t USING fts5(text, doc UNINDEXED, tokenize='{tokenizer}')")
+        db.execute(
+            f"CREATE VIRTUAL TABLE t USING fts5(text, doc UNINDEXED, tokenize='{tokenizer}')"
+        )
         db.executemany(
             "INSERT INTO t (text, doc) VALUES (?, ?)",
             [(transform(d.file_text), d.doc_id) for d in dataset.corpus.values()],
@@ -122,7 +124,9 @@ def main() -> None:
     print("\n| terms | " + " | ".join(f"{d} nDCG@10" for d in results) + " |")
     print("|---|" + "---:|" * len(results))
     for name in names:
-        cells = [f"{results[d][name]['ndcg@10']:.4f}" if name in results[d] else "-" for d in results]
+        cells = [
+            f"{results[d][name]['ndcg@10']:.4f}" if name in results[d] else "-" for d in results
+        ]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

@@ -3,7 +3,9 @@
 - exact: brute-force cosine over every stored chunk vector (numpy), the query embedded by the
   same `embed_query` as the retriever: the ceiling for the vector store's approximate search.
 - bm25: `bm25s` (Lucene BM25, k1 1.5, b 0.75) over the same chunk texts, with bm25s's default
-  tokenizer and English stop words, no stemmer.
+  tokenizer and English stop words, no stemmer; text in scripts without spaces (Chinese...) is
+  first cut into the keyword index's character pairs (`index_terms`), else bm25s would see one
+  "word" per run of Chinese between punctuation. English text is untouched by that.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from app.embeddings import ModelEmbeddings
+from app.keyword_index import index_terms
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
@@ -81,12 +84,15 @@ class Bm25Search:
 
         self.bm25s = bm25s
         self.size = len(chunks.texts)
-        tokens = bm25s.tokenize(chunks.texts, stopwords="en", show_progress=False)
+        texts = [index_terms(t) for t in chunks.texts]
+        tokens = bm25s.tokenize(texts, stopwords="en", show_progress=False)
         self.index = bm25s.BM25()
         self.index.index(tokens, show_progress=False)
 
     def search(self, query: str, n: int) -> list[int]:
-        terms = self.bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)
+        terms = self.bm25s.tokenize(
+            [index_terms(query)], stopwords="en", return_ids=False, show_progress=False
+        )
         n = min(n, self.size)
         if n == 0 or not terms or not terms[0]:
             return []

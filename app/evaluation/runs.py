@@ -25,7 +25,7 @@ from app.embeddings import ModelEmbeddings
 from app.evaluation.baselines import Bm25Search, ExactSearch, StoredChunks
 from app.evaluation.metrics import dedupe
 from app.keyword_index import KeywordIndex
-from app.retrieval import DocumentRetriever, Mode
+from app.retrieval import VECTOR_WEIGHT, DocumentRetriever, Mode
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
@@ -67,6 +67,7 @@ def mode_system(
         k=chunk_k,
         fetch_k=fetch_k,
         score_threshold=-1.0,  # off: every query gets its ranking
+        model_scripts=embeddings.info.scripts,
     )
 
     def search(text: str) -> list[tuple[str, str]]:
@@ -76,7 +77,8 @@ def mode_system(
     described = {
         "similarity": f"Chroma HNSW, top {chunk_k} chunks",
         "mmr": f"MMR (lambda {retriever.mmr_lambda}) of {fetch_k} candidates, {chunk_k} chunks",
-        "hybrid": f"RRF of vectors + SQLite FTS5 BM25 (top {fetch_k} each), {chunk_k} chunks",
+        "hybrid": f"vectors + SQLite FTS5 BM25 (top {fetch_k} each), scores relative to each "
+        f"leg's best, weighted {VECTOR_WEIGHT:g} / {1 - VECTOR_WEIGHT:g}, {chunk_k} chunks",
     }
     return SystemRun(mode, "mode", described[mode], search)
 

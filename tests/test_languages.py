@@ -1,0 +1,227 @@
+"""Documents and questions in scripts without spaces: keyword terms, which questions the
+embedding model covers, a fusion that a weak leg cannot drag down, and Chinese retrieval on the
+embedded default (English-only MiniLM) as reliable as English."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.embeddings import Embeddings
+
+from app.config import Settings
+from app.embeddings import EmbeddingModelInfo, build_embeddings
+from app.keyword_index import KeywordIndex, index_terms, open_keyword_index, query_terms
+from app.paths import SAMPLE_DOCS_ZH_DIR, SAMPLE_QUESTIONS_ZH
+from app.providers import ProviderChoice
+from app.retrieval import DocumentRetriever
+from app.scripts import covers
+from app.sync import sync_collection
+from app.vectorstore import connect, create_collection, open_collection
+from tests.ollama_server import bag_of_words_embedding
+
+QUESTIONS = [json.loads(line) for line in SAMPLE_QUESTIONS_ZH.read_text("utf-8").splitlines()]
+ANSWERABLE = [q for q in QUESTIONS if q["source"]]
+OUTSIDE = [q for q in QUESTIONS if not q["source"]]
+
+
+# --- Terms -------------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_chinese_becomes_characters_and_pairs_english_stays_words() -> None:
+    assert query_terms("听雨桥有多长？") == [
+        *["听", "雨", "桥", "有", "多", "长"],
+        *["听雨", "雨桥", "桥有", "有多", "多长"],
+    ]
+    assert query_terms("When does the Ferry leave?") == ["when", "does", "the", "ferry", "leave"]
+    assert index_terms("The ferries leave at 07:15.") == "The ferries leave at 07:15."
+    # Digits and Latin words next to Han characters are terms of their own.
+    assert query_terms("2024年 Lamplighter号") == ["2024", "年", "lamplighter", "号"]
+
+
+@pytest.mark.unit
+def test_a_pdf_line_break_inside_a_chinese_word_does_not_split_it() -> None:
+    assert "竹编" in query_terms("一件竹\n编作品")
+    assert "作品" in query_terms("一件竹\n编作品")
+
+
+@pytest.mark.unit
+def test_an_index_written_with_older_terms_is_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as old:  # the index as the first version wrote it
+        old.execute(
+            "CREATE VIRTUAL TABLE chunks USING fts5(text, chunk_id UNINDEXED, source UNINDEXED, "
+            "type UNINDEXED, tokenize='porter unicode61')"
+        )
+        old.execute("INSERT INTO chunks VALUES ('听雨桥全长86米', 'c1', 'a.md', 'md')")
+    index = KeywordIndex(path)
+    assert index.ids() == set()  # so follow() adds every chunk again, with the new terms
+    index.close()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("text", "covered"),
+    [
+        ("How long is the Long Mole?", True),
+        ("Café crème brûlée", True),
+        ("听雨桥有多长？", False),
+        ("休館日はいつですか", False),
+        ("How long is 听雨桥?", True),  # mostly English
+        ("2024", True),  # nothing says the model cannot read digits
+    ],
+)
+def test_which_questions_an_english_model_covers(text: str, covered: bool) -> None:
+    assert covers(frozenset({"LATIN"}), text) is covered
+    assert covers(None, text)  # a multilingual model covers everything
+
+
+# --- Fusion ------------------------------------------------------------------------------------
+
+
+class Constant(Embeddings):
+    """A model that cannot tell texts apart: every vector is the same."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [[1.0] + [0.0] * 15 for _ in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return [1.0] + [0.0] * 15
+
+
+class BagOfWords(Embeddings):
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [bag_of_words_embedding(t, 16) for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return bag_of_words_embedding(text, 16)
+
+
+def small_store(tmp_path: Path, texts: dict[str, str], embeddings: Embeddings) -> dict[str, Any]:
+    settings = Settings(chroma_dir=tmp_path, collection_name="fusion")
+    collection = create_collection(
+        connect(settings), settings, EmbeddingModelInfo("test", "fusion"), 16
+    )
+    collection.add(
+        ids=list(texts),
+        documents=list(texts.values()),
+        metadatas=[{"source": f"{name}.txt"} for name in texts],
+        embeddings=embeddings.embed_documents(list(texts.values())),  # type: ignore[arg-type]
+    )
+    index = KeywordIndex(tmp_path / "keywords.sqlite3")
+    index.follow(collection)
+    return {"collection": collection, "embeddings": embeddings, "keyword_index": index}
+
+
+@pytest.mark.integration
+def test_a_leg_with_flat_scores_does_not_reorder_the_other(tmp_path: Path) -> None:
+    # Vectors that cannot tell the chunks apart: hybrid must keep BM25's order exactly.
+    texts = {
+        "one": "lantern lantern lantern tide festival",
+        "two": "lantern tide festival in october evening",
+        "three": "tide tables for the harbour and the quay",
+        "four": "the quay cafe sells tea and cake",
+    }
+    store = small_store(tmp_path / "flat-vectors", texts, Constant())
+    question = "lantern tide"
+    keyword_order = [i for i, _ in store["keyword_index"].search(question, 10)]
+    hybrid = DocumentRetriever(**store, mode="hybrid", k=3, fetch_k=4).invoke(question)
+    assert [d.id for d in hybrid] == keyword_order[:3]
+
+
+@pytest.mark.integration
+def test_hybrid_keeps_the_vector_order_when_keywords_match_everything_alike(
+    tmp_path: Path,
+) -> None:
+    # Every chunk holds the query's keyword once and has the same length: BM25 is flat.
+    texts = {
+        "a": "quay alpha beta gamma",
+        "b": "quay delta epsilon zeta",
+        "c": "quay alpha beta theta",
+        "d": "quay iota kappa lambda",
+    }
+    store = small_store(tmp_path / "flat-keywords", texts, BagOfWords())
+    question = "quay alpha beta gamma"
+    similarity = DocumentRetriever(**store, mode="similarity", k=4, fetch_k=4).invoke(question)
+    hybrid = DocumentRetriever(**store, mode="hybrid", k=4, fetch_k=4).invoke("quay")
+    flat = [s for _, s in store["keyword_index"].search("quay", 10)]
+    assert max(flat) - min(flat) < 1e-6
+    # The keyword leg adds the same share to every chunk: the vector order decides.
+    vector_for_quay = DocumentRetriever(**store, mode="similarity", k=4, fetch_k=4).invoke("quay")
+    assert [d.id for d in hybrid] == [d.id for d in vector_for_quay]
+    assert similarity[0].id == "a"
+
+
+# --- Chinese retrieval on the embedded default ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chinese(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    store = tmp_path_factory.mktemp("zh")
+    settings = Settings(chroma_dir=store, _env_file=None)  # type: ignore[call-arg]
+    embeddings = build_embeddings(settings, ProviderChoice("local", "", "test"))
+    report = sync_collection(settings, [SAMPLE_DOCS_ZH_DIR], embeddings)
+    assert not report.failed
+    collection = open_collection(connect(settings), settings, embeddings.info)
+    index = open_keyword_index(store, collection.name)
+    index.follow(collection)
+    yield {
+        "collection": collection,
+        "embeddings": embeddings,
+        "keyword_index": index,
+        "model_scripts": embeddings.info.scripts,
+        "settings": settings,
+    }
+    index.close()
+
+
+def chinese_retriever(chinese: dict[str, Any], **fields: Any) -> DocumentRetriever:
+    parts = {k: v for k, v in chinese.items() if k != "settings"}
+    return DocumentRetriever(**parts, **fields)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["similarity", "mmr", "hybrid"])
+def test_each_mode_finds_the_file_that_answers_a_chinese_question(
+    chinese: dict[str, Any], mode: str
+) -> None:
+    assert chinese["model_scripts"] == frozenset({"LATIN"})  # the embedded default is English
+    r = chinese_retriever(chinese, mode=mode, k=4, fetch_k=20, score_threshold=0.3)
+    misses = [
+        q["question"]
+        for q in ANSWERABLE
+        if q["source"] not in {d.metadata["source"] for d in r.invoke(q["question"])}
+    ]
+    # The same bar as the English questions: 35 questions, at most 2 misses.
+    assert len(misses) <= 2, misses
+
+
+@pytest.mark.integration
+def test_default_thresholds_find_every_answerable_chinese_question(chinese: dict[str, Any]) -> None:
+    settings: Settings = chinese["settings"]
+    r = chinese_retriever(
+        chinese,
+        k=2,
+        score_threshold=chinese["embeddings"].info.default_threshold,  # 0.3, for English
+        keyword_threshold=settings.keyword_threshold,
+    )
+    not_found = [
+        q["question"]
+        for q in ANSWERABLE
+        if all(d.metadata.get("below_threshold") for d in r.invoke(q["question"]))
+    ]
+    assert not not_found  # the English 0.3 would have called every one of them "not found"
+    stopped = [
+        q["question"]
+        for q in OUTSIDE
+        if all(d.metadata.get("below_threshold") for d in r.invoke(q["question"]))
+    ]
+    assert len(stopped) == len(OUTSIDE), stopped
+    found = r.invoke(ANSWERABLE[0]["question"])
+    assert all(d.metadata["matched_by"] == "keywords" for d in found)
+    assert all(0 <= d.metadata["score"] <= 1 for d in found)
