@@ -11,6 +11,7 @@ async calls, so cancelling it closes the model's connection.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import AsyncIterator, Iterator
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,29 @@ if TYPE_CHECKING:
     from app.config import Settings
 
 NOT_FOUND = "I could not find this in your documents. The nearest passages are listed below."
+# The fixed message in the question's language, by the script most of its letters are in.
+NOT_FOUND_BY_SCRIPT = {
+    "CJK": "在你的文档中没有找到答案。下面列出的是最接近的段落。",
+    "HIRAGANA": "ドキュメントの中に答えが見つかりませんでした。最も近い箇所を下に示します。",
+    "KATAKANA": "ドキュメントの中に答えが見つかりませんでした。最も近い箇所を下に示します。",
+    "HANGUL": "문서에서 답을 찾지 못했습니다. 가장 가까운 구절을 아래에 표시합니다.",
+}
+
+
+def not_found_message(question: str) -> str:
+    """NOT_FOUND in the question's language: the script with most letters wins, a Han, kana or
+    Hangul character counting as 3 Latin letters ("pandas 怎么读取 CSV？" is Chinese); any kana
+    makes Han text Japanese."""
+    weights: dict[str, int] = {}
+    for ch in question:
+        if unicodedata.category(ch).startswith("L"):
+            script = unicodedata.name(ch, "").split(" ", 1)[0]
+            weights[script] = weights.get(script, 0) + (3 if script in NOT_FOUND_BY_SCRIPT else 1)
+    if "HIRAGANA" in weights or "KATAKANA" in weights:
+        weights["HIRAGANA"] = sum(weights.pop(s, 0) for s in ("HIRAGANA", "KATAKANA", "CJK"))
+    top = max(weights, key=lambda s: weights[s], default="")
+    return NOT_FOUND_BY_SCRIPT.get(top, NOT_FOUND)
+
 
 REWRITE_INSTRUCTIONS = (
     "Rewrite the user's last question so it can be understood without the conversation: "
@@ -132,14 +156,14 @@ def answering_chain(
     def answer_or_not_found(inputs: Iterator[dict[str, Any]]) -> Iterator[str]:
         for item in inputs:
             if is_not_found(item["context"]):
-                yield NOT_FOUND  # the model is never called
+                yield not_found_message(item["question"])  # the model is never called
             else:
                 yield from generate.stream(item)
 
     async def aanswer_or_not_found(inputs: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
         async for item in inputs:
             if is_not_found(item["context"]):
-                yield NOT_FOUND
+                yield not_found_message(item["question"])
             else:
                 async for token in generate.astream(item):
                     yield token

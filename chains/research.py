@@ -25,8 +25,9 @@ Each claim is one line in this format:
 - <claim> — "<a sentence quoted word for word from the source>" [n]
 
 Quote exactly; never paraphrase inside the quotation marks. Make only claims a quotation \
-supports. If the sources do not support any claim, reply only "I don't know based on your \
-documents." """
+supports. Write the claims in the language of the question; quotations stay in the language \
+of their source. If the sources do not support any claim, reply only "I don't know based on \
+your documents." in the language of the question."""
 
 QUESTION_PROMPT = """\
 Sources:

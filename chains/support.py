@@ -28,8 +28,9 @@ Steps:
 1. <first thing to do> [n]
 2. <next thing to do> [n]
 
-Cite the source number of each step in square brackets. Use at most five steps. If the sources \
-do not cover the question, reply only "I don't know based on your documents." """
+Cite the source number of each step in square brackets. Use at most five steps. Write in the \
+language of the question. If the sources do not cover the question, reply only "I don't know \
+based on your documents." in the language of the question."""
 
 QUESTION_PROMPT = """\
 Sources:

@@ -225,3 +225,80 @@ def test_default_thresholds_find_every_answerable_chinese_question(chinese: dict
     found = r.invoke(ANSWERABLE[0]["question"])
     assert all(d.metadata["matched_by"] == "keywords" for d in found)
     assert all(0 <= d.metadata["score"] <= 1 for d in found)
+
+
+# --- Answers in the question's language ----------------------------------------------------------
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("听雨桥有多长？", "在你的文档中没有找到答案"),
+        ("聽雨橋有多長？", "在你的文档中没有找到答案"),
+        ("休館日はいつですか", "ドキュメントの中に答えが見つかりません"),
+        ("휴관일은 언제입니까?", "문서에서 답을 찾지 못했습니다"),
+        ("How long is the Long Mole?", "I could not find this in your documents"),
+        ("pandas 怎么读取 CSV 文件？", "在你的文档中没有找到答案"),
+    ],
+)
+def test_the_not_found_message_speaks_the_questions_language(question: str, expected: str) -> None:
+    from app.evaluation.answers import says_unknown
+    from chains.answering import not_found_message
+
+    message = not_found_message(question)
+    assert message.startswith(expected)
+    assert says_unknown(message)  # the evaluation counts it as "does not know"
+
+
+@pytest.mark.unit
+def test_a_chinese_question_below_the_threshold_gets_the_chinese_message_without_the_model() -> (
+    None
+):
+    from langchain_core.documents import Document
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.retrievers import BaseRetriever
+
+    from chains import rag
+
+    class Nothing(BaseRetriever):
+        def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+            return [Document("无关", metadata={"source": "a.md", "below_threshold": True})]
+
+    model = GenericFakeChatModel(messages=iter([]))  # would fail if it were called
+    chain = rag.build_chain(Settings(chat_context_tokens=4096), Nothing(), model)
+    result = chain.invoke({"question": "澳大利亚的首都是哪个城市？", "history": []})
+    assert result["answer"].startswith("在你的文档中没有找到答案")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "根据你的文档，我不知道。",
+        "文档中没有提到这个问题。",
+        "資料中沒有找到相關內容。",
+        "ドキュメントからはわかりません。",
+        "문서에 근거해서는 모르겠습니다.",
+    ],
+)
+def test_the_evaluation_reads_i_do_not_know_in_chinese_japanese_korean(answer: str) -> None:
+    from app.evaluation.answers import says_unknown
+
+    assert says_unknown(answer)
+
+
+@pytest.mark.unit
+def test_answers_that_know_are_not_read_as_not_knowing() -> None:
+    from app.evaluation.answers import says_unknown
+
+    assert not says_unknown("听雨桥全长86米[1]。")
+    assert not says_unknown("The Long Mole is 612 metres long [1].")
+
+
+@pytest.mark.unit
+def test_every_shipped_prompt_asks_for_the_questions_language() -> None:
+    from chains import rag, research, support
+
+    for module in (rag, support, research):
+        assert "language of the question" in module.SYSTEM_PROMPT, module.__name__

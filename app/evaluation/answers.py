@@ -24,10 +24,17 @@ from app.config import Settings
 from app.errors import ConfigError
 from app.evaluation.metrics import percentile
 from app.providers import explain_ollama_failure
-from chains.answering import NOT_FOUND, is_not_found
+from chains.answering import NOT_FOUND, NOT_FOUND_BY_SCRIPT, is_not_found
 from chains.context import number_sources
 
-UNKNOWN = re.compile(r"don't know|do not know|not found|could not find", re.IGNORECASE)
+# "I don't know" in the languages the app answers in: English, Chinese (simplified and
+# traditional), Japanese, Korean.
+UNKNOWN = re.compile(
+    r"don't know|do not know|not found|could not find"
+    r"|不知道|无法回答|無法回答|没有找到|沒有找到|找不到|未找到|没有提到|沒有提到|未提及|没有相关|沒有相關"
+    r"|わかりません|分かりません|見つかりません|모르겠습니다|모릅니다|찾지 못했습니다",
+    re.IGNORECASE,
+)
 MISSES_SHOWN = 10
 CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 
@@ -68,7 +75,8 @@ def load_questions(path: Path) -> list[Question]:
 
 def says_unknown(answer: str) -> bool:
     text = answer.replace("\u2019", "'").strip()
-    return text.startswith(NOT_FOUND) or bool(UNKNOWN.search(text))
+    fixed = (NOT_FOUND, *NOT_FOUND_BY_SCRIPT.values())
+    return text.startswith(fixed) or bool(UNKNOWN.search(text))
 
 
 def cited_numbers(answer: str) -> set[int]:
