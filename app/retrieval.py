@@ -25,7 +25,7 @@ Mode = Literal["similarity", "mmr", "hybrid"]
 # by the best (not min-max) keeps a leg's spread: a leg that cannot tell its candidates apart
 # (flat scores) barely moves the order. Measured (README, benchmarks/results/): reciprocal rank
 # fusion let BM25 pull MS MARCO below vectors alone (0.6946 vs 0.7057); this fusion keeps
-# English at 0.70-0.71 for vector weights from 0.6 to 0.85, and Chinese rises as the weight falls.
+# English at 0.70-0.71 for vector weights from 0.6 to 0.9, and Chinese rises as the weight falls
 VECTOR_WEIGHT = 0.6
 # What `retriever.invoke(query, **search)` may change for one call.
 SEARCH_PARAMETERS = (
