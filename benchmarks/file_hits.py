@@ -1,0 +1,103 @@
+"""Does retrieval find the file that answers a sample question, in English and in Chinese, on
+the embedded default with no settings?
+
+    python benchmarks/file_hits.py
+
+Each sample set (data/docs with data/eval/questions.jsonl, data/docs-zh with
+data/eval/questions-zh.jsonl) is ingested into a temporary store with the embedded MiniLM, then
+every question goes through `DocumentRetriever` as a session builds it (mode similarity, the
+default thresholds: SCORE_THRESHOLD 0.3 for MiniLM, KEYWORD_THRESHOLD) at k 2 (what the embedded
+chat model gets) and k 4 (the default for Ollama models). Counts: answerable questions whose
+file is among the chunks and not "not found"; outside questions that are "not found".
+Writes benchmarks/results/file_hits.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.config import Settings
+from app.embeddings import build_embeddings
+from app.evaluation.report import machine, now
+from app.keyword_index import open_keyword_index
+from app.paths import SAMPLE_DOCS_DIR, SAMPLE_DOCS_ZH_DIR, SAMPLE_QUESTIONS, SAMPLE_QUESTIONS_ZH
+from app.providers import ProviderChoice
+from app.retrieval import DocumentRetriever
+from app.sync import sync_collection
+from app.vectorstore import connect, open_collection
+
+RESULTS = Path(__file__).resolve().parent / "results" / "file_hits.json"
+
+
+def measure(docs: Path, questions_file: Path, store: Path) -> dict[str, object]:
+    settings = Settings(chroma_dir=store, _env_file=None)  # type: ignore[call-arg]
+    embeddings = build_embeddings(settings, ProviderChoice("local", "", "benchmark"))
+    sync_collection(settings, [docs], embeddings)
+    collection = open_collection(connect(settings), settings, embeddings.info)
+    index = open_keyword_index(store, collection.name)
+    index.follow(collection)
+    questions = [json.loads(line) for line in questions_file.read_text("utf-8").splitlines()]
+    row: dict[str, object] = {
+        "answerable": sum(1 for q in questions if q["source"]),
+        "outside": sum(1 for q in questions if not q["source"]),
+    }
+    for k in (2, 4):
+        retriever = DocumentRetriever(
+            collection=collection,
+            embeddings=embeddings,
+            keyword_index=index,
+            k=k,
+            fetch_k=5 * k,
+            score_threshold=embeddings.info.default_threshold,
+            keyword_threshold=settings.keyword_threshold,
+            model_scripts=embeddings.info.scripts,
+        )
+        found = stopped = 0
+        for q in questions:
+            docs_found = retriever.invoke(q["question"])
+            not_found = all(d.metadata.get("below_threshold") for d in docs_found)
+            if q["source"]:
+                found += not not_found and q["source"] in {d.metadata["source"] for d in docs_found}
+            else:
+                stopped += not_found
+        row[f"file_found@{k}"] = found
+        row[f"outside_not_found@{k}"] = stopped
+    index.close()
+    return row
+
+
+def main() -> None:
+    load = [round(x, 2) for x in os.getloadavg()]
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, docs, questions in (
+            ("English", SAMPLE_DOCS_DIR, SAMPLE_QUESTIONS),
+            ("Chinese", SAMPLE_DOCS_ZH_DIR, SAMPLE_QUESTIONS_ZH),
+        ):
+            results[name] = measure(docs, questions, Path(tmp) / name)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {"date": now(), "machine": machine() | {"load_average_start": load}, "sets": results},
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    print("| sample set | file among 2 chunks | among 4 chunks | outside questions not found |")
+    print("|---|---:|---:|---:|")
+    for name, r in results.items():
+        print(
+            f"| {name} | {r['file_found@2']}/{r['answerable']} | {r['file_found@4']}/"
+            f"{r['answerable']} | {r['outside_not_found@2']}/{r['outside']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
