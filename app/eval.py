@@ -1,13 +1,16 @@
 """`python -m app.eval`: measure retrieval on a BEIR folder, or answers on a question file.
 
     python -m app.eval --dataset DIR [--json PATH] [--plot PATH.png] [--markdown]
+    python -m app.eval --dataset DIR --embeddings local,local:FOLDER,ollama:bge-m3 [...]
     python -m app.eval --questions data/eval/questions.jsonl [--json PATH]
 
 --dataset ingests the folder's corpus.jsonl through the app's own pipeline into a collection of
 its own (`eval-<dataset>-<hash>-<model>`, in the same store; reused while the corpus is
 unchanged), runs every judged query through each retrieval mode (similarity, mmr, hybrid) and
 two baselines on the same chunks and embedding model (bm25s, exact numpy search), and reports
-nDCG@10, Recall@10, MRR@10 and latency p50/p95 per query.
+nDCG@10, Recall@10, MRR@10 and latency p50/p95 per query. With --embeddings it runs each named
+embedding model on the same corpus instead and prints one table of models (see
+app/evaluation/compare.py).
 """
 
 from __future__ import annotations
@@ -56,6 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--markdown", action="store_true", help="also print the table as Markdown (--dataset)"
     )
     parser.add_argument(
+        "--embeddings",
+        metavar="SPEC[,SPEC...]",
+        help="compare embedding models on --dataset: local, local:FOLDER_OR_PACKAGE, ollama, "
+        "ollama:MODEL (e.g. local,ollama:bge-m3)",
+    )
+    parser.add_argument(
         "--chunks",
         type=int,
         default=DEFAULT_CHUNK_K,
@@ -78,8 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--repeats must be at least 1")
     if args.chunks < 10:
         parser.error("--chunks must be at least 10")
-    if args.questions and (args.plot or args.markdown):
-        parser.error("--plot and --markdown go with --dataset")
+    if args.questions and (args.plot or args.markdown or args.embeddings):
+        parser.error("--plot, --markdown and --embeddings go with --dataset")
     return args
 
 
@@ -238,6 +247,25 @@ def main(argv: list[str] | None = None) -> int:
         )
         if show:
             print_answers(result)
+    elif args.embeddings:
+        from app.evaluation.compare import compare_embeddings, parse_specs
+        from app.evaluation.report import comparison_markdown, plot_comparison, print_comparison
+
+        result = compare_embeddings(
+            settings,
+            args.dataset,
+            parse_specs(args.embeddings),
+            split=args.split,
+            chunk_k=args.chunks,
+            repeats=args.repeats,
+        )
+        if show:
+            print_comparison(result)
+            if args.markdown:
+                out.print(comparison_markdown(result), markup=False, soft_wrap=True)
+        if args.plot:
+            plot_comparison(result, args.plot)
+            status(f"Wrote {args.plot}")
     else:
         from app.evaluation.report import markdown_table, plot, print_table
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -47,6 +47,32 @@ def probe_ollama(base_url: str, timeout: float) -> OllamaStatus:
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
         return OllamaStatus(base_url, frozenset(), type(exc).__name__)
     return OllamaStatus(base_url, names, None)
+
+
+def show_ollama_model(settings: Settings, model: str) -> dict[str, Any]:
+    """`POST /api/show`: what Ollama knows about a model (its `model_info` holds the context
+    length and the embedding length). An Ollama too old to answer gives {}: facts unknown."""
+    try:
+        response = httpx.post(
+            f"{settings.ollama_base_url}/api/show",
+            json={"model": model},
+            timeout=settings.ollama_probe_timeout,
+        )
+    except httpx.TimeoutException as exc:
+        detail = f"no answer within {settings.ollama_probe_timeout:g} s"
+        raise ProviderError(ollama_down_message(settings, "EMBEDDING_PROVIDER", detail)) from exc
+    except httpx.HTTPError as exc:
+        raise ProviderError(
+            ollama_down_message(settings, "EMBEDDING_PROVIDER", type(exc).__name__)
+        ) from exc
+    if response.status_code == 404:
+        raise ProviderError(model_missing_message(settings, "EMBEDDING_PROVIDER", model))
+    try:
+        response.raise_for_status()
+        body = response.json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,13 @@ plain text, as Ollama's router answers.
 Behaviour worth knowing when writing tests:
 
 * Model names are stored with a tag (``llama3.2:latest``); a request may name a model with or
-  without ``:latest``. A model whose name contains ``embed`` has the capability ``embedding``
-  (family ``nomic-bert``); any other has ``completion`` (family ``llama``). Asking a model
-  without ``completion`` to chat is a 400 ``"NAME" does not support chat``.
+  without ``:latest``. A model whose name contains ``embed``, or starts with ``bge-`` or
+  ``all-minilm``, has the capability ``embedding``; any other has ``completion`` (family
+  ``llama``). An embedding model's family is Ollama's: ``bert`` for ``bge-*``, ``mxbai-*``,
+  ``snowflake-arctic-embed*`` and ``all-minilm``, ``qwen3`` for ``qwen3-embedding``,
+  ``nomic-bert`` for the others. ``/api/show`` reports its ``<family>.context_length`` and
+  ``<family>.embedding_length`` from the server's ``context_length`` and ``embedding_dim``.
+  Asking a model without ``completion`` to chat is a 400 ``"NAME" does not support chat``.
 * Error bodies are Ollama's words, from its server/routes.go: unknown model on ``/api/show``
   and ``/api/chat`` is 404 ``model 'NAME' not found``; on ``/api/embed`` it is 404
   ``model "NAME" not found, try pulling it first``.
@@ -232,11 +236,24 @@ def _with_tag(name: str) -> str:
     return name if ":" in last else f"{name}:latest"
 
 
+_EMBEDDING_FAMILIES = (
+    (re.compile(r"^(bge-|mxbai-|snowflake-arctic-embed|all-minilm)"), "bert"),
+    (re.compile(r"^qwen3-embedding"), "qwen3"),
+    (re.compile(r"embed"), "nomic-bert"),
+)
+
+
+def _embedding_family(name: str) -> str | None:
+    base = name.rsplit("/", 1)[-1].split(":", 1)[0].lower()
+    return next((family for pattern, family in _EMBEDDING_FAMILIES if pattern.search(base)), None)
+
+
 def _model_card(name: str, *, embedding_dim: int, context_length: int, chat_ctx: int) -> _ModelCard:
-    if "embed" in name.lower():
+    family = _embedding_family(name)
+    if family is not None:
         return _ModelCard(
             name=name,
-            family="nomic-bert",
+            family=family,
             capabilities=("embedding",),
             parameter_size="137M",
             quantization_level="F16",

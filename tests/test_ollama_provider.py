@@ -22,7 +22,6 @@ from chromadb.config import Settings as ChromaSettings
 from app.chat_model import build_chat_model
 from app.config import Settings
 from app.embeddings import (
-    LOCAL_EMBEDDING_MODEL,
     EmbeddingModelInfo,
     ModelEmbeddings,
     build_embeddings,
@@ -561,7 +560,7 @@ def test_default_collection_name_differs_per_embedding_model(make_settings: Make
         ollama_model_info("nomic-embed-text", 2048),
         ollama_model_info("mxbai-embed-large", 512),
         ollama_model_info("all-minilm", 256),
-        EmbeddingModelInfo("local", LOCAL_EMBEDDING_MODEL),
+        EmbeddingModelInfo("local", "all-MiniLM-L6-v2"),
     ]
     names = [collection_name(settings, info) for info in infos]
     assert len(set(names)) == len(infos)

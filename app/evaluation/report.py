@@ -209,3 +209,133 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def now() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+# --- Embedding models side by side (`--embeddings`) ---------------------------------------
+
+
+def _cell(value: Any, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+COMPARISON_COLUMNS = (
+    "model",
+    "nDCG@10",
+    "Recall@10",
+    "MRR@10",
+    "p50 ms",
+    "p95 ms",
+    "ingest chunks/s",
+    "dim",
+    "max tokens",
+    "index MB",
+)
+
+
+def comparison_cells(row: dict[str, Any]) -> list[str]:
+    return [
+        row["model"],
+        *(f"{row[m]:.4f}" for m in METRICS),
+        f"{row['latency_ms']['p50']:.1f}",
+        f"{row['latency_ms']['p95']:.1f}",
+        _cell(row["ingest_chunks_per_s"], ".1f"),
+        _cell(row["dimension"], "d"),
+        _cell(row["max_tokens"], "d"),
+        _cell(row["index_mb"], ".1f"),
+    ]
+
+
+def print_comparison(result: dict[str, Any]) -> None:
+    data = result["dataset"]
+    table = Table(
+        title=(
+            f"{escape(data['name'])} ({data['split']}): {data['evaluated_queries']} judged "
+            f"queries, {data['documents']:,} documents; {escape(result['retrieval'])}"
+        )
+    )
+    for index, column in enumerate(COMPARISON_COLUMNS):
+        table.add_column(column, justify="left" if index == 0 else "right")
+    for row in result["models"]:
+        table.add_row(*(escape(cell) for cell in comparison_cells(row)))
+    out.print(table)
+    out.print(
+        f"Latency: one retrieval per query, embedding it included (median of "
+        f"{result['latency_repeats']} timings). Ingest: chunks per second through the model's "
+        f"embed_documents over {result['throughput_sample']} stored chunks. Index: the "
+        "collection's HNSW files. Judged queries have a median of "
+        f"{data['relevant_per_query']} relevant documents, so Recall@10 can reach at most "
+        f"{data['max_recall@10']:.4f}.",
+        soft_wrap=True,
+    )
+    for row in result["models"]:
+        prefixes = row["prefixes"]
+        out.print(
+            f"  {escape(row['model'])}: {row['chunks']:,} chunks; prefixes "
+            f"{prefixes['document']!r} / {prefixes['query']!r} ({escape(prefixes['source'])})",
+            soft_wrap=True,
+        )
+    for note in data["notes"]:
+        out.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
+
+
+def comparison_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "| " + " | ".join(COMPARISON_COLUMNS) + " |",
+        "|---|" + "---:|" * (len(COMPARISON_COLUMNS) - 1),
+    ]
+    for row in result["models"]:
+        cells = comparison_cells(row)
+        lines.append("| `" + cells[0] + "` | " + " | ".join(cells[1:]) + " |")
+    return "\n".join(lines)
+
+
+def plot_comparison(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["models"]
+    names = [row["model"] for row in rows]
+    metrics = list(METRICS)
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+    fig, (quality, speed) = plt.subplots(
+        1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]}
+    )
+    width = 0.8 / len(rows)
+    for index, row in enumerate(rows):
+        xs = [m + (index - (len(rows) - 1) / 2) * width for m in range(len(metrics))]
+        label = f"{row['model']} ({_cell(row['dimension'], 'd')}-d)"
+        bars = quality.bar(
+            xs, [row[m] for m in metrics], width, label=label, color=colours[index % 6]
+        )
+        quality.bar_label(bars, fmt="%.3f", fontsize=7, rotation=90, padding=2)
+    quality.set_xticks(range(len(metrics)), [LABELS[m] for m in metrics])
+    quality.set_ylim(0, 1.12)
+    quality.set_ylabel("score (mean over judged queries)")
+    quality.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), fontsize=8, ncols=2)
+    quality.set_title("retrieval quality (similarity)")
+
+    positions = list(range(len(rows)))
+    p50 = [row["latency_ms"]["p50"] for row in rows]
+    p95 = [row["latency_ms"]["p95"] for row in rows]
+    speed.bar([x - 0.2 for x in positions], p50, 0.4, label="query p50 ms", color="#4c72b0")
+    speed.bar([x + 0.2 for x in positions], p95, 0.4, label="query p95 ms", color="#dd8452")
+    for x, row in zip(positions, rows, strict=True):
+        rate = _cell(row["ingest_chunks_per_s"], ".0f")
+        speed.text(x, max(p95) * 1.02, f"{rate} chunks/s", ha="center", fontsize=7)
+    speed.set_xticks(positions, [n.split("/", 1)[-1][:24] for n in names], fontsize=7)
+    speed.set_ylabel("ms per query (embedding included)")
+    speed.set_ylim(0, max(p95) * 1.15 or 1)
+    speed.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), fontsize=8, ncols=2)
+    speed.set_title("query latency; ingest throughput above")
+
+    data = result["dataset"]
+    fig.suptitle(
+        f"{data['name']}: {data['evaluated_queries']} queries, {data['documents']:,} documents, "
+        f"{len(rows)} embedding models ({result['date'][:10]})"
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

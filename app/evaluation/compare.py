@@ -1,0 +1,235 @@
+"""Several embedding models on one BEIR corpus, one table: `--embeddings SPEC[,SPEC...]`.
+
+A spec is `local` (LOCAL_EMBEDDING_MODEL), `local:FOLDER_OR_PACKAGE`, `ollama`
+(OLLAMA_EMBEDDING_MODEL) or `ollama:MODEL`. Every model gets the same corpus, chunking and
+queries through the app's own pipeline, each into its own eval collection (reused while the
+corpus is unchanged), and is measured on `similarity` retrieval, the mode that shows the model
+and nothing else:
+
+- nDCG@10, Recall@10, MRR@10 as the single-model report computes them;
+- query latency p50/p95: the retrieval call, embedding the question included;
+- ingest throughput: chunks per second through `embed_documents` (batches, prefixes, as ingest
+  calls it) over a sample of the collection's own chunks, timed in every run so a reused
+  collection still gets a figure; the first ingest's own rate is in the JSON;
+- dimension and maximum tokens as the model reports them (`app.embedding_models`);
+- the vector index on disk (Chroma's HNSW files of the collection; the documents and metadata
+  in chroma.sqlite3 are the same text for every model and are not counted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from app.cli import embeddings_for, status
+from app.config import Settings
+from app.errors import ConfigError
+
+if TYPE_CHECKING:
+    from chromadb.api.models.Collection import Collection
+
+    from app.embeddings import ModelEmbeddings
+
+THROUGHPUT_SAMPLE = 256  # chunks embedded, timed, per model
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    text: str  # as the user wrote it
+    provider: Literal["local", "ollama"]
+    model: str  # empty: the model the settings name
+
+
+def parse_specs(value: str) -> list[EmbeddingSpec]:
+    specs: list[EmbeddingSpec] = []
+    for raw in (part.strip() for part in value.split(",")):
+        if not raw:
+            continue
+        provider, _, model = raw.partition(":")
+        if provider not in ("local", "ollama"):
+            raise ConfigError(
+                f"--embeddings: '{raw}' is not a model spec. Write local, local:FOLDER_OR_PACKAGE, "
+                "ollama or ollama:MODEL, separated by commas."
+            )
+        specs.append(EmbeddingSpec(raw, provider, model.strip()))  # type: ignore[arg-type]
+    if not specs:
+        raise ConfigError("--embeddings: name at least one model, e.g. local,ollama:bge-m3")
+    seen = [s.text for s in specs]
+    if len(set(seen)) != len(seen):
+        raise ConfigError(f"--embeddings: a model is named twice in {value!r}")
+    return specs
+
+
+def settings_for(settings: Settings, spec: EmbeddingSpec) -> Settings:
+    """The user's settings with the embedding model of `spec`; an explicit provider never falls
+    back, so a missing Ollama model stops the run before anything is ingested."""
+    update: dict[str, Any] = {"embedding_provider": spec.provider}
+    if spec.model:
+        key = "local_embedding_model" if spec.provider == "local" else "ollama_embedding_model"
+        update[key] = spec.model
+    return settings.model_copy(update=update)
+
+
+def compare_embeddings(
+    settings: Settings,
+    folder: Path,
+    specs: list[EmbeddingSpec],
+    *,
+    split: str,
+    chunk_k: int,
+    repeats: int,
+) -> dict[str, Any]:
+    from app.evaluation.beir import load_beir
+    from app.evaluation.corpus import ingest_corpus
+    from app.evaluation.metrics import evaluate, judged_queries, percentile
+    from app.evaluation.report import machine, now
+    from app.evaluation.runs import DOCS_K, mode_system, run_queries
+    from app.keyword_index import open_keyword_index
+    from app.vectorstore import connect, open_collection
+
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    dataset = load_beir(folder, split)
+    judged = judged_queries(dataset.qrels, list(dataset.queries))
+    if not judged:
+        raise ConfigError(
+            f"No query in {folder / 'queries.jsonl'} has a relevant judgement in "
+            f"qrels/{split}.tsv: nothing to score."
+        )
+    queries = [(q, dataset.queries[q]) for q in judged]
+    status(
+        f"Dataset {dataset.name}: {len(dataset.corpus)} documents, {len(judged)} judged queries; "
+        f"comparing {len(specs)} embedding models"
+    )
+    # Every model is checked (folder readable, Ollama has it) before the first one ingests.
+    models = [(spec, settings_for(settings, spec)) for spec in specs]
+    built = [(spec, s, embeddings_for(s)) for spec, s in models]
+    keys = [e.info.key for _, _, e in built]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"--embeddings: two specs name the same model ({', '.join(keys)})")
+
+    rows: list[dict[str, Any]] = []
+    for spec, model_settings, embeddings in built:
+        status(f"Model {embeddings.info.key} ({spec.text})")
+        eval_settings, corpus, report = ingest_corpus(model_settings, dataset, embeddings)
+        collection = open_collection(connect(eval_settings), eval_settings, embeddings.info)
+        if collection is None or collection.count() == 0:
+            raise ConfigError(f"No document of {folder / 'corpus.jsonl'} could be ingested.")
+        keyword_index = open_keyword_index(eval_settings.chroma_dir, collection.name)
+        try:
+            system = mode_system(
+                "similarity",
+                collection=collection,
+                embeddings=embeddings,
+                keyword_index=keyword_index,
+                chunk_k=chunk_k,
+                fetch_k=chunk_k,
+            )
+            run_queries([system], queries, corpus.source_to_id, repeats)
+        finally:
+            keyword_index.close()
+        scores = evaluate(system.rankings, dataset.qrels, DOCS_K)
+        ms = [s * 1000 for s in system.seconds]
+        embed_seconds = report.seconds.get("embed")
+        rows.append(
+            {
+                "spec": spec.text,
+                "model": embeddings.info.key,
+                **{name: round(value, 4) for name, value in scores.means.items()},
+                "latency_ms": {
+                    "p50": round(percentile(ms, 50), 2),
+                    "p95": round(percentile(ms, 95), 2),
+                },
+                "ingest_chunks_per_s": round(embedding_throughput(collection, embeddings), 1),
+                "first_ingest_chunks_per_s": (
+                    round(report.chunks_added / embed_seconds, 1)
+                    if report.chunks_added and embed_seconds
+                    else None
+                ),
+                "dimension": embeddings.info.dimension or stored_dimension(collection),
+                "max_tokens": embeddings.info.max_tokens,
+                "prefixes": {
+                    "document": embeddings.info.document_prefix,
+                    "query": embeddings.info.query_prefix,
+                    "source": embeddings.info.prefix_source,
+                },
+                "index_mb": index_megabytes(eval_settings, collection),
+                "chunks": collection.count(),
+                "collection": collection.name,
+                "ingest": report.as_dict(),
+                "per_query": {
+                    q: {m: round(v, 4) for m, v in values.items()}
+                    for q, values in scores.per_query.items()
+                },
+            }
+        )
+    relevant = [sum(g > 0 for g in dataset.qrels[q].values()) for q in judged]
+    return {
+        "kind": "embedding-comparison",
+        "date": now(),
+        "machine": machine() | {"load_average_start": load_start},
+        "dataset": {
+            "name": dataset.name,
+            "folder": str(dataset.folder.resolve()),
+            "split": split,
+            "documents": len(dataset.corpus),
+            "evaluated_queries": len(judged),
+            "skipped_queries": len(dataset.queries) - len(judged),
+            "relevant_per_query": statistics.median(relevant),
+            "max_recall@10": round(sum(min(DOCS_K, n) / n for n in relevant) / len(relevant), 4),
+            "notes": list(dataset.notes),
+        },
+        "retrieval": f"similarity (Chroma HNSW), top {chunk_k} chunks, first {DOCS_K} documents",
+        "chunk_size": settings.chunk_size,
+        "chunk_overlap": settings.chunk_overlap,
+        "latency_repeats": repeats,
+        "throughput_sample": THROUGHPUT_SAMPLE,
+        "models": rows,
+    }
+
+
+def embedding_throughput(collection: Collection, embeddings: ModelEmbeddings) -> float:
+    """Chunks per second through `embed_documents`, over up to THROUGHPUT_SAMPLE stored chunks
+    (after one small untimed call, so loading the model is not counted)."""
+    page: Any = collection.get(include=["documents"], limit=THROUGHPUT_SAMPLE)
+    texts = [t for t in page["documents"] or [] if t]
+    if not texts:
+        return 0.0
+    embeddings.embed_documents(texts[:2])
+    start = time.perf_counter()
+    embeddings.embed_documents(texts)
+    return len(texts) / (time.perf_counter() - start)
+
+
+def stored_dimension(collection: Collection) -> int | None:
+    page: Any = collection.get(include=["embeddings"], limit=1)
+    vectors = page.get("embeddings")
+    return len(vectors[0]) if vectors is not None and len(vectors) else None
+
+
+def index_megabytes(settings: Settings, collection: Collection) -> float | None:
+    """Size of the collection's vector segment folder (HNSW files) in a persistent store; None
+    for a Chroma server, whose disk we cannot see."""
+    if settings.chroma_host:
+        return None
+    database = settings.chroma_dir / "chroma.sqlite3"
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            found = db.execute(
+                "SELECT id FROM segments WHERE collection = ? AND scope = 'VECTOR'",
+                (str(collection.id),),
+            ).fetchone()
+    except sqlite3.Error:
+        return None
+    if found is None:
+        return None
+    folder = settings.chroma_dir / str(found[0])
+    if not folder.is_dir():  # Chroma writes HNSW files once enough vectors arrive (1,000)
+        return None
+    size = sum(p.stat().st_size for p in folder.glob("*") if p.is_file())
+    return round(size / 2**20, 2)
