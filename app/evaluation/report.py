@@ -257,7 +257,8 @@ def print_comparison(result: dict[str, Any]) -> None:
         table.add_column(column, justify="left" if index == 0 else "right")
     for row in result["models"]:
         table.add_row(*(escape(cell) for cell in comparison_cells(row)))
-    out.print(table)
+    # Piped output would get rich's 80 columns and cut every cell: give it the table's width.
+    out.print(table, width=None if out.is_terminal else 200)
     out.print(
         f"Latency: one retrieval per query, embedding it included (median of "
         f"{result['latency_repeats']} timings). Ingest: chunks per second through the model's "
@@ -322,7 +323,8 @@ def plot_comparison(result: dict[str, Any], path: Path) -> None:
     speed.bar([x - 0.2 for x in positions], p50, 0.4, label="query p50 ms", color="#4c72b0")
     speed.bar([x + 0.2 for x in positions], p95, 0.4, label="query p95 ms", color="#dd8452")
     for x, row in zip(positions, rows, strict=True):
-        rate = _cell(row["ingest_chunks_per_s"], ".0f")
+        per_s = row["ingest_chunks_per_s"]
+        rate = _cell(per_s, ".1f" if per_s is not None and per_s < 10 else ".0f")
         speed.text(x, max(p95) * 1.02, f"{rate} chunks/s", ha="center", fontsize=7)
     speed.set_xticks(positions, [n.split("/", 1)[-1][:24] for n in names], fontsize=7)
     speed.set_ylabel("ms per query (embedding included)")
