@@ -504,14 +504,15 @@ def test_a_model_server_failure_mid_answer_is_an_error_event_with_the_fix(
 ) -> None:
     models = ollama.models
     ollama.models = ("nomic-embed-text:latest",)  # llama3.2 "deleted" while serving
+    messages: Any = [{"role": "user", "content": "ferry?"}]
     try:
         events = ask_native(server, question="ferry?")
         with pytest.raises(openai.APIError) as caught:
             list(
-                client(server).chat.completions.create(
-                    model="rag", messages=[{"role": "user", "content": "ferry?"}], stream=True
-                )
+                client(server).chat.completions.create(model="rag", messages=messages, stream=True)
             )
+        with pytest.raises(openai.APIStatusError) as whole:
+            client(server).chat.completions.create(model="rag", messages=messages)
     finally:
         ollama.models = models
     name, data = events[-1]
@@ -520,6 +521,8 @@ def test_a_model_server_failure_mid_answer_is_an_error_event_with_the_fix(
     assert "ollama pull llama3.2" in data["message"]
     assert data["status"] == 502
     assert "ollama pull llama3.2" in caught.value.message
+    assert whole.value.status_code == 502
+    assert "ollama pull llama3.2" in whole.value.message
 
 
 def test_a_store_rebuilt_under_the_server_is_opened_again(server: ServeProcess) -> None:

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 
 from app.api import native, openai_compat
 from app.api.security import page_headers, require_loopback_host, require_token
-from app.api.service import AnswerService, Busy, RequestRejected
+from app.api.service import AnswerFailed, AnswerService, Busy, RequestRejected
 from app.config import Settings
 
 
@@ -92,6 +92,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def rejected(request: Request, exc: RequestRejected) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
         return respond(request, exc.status, exc.message, exc.param, headers)
+
+    @app.exception_handler(AnswerFailed)
+    async def failed(request: Request, exc: AnswerFailed) -> JSONResponse:
+        return respond(request, exc.status, exc.message, None)  # a whole answer that broke off
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
