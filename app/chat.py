@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +234,16 @@ def _enable_line_history() -> None:
     with contextlib.suppress(OSError):  # no history yet
         readline.read_history_file(HISTORY_FILE)
     readline.set_history_length(1000)
-    atexit.register(readline.write_history_file, HISTORY_FILE)
+    atexit.register(save_line_history, readline.write_history_file)
+
+
+def save_line_history(write: Callable[[Path], object], path: Path | None = None) -> None:
+    """The history holds the questions asked: private to the user (0600), like a shell's."""
+    path = path or HISTORY_FILE
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # created private
+        path.chmod(0o600)  # an older, readable one made private
+        write(path)
 
 
 @run

@@ -108,6 +108,12 @@ class Settings(BaseSettings):
         500.0, gt=0, description="DOCX/PPTX declaring more than this uncompressed are refused."
     )
     include_hidden: bool = Field(False, description="Also ingest hidden files and folders.")
+    watch_debounce: float = Field(
+        1.0,
+        gt=0,
+        le=600,
+        description="--watch: seconds without changes before the changed files are synced.",
+    )
 
     # --- Retrieval -------------------------------------------------------------------------
     chain: str = Field("rag", description="Which chain answers: python -m app.chat --list-chains.")

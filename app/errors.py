@@ -28,3 +28,7 @@ class ProviderError(LocalragError):
 
 class StoreError(LocalragError):
     exit_code = ExitCode.STORE
+
+
+class StoreBusy(StoreError):
+    """Another process holds the store's writer lock."""

@@ -116,8 +116,9 @@ def evaluate_dataset(
         run_queries,
     )
     from app.keyword_index import open_keyword_index
+    from app.library import Library
     from app.scripts import covers
-    from app.vectorstore import connect, open_collection
+    from app.vectorstore import connect
 
     load_start = [round(x, 2) for x in os.getloadavg()]
     dataset = load_beir(folder, split)
@@ -153,12 +154,12 @@ def evaluate_dataset(
         sample = "; ".join(f"{s}: {r}" for s, r in list(report.failed.items())[:3])
         notes.append(f"{len(report.failed)} corpus documents could not be ingested ({sample})")
 
-    collection = open_collection(connect(eval_settings), eval_settings, embeddings.info)
+    library = Library.find(connect(eval_settings), eval_settings.collection_name)
+    collection = library.collection() if library is not None else None
     if collection is None or collection.count() == 0:
         raise ConfigError(f"No document of {folder / 'corpus.jsonl'} could be ingested.")
-    keyword_index = open_keyword_index(eval_settings.chroma_dir, collection.name)
+    keyword_index = open_keyword_index(eval_settings, collection)  # the sync kept it in step
     try:
-        keyword_index.follow(collection)
         runs = [
             mode_system(
                 mode,

@@ -1,40 +1,76 @@
-"""`python -m app.ingest [PATH ...]`: make the collection match the files under PATH."""
+"""`python -m app.ingest`: add folders and files to your library, sync it, list, remove, watch
+and rebuild it."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
-from app.cli import RichProgress, embeddings_for, out, run
+from app.cli import RichProgress, embeddings_for, out, run, status
 from app.config import Settings, load_settings
-from app.errors import ConfigError, ExitCode
-from app.sync import IngestReport, sync_collection
+from app.errors import ExitCode
+from app.library import describe_library, library_to_show
+from app.sync import IngestReport, RemoveReport, remove_sources, sync_collection
+from app.vectorstore import connect, store_errors
+
+EPILOG = (
+    "Exit status: 0 done, every file went in; 2 bad arguments or settings; 3 some files were "
+    "skipped (listed with reasons) or a source is missing (its chunks are kept); 4 model "
+    "server failed, or the library was embedded with a model whose provider is unavailable; "
+    "5 store refused (another ingest running, another model's collection, unreachable)."
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m app.ingest",
-        description="Load, split, embed and store documents. Unchanged files are skipped; "
-        "edited and deleted files are brought up to date.",
-        epilog="Exit status: 0 every file went in; 2 bad arguments or settings; 3 some files "
-        "were skipped (listed with reasons); 4 model server failed; 5 store refused.",
+        description="Add folders and files to your library and keep its index in sync: new "
+        "paths become sources; only the sources named are synced (all of them when none is). "
+        "Unchanged files are skipped; edited and deleted files are brought up to date.",
+        epilog=EPILOG,
     )
     parser.add_argument(
-        "paths", nargs="*", type=Path, help="folders or files (default: DOCS_DIR, data/docs)"
+        "paths",
+        nargs="*",
+        type=Path,
+        help="folders or files to add and sync (default: every source of the library; "
+        "DOCS_DIR, data/docs, when it has none)",
     )
-    parser.add_argument("--rebuild", action="store_true", help="drop the collection, re-embed all")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    return parser.parse_args(argv)
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument(
+        "--remove", action="store_true", help="remove these sources and their chunks"
+    )
+    action.add_argument("--list", action="store_true", help="list the library's sources")
+    action.add_argument(
+        "--watch",
+        action="store_true",
+        help="sync, then keep syncing as files are created, changed, moved or deleted "
+        "(Ctrl-C stops)",
+    )
+    action.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="re-embed every source into a new collection; chat uses the old one until the "
+        "new one is complete",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    if args.remove and not args.paths:
+        parser.error("--remove needs the sources to remove (paths, or labels from --list)")
+    if args.list and args.paths:
+        parser.error("--list takes no paths")
+    if args.watch and args.json:
+        parser.error("--watch prints progress lines, not JSON")
+    return args
 
 
 def ingest(settings: Settings, paths: list[Path], *, rebuild: bool = False) -> IngestReport:
-    missing = [p for p in paths if not p.exists()]
-    if missing:
-        raise ConfigError("No such file or folder: " + ", ".join(str(p) for p in missing))
     embeddings = embeddings_for(settings)
     progress = RichProgress()
     with progress.display:
@@ -42,12 +78,23 @@ def ingest(settings: Settings, paths: list[Path], *, rebuild: bool = False) -> I
 
 
 def print_report(report: IngestReport) -> None:
-    files = Table(title=f"Collection {report.collection} ({report.embedding_model})")
+    for note in report.notes:
+        status(note)
+    sources = Table(title=f"Library {report.library} (collection {report.collection})")
+    for column in ("source", "status", "files", "chunks", "path"):
+        sources.add_column(column, justify="right" if column in ("files", "chunks") else "left")
+    for source in report.sources:
+        sources.add_row(
+            escape(source.label),
+            escape(source.status),
+            str(source.files),
+            str(source.chunks),
+            escape(source.path),
+        )
+    files = Table(show_header=True)
     for column in ("new", "changed", "unchanged", "deleted", "failed"):
         files.add_column(f"files {column}", justify="right")
-    files.add_row(
-        *(str(n) for n in report.as_dict()["files"].values()),
-    )
+    files.add_row(*(str(n) for n in report.as_dict()["files"].values()))
     chunks = Table(show_header=True)
     for column in ("chunks added", "chunks kept", "chunks removed"):
         chunks.add_column(column, justify="right")
@@ -56,18 +103,116 @@ def print_report(report: IngestReport) -> None:
     for stage in report.seconds:
         stages.add_column(f"{stage} s", justify="right")
     stages.add_row(*(f"{s:.2f}" for s in report.seconds.values()))
-    out.print(files, chunks, stages)
-    for source, reason in sorted(report.failed.items()):
-        out.print(f"[yellow]skipped[/] {escape(source)}: {escape(reason)}", soft_wrap=True)
+    out.print(sources, files, chunks, stages)
+    for name, reason in sorted(report.failed.items()):
+        out.print(f"[yellow]skipped[/] {escape(name)}: {escape(reason)}", soft_wrap=True)
+    for message in report.missing:
+        out.print(f"[yellow]kept[/] {escape(message)}", soft_wrap=True)
+
+
+def watch(settings: Settings, paths: list[Path]) -> int:
+    """Sync as a plain run does, then keep syncing what changes until Ctrl-C."""
+    from app.watch import StopRequest, watch_library
+
+    embeddings = embeddings_for(settings)
+    request = StopRequest(
+        lambda: status("Stopping after the sync under way (Ctrl-C again to stop at once).")
+    )
+    with request.installed() as stop:
+        progress = RichProgress()
+        with progress.display:
+            report = sync_collection(settings, paths, embeddings, progress=progress)
+        print_report(report)
+        labels = [s.label for s in report.sources] if paths else None
+        if not stop.is_set():
+            watch_library(settings, embeddings, labels, print_sync_line, status, stop)
+    status("Stopped. Every change reported above is in the library.")
+    return int(ExitCode.OK)
+
+
+def print_sync_line(report: IngestReport) -> None:
+    """One line per sync while watching."""
+    changed = ", ".join(
+        f"{n} {kind}" for kind, n in report.as_dict()["files"].items() if n and kind != "unchanged"
+    )
+    labels = ", ".join(dict.fromkeys(s.label for s in report.sources))
+    out.print(
+        f"{time.strftime('%H:%M:%S')} {escape(labels)}: {changed or 'no file changed'}; "
+        f"{report.chunks_added} chunks embedded, {report.chunks_removed} removed "
+        f"({report.seconds.get('total', 0):.1f} s)",
+        soft_wrap=True,
+    )
+    for name, reason in sorted(report.failed.items()):
+        out.print(f"[yellow]skipped[/] {escape(name)}: {escape(reason)}", soft_wrap=True)
+    for message in report.missing:
+        out.print(f"[yellow]kept[/] {escape(message)}", soft_wrap=True)
+
+
+def list_library(settings: Settings) -> dict[str, Any] | None:
+    info = embeddings_for(settings).info
+    with store_errors(settings):
+        library = library_to_show(connect(settings), settings, info)
+        return describe_library(library) if library is not None else None
+
+
+def print_library(listing: dict[str, Any] | None) -> None:
+    if listing is None:
+        out.print("The library is empty: add a folder with `python -m app.ingest PATH`.")
+        return
+    table = Table(
+        title=f"Library {listing['library']} ({listing['embedding_model']}, "
+        f"collection {listing['collection']})"
+    )
+    for column in ("source", "files", "chunks", "last synced", "status", "path"):
+        table.add_column(column, justify="right" if column in ("files", "chunks") else "left")
+    for source in listing["sources"]:
+        table.add_row(
+            escape(source["label"]),
+            str(source["files"]),
+            str(source["chunks"]),
+            escape(source["last_synced"] or "never"),
+            escape(source["status"]),
+            escape(source["path"]),
+        )
+    out.print(table)
+
+
+def print_removed(report: RemoveReport) -> None:
+    for note in report.notes:
+        status(note)
+    for source in report.removed:
+        out.print(
+            f"Removed {escape(source.label)} ({escape(source.path)}): "
+            f"{source.files} files, {source.chunks} chunks.",
+            soft_wrap=True,
+        )
+    out.print(f"{report.chunks_removed} chunks deleted from library {escape(report.library)}.")
 
 
 @run
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = load_settings()
-    report = ingest(settings, args.paths or [settings.docs_dir], rebuild=args.rebuild)
+    if args.list:
+        listing = list_library(settings)
+        if args.json:
+            print(json.dumps(listing or {"sources": []}, indent=2, ensure_ascii=False))
+        else:
+            print_library(listing)
+        return int(ExitCode.OK)
+    if args.remove:
+        info = embeddings_for(settings).info
+        removed = remove_sources(settings, info, [str(p) for p in args.paths])
+        if args.json:
+            print(json.dumps(removed.as_dict(), indent=2, ensure_ascii=False))
+        else:
+            print_removed(removed)
+        return int(ExitCode.OK)
+    if args.watch:
+        return watch(settings, args.paths)
+    report = ingest(settings, args.paths, rebuild=args.rebuild)
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
+        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
     else:
         print_report(report)
     return int(ExitCode.OK if report.ok else ExitCode.PARTIAL)

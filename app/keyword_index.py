@@ -1,30 +1,48 @@
-"""A BM25 keyword index over the stored chunks (SQLite FTS5) that follows the collection.
+"""A BM25 keyword index over the stored chunks (SQLite FTS5), kept in step with the vectors.
 
-It lives beside the store and is brought up to date by id: chunks the collection gained are
-added, chunks it lost are removed, so nothing is rebuilt from scratch on start.
+Who writes it: the ingest, under the store's writer lock, in the same steps that write the
+vectors (each batch of chunks written to Chroma is written here, each delete deleted here), so
+after any kill and a rerun both hold the same chunk ids. A chunk id is UNIQUE, so writing one
+twice changes nothing. Chat only reads it.
+
+How it knows it is current: for every library source it records the library generation it
+mirrors (the library bumps a source's generation whenever its chunks change). A copy that is
+behind (server mode, where ingest runs on another machine; or a killed ingest) catches up on
+just those sources, by chunk id, under the writer lock.
 
 How text becomes terms is `index_terms` / `query_terms`: words for scripts that put spaces
 between words (porter-stemmed by FTS5), and overlapping character bigrams plus single characters
 for scripts that do not (Chinese, Japanese, Thai...), where FTS5's `unicode61` would make a
 whole run of characters between punctuation one token that no question ever matches.
 Measured on the Chinese sample set against unigrams, bigrams alone, FTS5 `trigram` and jieba
-words: benchmarks/keyword_terms.py and the README.
+words: benchmarks/keyword_terms.py and the README. Change them together and bump TERMS_VERSION.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import sqlite3
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from app.vectorstore import READ_PAGE, iter_pages
+from langchain_core.documents import Document
+
+from app.config import Settings
+from app.vectorstore import READ_PAGE, ids_where, make_store_dir, store_key
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection as ChromaCollection
 
+    from app.library import LibraryRecord
+
+# Bump when the tables change; TERMS_VERSION (below) when index_terms does: an index written
+# otherwise is dropped, and every source then reads as behind and is caught up.
+SCHEMA = "2"
+TOKENIZER = "porter unicode61"
+DIRTY = -1  # a source's generation while the ingest is writing its chunks
 WORD = re.compile(r"\w+", re.UNICODE)
 # Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, kana, Han (with its
 # extension A, compatibility and supplementary planes) and Hangul (whose spaces separate
@@ -59,60 +77,128 @@ def query_terms(query: str) -> list[str]:
 
 
 class KeywordIndex:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, collection_id: str = "") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         # check_same_thread=False: LangChain may call the retriever from a worker thread.
-        self.db = sqlite3.connect(path, check_same_thread=False)
-        with self.db:
-            if self.db.execute("PRAGMA user_version").fetchone()[0] != TERMS_VERSION:
-                # Written with other terms (or new): rebuilt from the collection by follow().
-                self.db.execute("DROP TABLE IF EXISTS chunks")
-                self.db.execute(f"PRAGMA user_version = {TERMS_VERSION}")
-            self.db.execute(
-                "CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5("
-                "text, chunk_id UNINDEXED, source UNINDEXED, type UNINDEXED, "
-                "tokenize='porter unicode61')"
-            )
+        # timeout: a reader waits for a writer's transaction instead of "database is locked".
+        # isolation_level=None: transactions are explicit (`_transaction`), DDL included.
+        self.db = sqlite3.connect(path, check_same_thread=False, timeout=60, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        wanted = {
+            "schema": SCHEMA,
+            "terms": str(TERMS_VERSION),
+            "collection_id": collection_id,
+        }
+        with self._transaction():
+            self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            found = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+            if any(found.get(k) != v for k, v in wanted.items()):
+                self._create(wanted)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE: writers queue for the lock up front, so two processes opening or
+        catching up one index at once take turns instead of failing half-way."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _create(self, meta: dict[str, str]) -> None:
+        """A fresh, empty index: every source then reads as behind and is caught up."""
+        for table in ("chunks", "entries", "sources"):
+            self.db.execute(f"DROP TABLE IF EXISTS {table}")
+        self.db.execute(
+            "CREATE TABLE entries (rowid INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, "
+            "root TEXT NOT NULL, source TEXT, type TEXT)"
+        )
+        self.db.execute("CREATE INDEX entries_root ON entries (root)")
+        self.db.execute("CREATE INDEX entries_source ON entries (source)")
+        self.db.execute(f"CREATE VIRTUAL TABLE chunks USING fts5(text, tokenize='{TOKENIZER}')")
+        # The library generation each source's rows mirror (DIRTY while being written).
+        self.db.execute("CREATE TABLE sources (root TEXT PRIMARY KEY, generation INTEGER NOT NULL)")
+        self.db.execute("DELETE FROM meta")
+        self.db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
 
     def close(self) -> None:
         self.db.close()
 
-    def ids(self) -> set[str]:
-        return {row[0] for row in self.db.execute("SELECT chunk_id FROM chunks")}
+    # --- Writing (the ingest, under the writer lock) -----------------------------------------
 
-    def follow(self, collection: ChromaCollection) -> tuple[int, int]:
-        """Add what the collection gained, drop what it lost; returns (added, removed)."""
-        stored = set(_all_ids(collection))
-        indexed = self.ids()
-        gone = sorted(indexed - stored)
-        new = sorted(stored - indexed)
-        with self.db:
-            self.db.executemany("DELETE FROM chunks WHERE chunk_id = ?", [(i,) for i in gone])
-            for start in range(0, len(new), READ_PAGE):
-                page = collection.get(
-                    ids=new[start : start + READ_PAGE], include=["documents", "metadatas"]
+    def add(self, chunks: Iterable[Document]) -> int:
+        """Index chunks by id; ones already indexed are left as they are (same id, same text)."""
+        added = 0
+        with self._transaction():
+            for chunk in chunks:
+                meta = chunk.metadata
+                row = self.db.execute(
+                    "INSERT INTO entries (chunk_id, root, source, type) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (chunk_id) DO NOTHING",
+                    (
+                        str(chunk.id),
+                        str(meta.get("root", "")),
+                        meta.get("source"),
+                        meta.get("type"),
+                    ),
                 )
-                metadatas = page["metadatas"] or [{}] * len(page["ids"])
-                documents = page["documents"] or [""] * len(page["ids"])
-                self.db.executemany(
-                    "INSERT INTO chunks (text, chunk_id, source, type) VALUES (?, ?, ?, ?)",
-                    [
-                        (
-                            index_terms(text or ""),
-                            chunk_id,
-                            (meta or {}).get("source"),
-                            (meta or {}).get("type"),
-                        )
-                        for chunk_id, text, meta in zip(
-                            page["ids"], documents, metadatas, strict=True
-                        )
-                    ],
-                )
-        return len(new), len(gone)
+                if row.rowcount:
+                    self.db.execute(
+                        "INSERT INTO chunks (rowid, text) VALUES (?, ?)",
+                        (row.lastrowid, index_terms(chunk.page_content)),
+                    )
+                    added += 1
+        return added
+
+    def remove(self, ids: Iterable[str]) -> None:
+        with self._transaction():
+            for chunk_id in ids:
+                found = self.db.execute(
+                    "SELECT rowid FROM entries WHERE chunk_id = ?", (chunk_id,)
+                ).fetchone()
+                if found:
+                    self.db.execute("DELETE FROM chunks WHERE rowid = ?", found)
+                    self.db.execute("DELETE FROM entries WHERE rowid = ?", found)
+
+    def mark(self, root: str, generation: int) -> None:
+        with self._transaction():
+            self.db.execute(
+                "INSERT INTO sources VALUES (?, ?) "
+                "ON CONFLICT (root) DO UPDATE SET generation = excluded.generation",
+                (root, generation),
+            )
+
+    def forget(self, root: str) -> None:
+        """Drop a source that left the library: its rows and its generation."""
+        self.remove(self.ids(root))
+        with self._transaction():
+            self.db.execute("DELETE FROM sources WHERE root = ?", (root,))
+
+    # --- Reading -------------------------------------------------------------------------------
+
+    def ids(self, root: str | None = None) -> set[str]:
+        if root is None:
+            return {r[0] for r in self.db.execute("SELECT chunk_id FROM entries")}
+        return {
+            r[0] for r in self.db.execute("SELECT chunk_id FROM entries WHERE root = ?", (root,))
+        }
+
+    def generations(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT root, generation FROM sources").fetchall())
+
+    def behind(self, record: LibraryRecord) -> list[str]:
+        """The sources (labels) whose rows may differ from the collection, removed ones too."""
+        have = self.generations()
+        stale = [s.label for s in record.sources if have.get(s.label) != s.generation]
+        labels = {s.label for s in record.sources}
+        rows = {r[0] for r in self.db.execute("SELECT DISTINCT root FROM entries")}
+        return stale + sorted((set(have) | rows) - labels)
 
     def sources(self) -> list[str]:
-        return [row[0] for row in self.db.execute("SELECT DISTINCT source FROM chunks ORDER BY 1")]
+        return [row[0] for row in self.db.execute("SELECT DISTINCT source FROM entries ORDER BY 1")]
 
     def search(
         self, query: str, limit: int, allowed_sources: Collection[str] | None = None
@@ -123,7 +209,8 @@ class KeywordIndex:
             return []
         match = " OR ".join(f'"{t}"' for t in terms)
         rows = self.db.execute(
-            "SELECT chunk_id, source, -bm25(chunks) AS score FROM chunks "
+            "SELECT e.chunk_id, e.source, -bm25(chunks) AS score FROM chunks "
+            "JOIN entries e ON e.rowid = chunks.rowid "
             "WHERE chunks MATCH ? ORDER BY score DESC LIMIT ?",
             (match, limit * 4 if allowed_sources is not None else limit),
         )
@@ -155,11 +242,57 @@ class KeywordIndex:
             for present in (set(query_terms(text)) for text in texts)
         ]
 
+    # --- Catching up (under the writer lock) --------------------------------------------------
 
-def _all_ids(collection: ChromaCollection) -> Iterator[str]:
-    for page in iter_pages(collection, []):
-        yield from page["ids"]
+    def catch_up(self, collection: ChromaCollection | None, record: LibraryRecord) -> int:
+        """Bring the sources that are behind in step with the collection, by chunk id: read
+        their ids (not their text) and fetch only the chunks missing here. Returns the number
+        of sources caught up."""
+        stale = self.behind(record)
+        labels = {s.label: s for s in record.sources}
+        for root in stale:
+            source = labels.get(root)
+            if source is None or collection is None:
+                self.forget(root)
+                if source is not None:
+                    self.mark(root, source.generation)
+                continue
+            stored = set(ids_where(collection, {"root": root}))
+            indexed = self.ids(root)
+            self.remove(indexed - stored)
+            missing = sorted(stored - indexed)
+            for start in range(0, len(missing), READ_PAGE):
+                page: Any = collection.get(
+                    ids=missing[start : start + READ_PAGE], include=["documents", "metadatas"]
+                )
+                self.add(
+                    Document(id=i, page_content=text or "", metadata=dict(meta or {}))
+                    for i, text, meta in zip(
+                        page["ids"], page["documents"], page["metadatas"], strict=True
+                    )
+                )
+            self.mark(root, source.generation)
+        return len(stale)
 
 
-def open_keyword_index(directory: Path, collection_name: str) -> KeywordIndex:
-    return KeywordIndex(directory / "keyword-index" / f"{collection_name}.sqlite3")
+def index_path(settings: Settings, collection_name: str) -> Path:
+    """Beside the store; per store, so a server's index never mixes with the local one's."""
+    return (
+        make_store_dir(settings)
+        / "keyword-index"
+        / store_key(settings)
+        / f"{collection_name}.sqlite3"
+    )
+
+
+def open_keyword_index(settings: Settings, collection: ChromaCollection) -> KeywordIndex:
+    """The index of a physical collection. One left by an earlier collection of the same name
+    (a server that was wiped and filled again) is started afresh."""
+    return KeywordIndex(index_path(settings, collection.name), str(collection.id))
+
+
+def delete_keyword_index(settings: Settings, collection_name: str) -> None:
+    path = index_path(settings, collection_name)
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").unlink()

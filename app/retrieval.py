@@ -60,6 +60,11 @@ class SourceFilter:
         return cls(key, value)  # type: ignore[arg-type]
 
     def matches(self, source: str) -> bool:
+        """Paths count from the library (`docs/ferry`) or from inside a source (`ferry`)."""
+        inside = source.partition("/")[2]
+        return any(self._matches(name) for name in (source, inside) if name)
+
+    def _matches(self, source: str) -> bool:
         if self.field == "file":
             return source == self.value or fnmatch.fnmatch(source, self.value)
         if self.field == "folder":

@@ -20,12 +20,13 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from app.cli import chat_model_for, embeddings_for, status
 from app.config import Settings
-from app.errors import ConfigError, LocalragError, ProviderError, StoreError
+from app.errors import ConfigError, LocalragError, ProviderError, StoreBusy, StoreError
 from app.keyword_index import KeywordIndex, open_keyword_index
+from app.library import Library, find_library
 from app.providers import explain_ollama_failure
 from app.retrieval import DocumentRetriever, SourceFilter, allowed_sources
-from app.sync import sync_collection
-from app.vectorstore import collection_name, connect, describe_store, open_collection
+from app.sync import ingest_first_run
+from app.vectorstore import collection_name, connect, describe_store, store_errors, writer_lock
 from chains.budget import BudgetError
 from chains.registry import ChainSpec, get_chain
 
@@ -57,6 +58,7 @@ class Session:
     # answer stopped with Ctrl-C finishes its current step before the next question starts.
     model_lock: threading.Lock = field(default_factory=threading.Lock)
     worker: threading.Thread | None = None
+    library: Library | None = None  # None only for sessions made by hand (tests)
 
     def retriever(self) -> DocumentRetriever:
         s, wanted = self.settings, self.spec.retrieval
@@ -87,6 +89,8 @@ class Session:
         the chain at its next step without waiting for it."""
         if self.stale:
             self.reopen_store()
+        else:
+            self.follow_library()
         assert self.chain is not None
         chain, inputs = self.chain, {"question": question, "history": list(self.history)}
         chunks: queue.Queue[Any] = queue.Queue()
@@ -130,19 +134,48 @@ class Session:
         return explained or exc
 
     def reopen_store(self) -> None:
-        """Open the collection again: after `ingest --rebuild`, a store server restart, or a
-        failure. The keyword index catches up with it."""
-        collection = open_collection(connect(self.settings), self.settings, self.embeddings.info)
-        if collection is None:
+        """Open the library's collection again, after a failure (a store server restart, a
+        collection deleted under the session). The keyword index catches up with it."""
+        with store_errors(self.settings):
+            library = find_library(connect(self.settings), self.settings, self.embeddings.info)
+            collection = library.collection() if library is not None else None
+        if library is None or collection is None:
+            name = collection_name(self.settings, self.embeddings.info)
             raise StoreError(
-                f"The collection '{collection_name(self.settings, self.embeddings.info)}' is "
-                f"gone from {describe_store(self.settings)}. Build it again with "
-                "`python -m app.ingest`; this session picks it up at the next question."
+                f"The library '{name}' is gone from {describe_store(self.settings)}. "
+                "Build it again with `python -m app.ingest`; "
+                "this session picks it up at the next question."
             )
-        self.collection = collection
-        self.keyword_index.follow(collection)
-        self.rebuild()
+        self.library = library
+        self._use(collection)
         self.stale = False
+
+    def follow_library(self) -> None:
+        """Before each question: after a `--rebuild` switched collections, answer from the new
+        one; catch the keyword index up if an ingest elsewhere changed the library. One small
+        read of the library record when nothing changed."""
+        library = self.library
+        if library is None:
+            return
+        with store_errors(self.settings):
+            library.reload()
+            if library.record.active != self.collection.name:
+                collection = library.collection()
+                if collection is not None:
+                    self._use(collection)
+                    status(f"The library was rebuilt: answering from {collection.name} now.")
+            elif self.keyword_index.behind(library.record):
+                catch_up_keyword_index(self.settings, library, self.keyword_index, quiet=True)
+
+    def _use(self, collection: Collection) -> None:
+        assert self.library is not None
+        if collection.name != self.collection.name:
+            self.keyword_index.close()
+            self.keyword_index = current_keyword_index(self.settings, self.library, collection)
+        else:
+            catch_up_keyword_index(self.settings, self.library, self.keyword_index, quiet=True)
+        self.collection = collection
+        self.rebuild()
 
     def close(self) -> None:
         """Let an in-process model finish a stopped answer's step before the interpreter exits."""
@@ -157,28 +190,18 @@ class Session:
 
 
 def open_session(settings: Settings, chain_name: str, filters: list[SourceFilter]) -> Session:
-    """Wire embeddings, store, keyword index, chat model and chain; ingest samples if empty."""
+    """Wire embeddings, the library's collection, keyword index, chat model and chain. On a
+    first run (no library in the store at all) the sample documents are ingested first."""
     spec = chain_spec(chain_name)
     embeddings = embeddings_for(settings)
     # The chat model is checked before a first ingest, so a missing one fails in seconds.
     model, model_info = chat_model_for(settings)
-    client = connect(settings)
-    collection = open_collection(client, settings, embeddings.info)
-    if collection is None or collection.count() == 0:
-        status(f"The collection is empty: ingesting {settings.docs_dir} first.")
-        report = sync_collection(settings, [settings.docs_dir], embeddings)
-        status(
-            f"Ingested {len(report.new) + len(report.changed)} files "
-            f"({report.chunks_added} chunks); {len(report.failed)} skipped."
-        )
-        collection = open_collection(client, settings, embeddings.info)
-        if collection is None:
-            raise ConfigError(f"Nothing could be ingested from {settings.docs_dir}.")
-    keyword_index = open_keyword_index(settings.chroma_dir, collection.name)
-    keyword_index.follow(collection)
+    library, collection = open_library(settings, embeddings)
+    keyword_index = current_keyword_index(settings, library, collection)
     session = Session(
         settings, embeddings, collection, keyword_index, model, model_info, spec, filters
     )
+    session.library = library
     session.rebuild()
     return session
 
@@ -262,6 +285,71 @@ def _is_store_request(exc: BaseException, settings: Settings) -> bool:
     except (AttributeError, RuntimeError):  # httpx raises RuntimeError when no request is set
         return False
     return (url.host, url.port) == (settings.chroma_host, settings.chroma_port)
+
+
+def open_library(settings: Settings, embeddings: ModelEmbeddings) -> tuple[Library, Collection]:
+    """The library for this embedding model and the collection it points at."""
+    with store_errors(settings):
+        client = connect(settings)
+        library = find_library(client, settings, embeddings.info)
+        if library is None:
+            status(f"No library yet: ingesting the sample documents in {settings.docs_dir} first.")
+            report = ingest_first_run(settings, embeddings)
+            if report is not None:
+                status(
+                    f"Ingested {len(report.new) + len(report.changed)} files "
+                    f"({report.chunks_added} chunks); {len(report.failed)} skipped."
+                )
+            library = find_library(client, settings, embeddings.info)
+            if library is None:
+                raise ConfigError(f"Nothing could be ingested from {settings.docs_dir}.")
+        collection = library.collection()
+    if not library.sources:
+        raise ConfigError(
+            f"The library '{library.name}' has no sources (all were removed). Add a folder with "
+            "`python -m app.ingest PATH`."
+        )
+    if collection is None:
+        raise ConfigError(
+            f"The library '{library.name}' holds no documents yet"
+            + (" (an ingest is building it)" if library.record.building else "")
+            + ". Add a folder with `python -m app.ingest PATH`."
+        )
+    return library, collection
+
+
+def current_keyword_index(
+    settings: Settings, library: Library, collection: Collection
+) -> KeywordIndex:
+    """The keyword index of the collection. The ingest keeps it in step; one that is behind
+    (an ingest on another machine, in server mode; a killed ingest) catches up on the sources
+    that changed, under the writer lock, so two chats never both write it."""
+    index = open_keyword_index(settings, collection)
+    if index.behind(library.record):
+        catch_up_keyword_index(settings, library, index)
+    return index
+
+
+def catch_up_keyword_index(
+    settings: Settings, library: Library, index: KeywordIndex, *, quiet: bool = False
+) -> int:
+    """Catch up if no one else is writing: never wait, so a chat stays responsive while an
+    ingest (which keeps the index in step itself) or another chat holds the lock. Returns the
+    number of sources caught up."""
+    try:
+        with writer_lock(settings), store_errors(settings):
+            library.reload()
+            collection = library.collection()
+            if collection is None or index.path.stem != collection.name:
+                return 0
+            count = index.catch_up(collection, library.record)
+            if count and not quiet:
+                status(f"Keyword index: caught up on {count} changed sources.")
+            return count
+    except StoreBusy:
+        if not quiet:
+            status("The library is being written: keyword search catches up as it is.")
+        return 0
 
 
 def chain_spec(name: str) -> ChainSpec:

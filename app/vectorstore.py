@@ -1,4 +1,5 @@
-"""The Chroma collection: embedded or server, one per embedding model, guarded against mixing."""
+"""Chroma: the client (embedded or server), collections guarded against mixing models, and the
+one-writer lock."""
 
 from __future__ import annotations
 
@@ -15,13 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
-from app.embeddings import EmbeddingModelInfo, ModelEmbeddings
-from app.errors import StoreError
+from app.embeddings import EmbeddingModelInfo
+from app.errors import StoreBusy, StoreError
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
-    from langchain_chroma import Chroma
 
 MODEL_KEY = "embedding_model"
 DIMENSION_KEY = "embedding_dimension"
@@ -29,7 +29,8 @@ READ_PAGE = 5000  # metadata rows fetched per request when reading the whole col
 
 
 def collection_name(settings: Settings, info: EmbeddingModelInfo) -> str:
-    """One collection per model by default, so switching models starts a fresh one."""
+    """The library's name: one per embedding model by default, so vectors of two models never
+    meet (the library's collections are named after it, see app/library.py)."""
     if settings.collection_name:
         return settings.collection_name
     slug = re.sub(r"[^a-z0-9]+", "-", info.name.lower()).strip("-")
@@ -57,7 +58,7 @@ def connect(settings: Settings) -> ClientAPI:
                 headers=settings.chroma_headers,
                 settings=chroma_settings,
             )
-        settings.chroma_dir.mkdir(parents=True, exist_ok=True)
+        make_store_dir(settings)
         return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
     except Exception as exc:  # chromadb raises plain ValueError/ConnectionError/OSError here
         raise StoreError(
@@ -80,31 +81,26 @@ def store_errors(settings: Settings) -> Iterator[None]:
         ) from exc
 
 
-def open_collection(
-    client: ClientAPI, settings: Settings, info: EmbeddingModelInfo
-) -> Collection | None:
-    """The existing collection for this model, or None; refuses one made by another model."""
+def get_collection(client: ClientAPI, name: str) -> Collection | None:
+    """The collection of that name, or None."""
     from chromadb.errors import NotFoundError
 
-    name = collection_name(settings, info)
     try:
-        collection = client.get_collection(name)
+        return client.get_collection(name)
     except NotFoundError:
         return None
     except ValueError as exc:  # older clients say "does not exist" with a ValueError
         if "does not exist" in str(exc):
             return None
         raise
-    check_model(collection, info)
-    return collection
 
 
-def drop_collection(client: ClientAPI, settings: Settings, info: EmbeddingModelInfo) -> None:
-    """Delete this model's collection, whoever made it (`--rebuild`); no error if it is absent."""
+def drop_collection(client: ClientAPI, name: str) -> None:
+    """Delete a collection; no error if it is absent."""
     from chromadb.errors import NotFoundError
 
     try:
-        client.delete_collection(collection_name(settings, info))
+        client.delete_collection(name)
     except NotFoundError:
         pass
     except ValueError as exc:  # older clients say "does not exist" with a ValueError
@@ -113,10 +109,10 @@ def drop_collection(client: ClientAPI, settings: Settings, info: EmbeddingModelI
 
 
 def create_collection(
-    client: ClientAPI, settings: Settings, info: EmbeddingModelInfo, dimension: int
+    client: ClientAPI, name: str, info: EmbeddingModelInfo, dimension: int
 ) -> Collection:
     return client.create_collection(
-        collection_name(settings, info),
+        name,
         metadata={MODEL_KEY: info.key, DIMENSION_KEY: dimension, "created_by": "localrag"},
         # Cosine, said explicitly: Chroma's default is L2, and relevance scores depend on it.
         configuration={"hnsw": {"space": "cosine"}},
@@ -124,12 +120,12 @@ def create_collection(
     )
 
 
-def check_model(collection: Collection, info: EmbeddingModelInfo) -> None:
+def check_model(collection: Collection, model: str) -> None:
     recorded = (collection.metadata or {}).get(MODEL_KEY)
-    if recorded != info.key:
+    if recorded != model:
         raise StoreError(
             f"Collection '{collection.name}' holds vectors of the embedding model "
-            f"'{recorded or 'unknown'}', but this run embeds with '{info.key}'. Vectors of two "
+            f"'{recorded or 'unknown'}', but this run embeds with '{model}'. Vectors of two "
             "models cannot be compared. Leave COLLECTION_NAME empty to get one collection per "
             "model, pick another COLLECTION_NAME, or rebuild this one with "
             "`python -m app.ingest --rebuild`."
@@ -146,55 +142,67 @@ def check_dimension(collection: Collection, dimension: int) -> None:
         )
 
 
-def iter_pages(collection: Collection, include: list[str]) -> Iterator[dict[str, Any]]:
-    """The whole collection, READ_PAGE records per request."""
+def iter_pages(
+    collection: Collection, include: list[str], where: dict[str, Any] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The whole collection (or what `where` selects), READ_PAGE records per request."""
     offset = 0
     while True:
-        page: Any = collection.get(include=include, limit=READ_PAGE, offset=offset)  # type: ignore[arg-type]
+        page: Any = collection.get(
+            include=include,  # type: ignore[arg-type]
+            where=where,
+            limit=READ_PAGE,
+            offset=offset,
+        )
         yield page
         if len(page["ids"]) < READ_PAGE:
             return
         offset += len(page["ids"])
 
 
-def iter_metadatas(collection: Collection) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every (id, metadata) in the collection."""
-    for page in iter_pages(collection, ["metadatas"]):
+def iter_metadatas(
+    collection: Collection, where: dict[str, Any] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every (id, metadata) in the collection, or those `where` selects."""
+    for page in iter_pages(collection, ["metadatas"], where):
         metadatas = page["metadatas"] or [{}] * len(page["ids"])
         for chunk_id, metadata in zip(page["ids"], metadatas, strict=True):
             yield chunk_id, dict(metadata or {})
 
 
-def as_langchain_store(
-    client: ClientAPI, settings: Settings, embeddings: ModelEmbeddings
-) -> Chroma:
-    from langchain_chroma import Chroma
-
-    return Chroma(
-        client=client,
-        collection_name=collection_name(settings, embeddings.info),
-        embedding_function=embeddings,
-        create_collection_if_not_exists=False,
-    )
+def ids_where(collection: Collection, where: dict[str, Any]) -> list[str]:
+    return [i for page in iter_pages(collection, [], where) for i in page["ids"]]
 
 
-@contextmanager
-def writer_lock(settings: Settings) -> Iterator[None]:
-    """One writer per store. Chroma is thread-safe, not process-safe: two ingests into one
-    persistent directory can corrupt it. The OS drops the lock if the holder dies."""
-    from filelock import FileLock, Timeout
+def make_store_dir(settings: Settings) -> Path:
+    """CHROMA_DIR, created private (0700): it holds the text of every document ingested."""
+    settings.chroma_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return settings.chroma_dir
 
+
+def store_key(settings: Settings) -> str:
+    """A file-name-safe name for the store: `local`, or the server's host and port."""
     target = (
         f"server-{settings.chroma_host}-{settings.chroma_port}" if settings.chroma_host else "local"
     )
-    settings.chroma_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = settings.chroma_dir / f"ingest-{re.sub(r'[^A-Za-z0-9.-]', '_', target)}.lock"
+    return re.sub(r"[^A-Za-z0-9.-]", "_", target)
+
+
+@contextmanager
+def writer_lock(settings: Settings, *, wait: float = 0) -> Iterator[None]:
+    """One writer per store. Chroma is thread-safe, not process-safe: two ingests into one
+    persistent directory can corrupt it. The OS drops the lock if the holder dies.
+
+    It also guards the keyword index beside the store: whoever writes one writes the other."""
+    from filelock import FileLock, Timeout
+
+    lock_path = make_store_dir(settings) / f"ingest-{store_key(settings)}.lock"
     owner_path = lock_path.with_suffix(".owner.json")
     lock = FileLock(lock_path)
     try:
-        lock.acquire(timeout=0)
+        lock.acquire(timeout=wait)
     except Timeout:
-        raise StoreError(
+        raise StoreBusy(
             f"Another ingest is writing to {describe_store(settings)} "
             f"({_describe_owner(owner_path)}). Wait for it to finish; chat keeps working meanwhile."
         ) from None

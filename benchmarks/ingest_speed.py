@@ -102,7 +102,8 @@ def import_stores() -> None:
 
 
 def read_back_texts(settings: Any, embeddings: Any) -> list[str]:
-    from app.vectorstore import connect, open_collection
+    from app.library import open_collection
+    from app.vectorstore import connect
 
     collection = open_collection(connect(settings), settings, embeddings.info)
     assert collection is not None, "the ingest wrote no collection"

@@ -9,7 +9,7 @@ structure to find, as real embeddings have), ~400 characters of text and the met
 writes. Then it measures:
 
 1. opening the store in a fresh process, as `python -m app.chat` does on start: `connect` +
-   `open_collection` (imports of the app and chromadb timed apart), then the first query
+   `get_collection` (imports of the app and chromadb timed apart), then the first query
    (which loads the HNSW index from disk), then a second query; median of 3 processes. The
    files were just written, so the OS page cache is warm: a cold disk adds its read time.
 2. retrieval latency per query through `DocumentRetriever` (similarity, k 4, fetch_k 20: the
@@ -64,12 +64,12 @@ sys.path.insert(0, {root!r})
 start = time.perf_counter()
 from app.config import load_settings
 from app.embeddings import EmbeddingModelInfo
-from app.vectorstore import connect, open_collection
+from app.vectorstore import connect, get_collection
 import chromadb  # connect() imports it on first use: counted with the imports, not the open
 imported = time.perf_counter()
 settings = load_settings(chroma_dir={store!r}, collection_name={name!r})
 info = EmbeddingModelInfo("local", "all-MiniLM-L6-v2")
-collection = open_collection(connect(settings), settings, info)
+collection = get_collection(connect(settings), {name!r})
 opened = time.perf_counter()
 vector = {vector!r}
 collection.query(query_embeddings=[vector], n_results=20, include=["documents", "metadatas",
@@ -119,7 +119,7 @@ def build_store(store: Path, name: str, size: int, synthetic: Synthetic) -> dict
     settings = load_settings(chroma_dir=store, collection_name=name)
     info = EmbeddingModelInfo("local", "all-MiniLM-L6-v2")
     client = connect(settings)
-    collection = create_collection(client, settings, info, DIMENSION)
+    collection = create_collection(client, name, info, DIMENSION)
     batch = client.get_max_batch_size()
     vectors = synthetic.vectors(size)
     start = time.perf_counter()
@@ -281,7 +281,7 @@ def main() -> None:
             )
             print(
                 f"\n{size:,} chunks: built in {row['build_s']} s, {row['disk_mb']} MB on disk\n"
-                f"  open (fresh process, median of {OPEN_RUNS}): connect + open_collection "
+                f"  open (fresh process, median of {OPEN_RUNS}): connect + get_collection "
                 f"{op['open_s'] * 1000:.0f} ms, first query (loads the index) "
                 f"{op['first_query_s'] * 1000:.0f} ms, second query "
                 f"{op['second_query_s'] * 1000:.1f} ms; "

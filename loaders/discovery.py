@@ -1,4 +1,5 @@
-"""Find the files under the roots to ingest, safely: no links followed, nothing outside a root."""
+"""Find the files of one source (a folder or a file the user added), safely: no links followed,
+nothing outside the source."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from loaders.parsers import SUPPORTED_SUFFIXES
 @dataclass(frozen=True)
 class SourceFile:
     path: Path  # absolute
-    source: str  # relative to its root, forward slashes: the key the store knows it by
+    source: str  # `label/path inside the folder`, forward slashes: the key the store knows it by
 
 
 @dataclass(frozen=True)
@@ -28,64 +29,118 @@ class Discovery:
     skipped: list[Skipped]
 
 
-def discover(roots: Iterable[Path], *, include_hidden: bool = False) -> Discovery:
-    """Every supported file under the roots, sorted, each named relative to its root.
+def file_name(label: str, relative: str) -> str:
+    """The name a file is stored, cited and filtered by: the source's label, then its path inside
+    the source. It depends on nothing but the source, so adding or removing other sources never
+    renames (and re-embeds) a file."""
+    if not relative:
+        return label
+    return f"{label}/{relative}" if label else relative
 
-    With several roots, names are relative to their common parent so they stay unique.
+
+def discover(
+    root: Path,
+    label: str = "",
+    *,
+    within: Iterable[str] | None = None,
+    include_hidden: bool = False,
+) -> Discovery:
+    """Every supported file of the source at `root`, sorted, named `label/path inside root`.
+
+    `within` limits the search to those paths inside the root (relative, forward slashes): what
+    a watcher saw change. A file found that way is found exactly as a walk of the whole root
+    would find it: hidden names and anything under a link are left out the same way.
+
     Symbolic links inside a root are never followed: a link out of the root would let a folder
     smuggle in any file on the machine. A root is read even when it is a link: it was named.
     """
-    roots = [Path(r).absolute() for r in roots]
-    base = _common_base(roots)
-    found: dict[str, SourceFile] = {}
-    skipped: list[Skipped] = []
-    for root in roots:
-        if not root.is_dir():
-            _consider(root, base, found, skipped)
-            continue
+    walk = _Walk(Path(root).absolute(), label, include_hidden)
+    if not walk.root.is_dir():
+        walk.consider(walk.root)
+    elif within is None:
+        walk.folder(walk.root)
+    else:
+        for relative in sorted({r.strip("/") for r in within}):
+            walk.part(relative)
+    skipped = list(dict.fromkeys(walk.skipped))  # a scope inside another reports once
+    return Discovery(sorted(walk.found.values(), key=lambda f: f.source), skipped)
 
-        def unreadable(error: OSError, root: Path = root) -> None:
+
+class _Walk:
+    def __init__(self, root: Path, label: str, include_hidden: bool) -> None:
+        self.root = root
+        self.label = label
+        self.include_hidden = include_hidden
+        self.found: dict[str, SourceFile] = {}
+        self.skipped: list[Skipped] = []
+
+    def name(self, path: Path) -> str:
+        if path == self.root:
+            return self.label or path.name
+        return file_name(self.label, path.relative_to(self.root).as_posix())
+
+    def part(self, relative: str) -> None:
+        """One path inside the root, as the whole walk would see it (or not at all)."""
+        if not relative:
+            self.folder(self.root)
+            return
+        parts = relative.split("/")
+        if not self.include_hidden and any(p.startswith(".") for p in parts):
+            return
+        here = self.root
+        for depth, part in enumerate(parts):
+            here = here / part
+            if here.is_symlink():
+                self.skipped.append(_skipped(self.name(here), _link_reason(here, self.root)))
+                return
+            if depth < len(parts) - 1 and not here.is_dir():
+                return  # gone, or not a folder: nothing of it is in the source any more
+        if here.is_dir():
+            self.folder(here)
+        elif os.path.lexists(here):
+            self.consider(here)
+
+    def folder(self, start: Path) -> None:
+        def unreadable(error: OSError) -> None:
             # os.walk skips a folder it cannot list without a word; report it instead.
             reason = f"folder cannot be read ({error.strerror})"
-            skipped.append(_skipped(_name(Path(error.filename or root), base), reason))
+            self.skipped.append(_skipped(self.name(Path(error.filename or start)), reason))
 
-        for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
+        for dirpath, dirnames, filenames in os.walk(start, onerror=unreadable, followlinks=False):
             here = Path(dirpath)
-            if not include_hidden:
+            if not self.include_hidden:
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in list(dirnames):
                 if (here / name).is_symlink():
                     dirnames.remove(name)
-                    skipped.append(
-                        _skipped(_name(here / name, base), _link_reason(here / name, root))
-                    )
+                    reason = _link_reason(here / name, self.root)
+                    self.skipped.append(_skipped(self.name(here / name), reason))
             dirnames.sort()
             for name in sorted(filenames):
-                if name.startswith(".") and not include_hidden:
+                if name.startswith(".") and not self.include_hidden:
                     continue
                 path = here / name
                 if path.is_symlink():
-                    skipped.append(_skipped(_name(path, base), _link_reason(path, root)))
+                    reason = _link_reason(path, self.root)
+                    self.skipped.append(_skipped(self.name(path), reason))
                     continue
-                _consider(path, base, found, skipped)
-    return Discovery(sorted(found.values(), key=lambda f: f.source), skipped)
+                self.consider(path)
 
-
-def _consider(path: Path, base: Path, found: dict[str, SourceFile], skipped: list[Skipped]) -> None:
-    source = _name(path, base)
-    if _printable(source) != source:
-        # The store, the JSON report and the terminal all need text: such a name cannot be
-        # stored faithfully, so it is reported (bad bytes shown as \ufffd) instead.
-        skipped.append(_skipped(source, "file name is not valid UTF-8; rename the file"))
-    elif not path.is_file():
-        skipped.append(_skipped(source, "not a regular file"))
-    elif path.suffix.lower() not in SUPPORTED_SUFFIXES:
-        kind = path.suffix.lower() or "without an extension"
-        skipped.append(_skipped(source, f"unsupported file type ({kind})"))
-    elif not os.access(path, os.R_OK):
-        skipped.append(_skipped(source, "permission denied (not readable)"))
-    else:
-        found[source] = SourceFile(path, source)
+    def consider(self, path: Path) -> None:
+        source = self.name(path)
+        if _printable(source) != source:
+            # The store, the JSON report and the terminal all need text: such a name cannot be
+            # stored faithfully, so it is reported (bad bytes shown as \ufffd) instead.
+            self.skipped.append(_skipped(source, "file name is not valid UTF-8; rename the file"))
+        elif not path.is_file():
+            self.skipped.append(_skipped(source, "not a regular file"))
+        elif path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            kind = path.suffix.lower() or "without an extension"
+            self.skipped.append(_skipped(source, f"unsupported file type ({kind})"))
+        elif not os.access(path, os.R_OK):
+            self.skipped.append(_skipped(source, "permission denied (not readable)"))
+        else:
+            self.found[source] = SourceFile(path, source)
 
 
 def _skipped(source: str, reason: str) -> Skipped:
@@ -96,17 +151,6 @@ def _printable(text: str) -> str:
     """Bytes of a file name that are not UTF-8 reach Python as lone surrogates, which printing
     or storing would fail on: show them as U+FFFD."""
     return os.fsencode(text).decode("utf-8", "replace")
-
-
-def _common_base(roots: list[Path]) -> Path:
-    if len(roots) == 1:
-        root = roots[0]
-        return root.parent if root.is_file() else root
-    return Path(os.path.commonpath([r.parent if r.is_file() else r for r in roots]))
-
-
-def _name(path: Path, base: Path) -> str:
-    return path.relative_to(base).as_posix() if path != base else path.name
 
 
 def _link_reason(path: Path, root: Path) -> str:

@@ -53,6 +53,9 @@ def _start_worker(memory_mb: int) -> None:
     # (the `local` extra), though nothing parsed here needs it: that is ~450 MB of address
     # space and seconds of start-up per worker. Workers only parse, so keep it out.
     sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
+    # Ctrl-C reaches the whole process group: the main process decides (in --watch, to finish
+    # the sync under way); a worker killed by it would report its file as failed to parse.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Address space, not resident size: a parser that tries to inflate a bomb gets a
     # MemoryError in its own process instead of the kernel's OOM killer picking a victim.
     # Never above the hard limit, which setrlimit would refuse.

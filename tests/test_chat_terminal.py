@@ -168,7 +168,8 @@ def test_a_conversation_with_follow_ups_and_every_command(
     assert "Searching folder=ferry." in visible(chat.ask("/where folder=ferry"))
     in_ferry = chat.ask("Who keeps the lighthouse?")
     assert sources(in_ferry)
-    assert all(s.startswith("ferry/") for s in sources(in_ferry)), sources(in_ferry)
+    # Stored names start with the source's label (`docs/`); filters may leave it out.
+    assert all(s.startswith("docs/ferry/") for s in sources(in_ferry)), sources(in_ferry)
     assert "Searching all files." in visible(chat.ask("/where"))
     assert "Cannot read the filter 'colour=blue'" in visible(chat.ask("/where colour=blue"))
 
@@ -262,10 +263,13 @@ def test_the_session_survives_model_and_store_failures(
     )
     assert rebuild.returncode == 0, rebuild.stderr
     rebuilt = visible(chat.ask(question))
-    assert "rebuilt or deleted while this session had it open" in rebuilt
+    # The session follows the library to the rebuilt collection, and answers from it.
+    assert "The library was rebuilt: answering from" in rebuilt
+    assert works in rebuilt
     assert works in visible(chat.ask(question))
 
-    for shown in (slow, missing, down, rebuilt):
+    assert "Traceback" not in rebuilt
+    for shown in (slow, missing, down):
         assert "Traceback" not in shown
         assert len([line for line in shown.splitlines() if line.strip()]) <= 3, shown
     assert chat.leave() == 0
@@ -278,7 +282,7 @@ def test_flags_set_the_search(environment: dict, terminals: list[Terminal]) -> N
     terminals.append(chat)
     answered = chat.ask("When does the first ferry leave the quay?")
     assert len(sources(answered)) == 1
-    assert sources(answered)[0].startswith("ferry/")
+    assert sources(answered)[0].startswith("docs/ferry/")
     shown = visible(chat.ask("/sources"))
     assert "rag chain, hybrid search, k 1 of 5, threshold 0.05, in folder=ferry:" in shown
     score = float(re.findall(r"score (\d\.\d{3})", shown)[0])

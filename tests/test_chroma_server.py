@@ -27,9 +27,10 @@ import pytest
 import app.sync
 from app.config import Settings, load_settings
 from app.errors import ConfigError, StoreError
+from app.library import Library, as_langchain_store, open_collection
 from app.paths import PROJECT_ROOT
 from app.sync import sync_collection
-from app.vectorstore import as_langchain_store, connect, open_collection
+from app.vectorstore import connect
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding, closed_port
 from tests.test_crash_safety import (
     check_vector_index,
@@ -179,7 +180,14 @@ def local_reference(settings: Settings, folder: Path, monkeypatch: pytest.Monkey
 
 def server_snapshot(server: ChromaServer, settings: Settings) -> Any:
     assert settings.collection_name
-    return read_store(server.client().get_collection(settings.collection_name))
+    return read_store(server_collection(server, settings.collection_name))
+
+
+def server_collection(server: ChromaServer, name: str) -> Any:
+    """The collection the library `name` on the server points at."""
+    library = Library.find(server.client(), name)
+    assert library is not None
+    return library.collection()
 
 
 # --- Ingest and query over HTTP ---------------------------------------------------------------
@@ -212,7 +220,7 @@ def test_ingest_rerun_edit_and_query_over_http(
 
     store = as_langchain_store(connect(settings), settings, embeddings)
     found = store.similarity_search("Which bucket dredger works the Inner Basin?", k=3)
-    assert found[0].metadata["source"] == "town/harbour-notice.txt"
+    assert found[0].metadata["source"] == "docs/town/harbour-notice.txt"
     assert "Inner Basin" in found[0].page_content
 
     notice = sample_docs / "town" / "harbour-notice.txt"
@@ -282,7 +290,7 @@ def test_a_reader_queries_the_server_while_an_ingest_writes_and_a_second_is_refu
     try:
         store = as_langchain_store(connect(settings), settings, embeddings)
         found = store.similarity_search("Who is the lighthouse keeper?", k=1)
-        assert found[0].metadata["source"] == "lighthouse.txt"
+        assert found[0].metadata["source"] == "docs/lighthouse.txt"
         second = subprocess.run(
             ingest_command(folder),
             cwd=PROJECT_ROOT,
@@ -478,12 +486,12 @@ def test_a_server_that_dies_mid_ingest_is_exit_5_and_the_next_run_repairs(
 
         server.start()
         settings = load_settings()
-        written = read_store(server.client().get_collection(_default_name(settings)))
+        written = read_store(server_collection(server, _default_name(settings)))
         assert len(written.ids) > 0
         report = run_ingest(folder)
         assert report["files"]["new"] + report["files"]["changed"] > 0
         assert_same_store(
-            read_store(server.client().get_collection(_default_name(settings))),
+            read_store(server_collection(server, _default_name(settings))),
             local_reference(settings, folder, monkeypatch),
             "after the server came back",
         )
@@ -495,3 +503,38 @@ def _default_name(settings: Settings) -> str:
     from app.vectorstore import collection_name
 
     return collection_name(settings, server_embeddings(settings).info)
+
+
+def test_a_chat_on_another_machine_catches_its_keyword_index_up(
+    on_server: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ingest on machine A, chat on machine B (its own CHROMA_DIR, so its own keyword index):
+    B's index follows the library's generations, catching up on just the changed source."""
+    from app.session import catch_up_keyword_index, current_keyword_index
+
+    monkeypatch.setattr(app.sync, "parse_in_workers", ParseSpy())
+    machine_a = on_server
+    machine_b = on_server.model_copy(update={"chroma_dir": tmp_path / "machine-b"})
+    embeddings, _ = fake_embeddings(machine_a)
+    notes, papers = tmp_path / "notes", tmp_path / "papers"
+    write_doc(notes / "alpha.txt", "alpha", 3)
+    write_doc(papers / "beta.txt", "beta", 3)
+    sync_collection(machine_a, [notes], embeddings)
+    sync_collection(machine_a, [papers], embeddings)
+
+    library = Library.find(connect(machine_b), str(machine_b.collection_name))
+    assert library is not None
+    collection = library.collection()
+    assert collection is not None
+    index = current_keyword_index(machine_b, library, collection)  # caught up at start
+    assert index.ids() == set(collection.get(include=[])["ids"])
+    assert index.behind(library.record) == []
+
+    write_doc(notes / "gamma.txt", "gamma", 2)
+    sync_collection(machine_a, [notes], embeddings)  # only `notes` changes
+    library.reload()
+    assert index.behind(library.record) == ["notes"]
+    assert catch_up_keyword_index(machine_b, library, index) == 1  # `papers` is not read
+    assert index.ids() == set(collection.get(include=[])["ids"])
+    assert index.behind(library.record) == []
+    index.close()

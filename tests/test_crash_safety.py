@@ -34,10 +34,11 @@ import pytest
 import app.sync
 from app.config import Settings, load_settings
 from app.embeddings import ModelEmbeddings, build_embeddings
+from app.library import as_langchain_store, open_collection
 from app.paths import PROJECT_ROOT, SAMPLE_DOCS_DIR
 from app.providers import ProviderChoice
 from app.sync import sync_collection
-from app.vectorstore import as_langchain_store, collection_name, connect, open_collection
+from app.vectorstore import collection_name, connect
 from loaders.discovery import SourceFile
 from loaders.pool import Failed, Parsed, PoolLimits
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding
@@ -110,15 +111,25 @@ def check_vector_index(settings: Settings, embeddings: ModelEmbeddings) -> list[
     return unreachable
 
 
-def stored_hashes(settings: Settings, info_name: str) -> dict[str, str] | None:
-    """id -> file_hash straight from Chroma's SQLite file, read-only, without opening Chroma
-    (so looking does not repair anything). Only to tell at what stage a kill landed; None
-    when there is no collection; raises sqlite3.Error if the file cannot be read."""
+def stored_hashes(settings: Settings, library_name: str) -> dict[str, str] | None:
+    """id -> file_hash of the collection the library is writing (a rebuild's new one, else
+    the active one), straight from Chroma's SQLite file, read-only, without opening Chroma (so
+    looking does not repair anything). Only to tell at what stage a kill landed; None when
+    there is no such collection; raises sqlite3.Error if the file cannot be read."""
     path = settings.chroma_dir / "chroma.sqlite3"
     if not path.exists():
         return None
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        found = db.execute("SELECT id FROM collections WHERE name = ?", (info_name,)).fetchone()
+        record = db.execute(
+            "SELECT m.str_value FROM collections c JOIN collection_metadata m "
+            "ON m.collection_id = c.id WHERE c.name = ? AND m.key = 'localrag_library'",
+            (library_name + ".library",),
+        ).fetchone()
+        if record is None:
+            return None
+        library = json.loads(record[0])
+        name = library["building"] or library["active"]
+        found = db.execute("SELECT id FROM collections WHERE name = ?", (name,)).fetchone()
         if found is None:
             return None
         rows = db.execute(
@@ -532,7 +543,7 @@ def test_readers_query_while_an_ingest_writes(
             found = store.similarity_search("Who is the lighthouse keeper?", k=2)
             answers.append(found[0].metadata["source"])
             assert writer.poll() is None, "the ingest finished before the reader was done"
-        assert answers == ["lighthouse.txt"] * 3
+        assert answers == ["docs/lighthouse.txt"] * 3
         # A reader in another process (a chat session, say) gets the same answer.
         reader = subprocess.run(
             [sys.executable, "-c", READER_SCRIPT],
@@ -543,14 +554,14 @@ def test_readers_query_while_an_ingest_writes(
             env={**os.environ, "CHROMA_DIR": str(settings.chroma_dir)},
         )
         assert reader.returncode == 0, reader.stderr
-        assert reader.stdout.split() == ["lighthouse.txt"]
+        assert reader.stdout.split() == ["docs/lighthouse.txt"]
         assert writer.poll() is None, "the ingest finished before the reader process was done"
         embed_server.delay = 0
         assert writer.wait(timeout=120) == 0
     finally:
         kill_group(writer)
     report = run_ingest(folder)
-    assert report["files"]["unchanged"] == 126
+    assert report["files"]["unchanged"] == 126, report
     assert check_vector_index(settings, embeddings) == []
 
 
@@ -558,7 +569,8 @@ READER_SCRIPT = """
 from app.config import load_settings
 from app.embeddings import build_embeddings
 from app.providers import ProviderChoice
-from app.vectorstore import as_langchain_store, connect
+from app.library import as_langchain_store
+from app.vectorstore import connect
 settings = load_settings()
 choice = ProviderChoice("ollama", settings.ollama_embedding_model, "test server")
 embeddings = build_embeddings(settings, choice)

@@ -130,7 +130,8 @@ def stored_documents(collection: str) -> dict[str, list[str]]:
     got = client.get_collection(collection).get(include=["metadatas", "documents"])
     documents: dict[str, list[str]] = {}
     for metadata, text in zip(got["metadatas"] or [], got["documents"] or [], strict=True):
-        documents.setdefault(str(metadata["source"]), []).append(text)
+        inside = str(metadata["source"]).partition("/")[2]  # after the folder's label
+        documents.setdefault(inside, []).append(text)
     return documents
 
 
@@ -147,7 +148,7 @@ def test_hostile_files_are_skipped_with_reasons_and_good_files_go_in(
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 3, result.stderr
     report = json.loads(result.stdout)
-    failed = {item["source"]: item["reason"] for item in report["failed"]}
+    failed = {item["source"].partition("/")[2]: item["reason"] for item in report["failed"]}
     assert set(failed) == set(EXPECTED_FAILURES), failed
     for source, words in EXPECTED_FAILURES.items():
         for word in words:
@@ -188,7 +189,7 @@ def test_unreadable_file_is_reported(tmp_path: Path) -> None:
     (tmp_path / "shut" / "inside.md").write_text("# Inside\n")
     (tmp_path / "shut").chmod(0)
     try:
-        found = discover([tmp_path])
+        found = discover(tmp_path)
     finally:
         (tmp_path / "shut").chmod(0o755)
     reasons = {s.source: s.reason for s in found.skipped}
@@ -336,7 +337,7 @@ def tree(tmp_path: Path) -> Path:
 
 @pytest.mark.unit
 def test_discovery_never_follows_links(tree: Path) -> None:
-    found = discover([tree])
+    found = discover(tree)
     reasons = {s.source: s.reason for s in found.skipped}
 
     assert "outside the root" in reasons["notes.txt"]
@@ -349,19 +350,36 @@ def test_discovery_never_follows_links(tree: Path) -> None:
 
 @pytest.mark.unit
 def test_discovery_names_files_relative_to_the_root_with_forward_slashes(tree: Path) -> None:
-    assert [f.source for f in discover([tree]).files] == ["a/b/deep.txt", "top.md"]
-    # Several roots: names relative to their common parent, so they stay unique.
-    both = discover([tree / "a", tree / "top.md"])
-    assert [f.source for f in both.files] == ["a/b/deep.txt", "top.md"]
+    assert [f.source for f in discover(tree).files] == ["a/b/deep.txt", "top.md"]
+    # In the library every name starts with its source's label; a file source is its label.
+    assert [f.source for f in discover(tree, "notes").files] == [
+        "notes/a/b/deep.txt",
+        "notes/top.md",
+    ]
+    assert [f.source for f in discover(tree / "top.md", "top.md").files] == ["top.md"]
+
+
+@pytest.mark.unit
+def test_discovery_within_finds_what_the_whole_walk_finds_there(tree: Path) -> None:
+    """A watcher's scoped look sees each path exactly as the full walk would: hidden names and
+    anything under a link stay out, a path that is gone yields nothing."""
+    whole = {f.source for f in discover(tree, "t").files}
+    for within in (["a"], ["a/b/deep.txt"], ["top.md", "a/b"], [""]):
+        found = {f.source for f in discover(tree, "t", within=within).files}
+        prefixes = tuple(f"t/{w}" for w in within)
+        assert found == {s for s in whole if s.startswith(prefixes)}, within
+    assert discover(tree, "t", within=[".secret.md", ".git/config.md"]).files == []
+    assert discover(tree, "t", within=["escape/passwords.txt", "notes.txt"]).files == []
+    assert discover(tree, "t", within=["gone.md", "a/gone"]).files == []
 
 
 @pytest.mark.unit
 def test_discovery_skips_hidden_files_silently_unless_asked(tree: Path) -> None:
-    found = discover([tree])
+    found = discover(tree)
     names = {f.source for f in found.files} | {s.source for s in found.skipped}
     assert not any(name.startswith(".") for name in names)
 
-    with_hidden = {f.source for f in discover([tree], include_hidden=True).files}
+    with_hidden = {f.source for f in discover(tree, include_hidden=True).files}
     assert {".secret.md", ".git/config.md"} <= with_hidden
 
 
@@ -374,7 +392,7 @@ def test_discovery_reports_odd_entries_without_opening_them(tmp_path: Path) -> N
         handle.write(b"# Cafe\n")
     (root / "link.md").symlink_to(root / "pipe.md")
 
-    found = discover([root])
+    found = discover(root)
     reasons = {s.source: s.reason for s in found.skipped}
     assert found.files == []
     assert reasons == {
@@ -392,8 +410,8 @@ def test_discovery_reads_a_root_that_is_a_link(tmp_path: Path) -> None:
     (tmp_path / "docs").symlink_to(tmp_path / "real", target_is_directory=True)
     (tmp_path / "named.md").symlink_to(tmp_path / "real" / "guide.md")
 
-    assert [f.source for f in discover([tmp_path / "docs"]).files] == ["guide.md"]
-    named = discover([tmp_path / "named.md"])
+    assert [f.source for f in discover(tmp_path / "docs").files] == ["guide.md"]
+    named = discover(tmp_path / "named.md")
     assert [(f.path, f.source) for f in named.files] == [(tmp_path / "named.md", "named.md")]
 
 

@@ -28,6 +28,7 @@ from app.embeddings import (
     ollama_model_info,
 )
 from app.errors import ExitCode, ProviderError, StoreError
+from app.library import Library, find_library, open_collection
 from app.paths import SAMPLE_DOCS_DIR
 from app.providers import (
     choose_provider,
@@ -35,7 +36,7 @@ from app.providers import (
     has_model_name,
     probe_ollama,
 )
-from app.vectorstore import collection_name, connect, create_collection, open_collection
+from app.vectorstore import collection_name, connect, create_collection
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding, fake_embedding
 
 pytestmark = pytest.mark.integration
@@ -487,7 +488,7 @@ def test_chat_streams_the_answer_and_its_sources_from_ollama(
     assert result.returncode == ExitCode.OK, result.stderr
     answer, _, sources = result.stdout.partition("Sources:")
     assert ANSWER in answer
-    assert "[1] about-brindlemoor.md" in sources.splitlines()
+    assert "[1] docs/about-brindlemoor.md" in sources.splitlines()
 
     (chat,) = chats
     assert chat.json is not None
@@ -495,7 +496,7 @@ def test_chat_streams_the_answer_and_its_sources_from_ollama(
     assert chat.json["options"]["num_ctx"] == 4096
     last_user = [m for m in chat.json["messages"] if m["role"] == "user"][-1]["content"]
     assert QUESTION in last_user
-    assert '<source id="1" name="about-brindlemoor.md">' in last_user
+    assert '<source id="1" name="docs/about-brindlemoor.md">' in last_user
 
     # The auto-ingest embedded documents; the retriever then embedded the question.
     *documents, query = sent
@@ -566,29 +567,39 @@ def test_default_collection_name_differs_per_embedding_model(make_settings: Make
     assert len(set(names)) == len(infos)
 
 
+def make_library(settings: Settings, info: EmbeddingModelInfo, dimension: int) -> Library:
+    """A library of `info`'s vectors holding one source and its collection."""
+    client = connect(settings)
+    library = Library.create(client, collection_name(settings, info), info.key)
+    library.add(SAMPLE_DOCS_DIR)
+    library.save()
+    create_collection(client, library.record.active, info, dimension)
+    return library
+
+
 def test_switching_embedding_model_never_opens_the_other_models_collection(
     make_settings: MakeSettings,
 ) -> None:
     nomic = ollama_model_info("nomic-embed-text", 2048)
     minilm = ollama_model_info("all-minilm", 256)
     settings = make_settings()
+    library = make_library(settings, nomic, 768)
     client = connect(settings)
-    create_collection(client, settings, nomic, 768)
 
     assert open_collection(client, settings, minilm) is None
     opened = open_collection(client, settings, nomic)
     assert opened is not None
-    assert opened.name == collection_name(settings, nomic)
+    assert opened.name == library.record.active
 
 
 def test_shared_collection_name_refuses_another_models_vectors_and_says_what_to_do(
-    make_settings: MakeSettings,
+    make_settings: MakeSettings, ollama_server: OllamaTestServer
 ) -> None:
     nomic = ollama_model_info("nomic-embed-text", 2048)
     minilm = ollama_model_info("all-minilm", 256)
-    settings = make_settings(collection_name="shared")
+    settings = make_settings(collection_name="shared", ollama_base_url=ollama_server.base_url)
+    make_library(settings, nomic, 768)
     client = connect(settings)
-    create_collection(client, settings, nomic, 768)
 
     with pytest.raises(StoreError) as caught:
         open_collection(client, settings, minilm)
@@ -597,8 +608,32 @@ def test_shared_collection_name_refuses_another_models_vectors_and_says_what_to_
     assert "'shared'" in message
     assert nomic.key in message
     assert minilm.key in message
+    assert "OLLAMA_EMBEDDING_MODEL=nomic-embed-text" in message  # how to keep using it
     assert "COLLECTION_NAME" in message
     assert "python -m app.ingest --rebuild" in message
+
+
+def test_a_library_whose_provider_is_down_is_a_provider_error_naming_model_and_fixes(
+    make_settings: MakeSettings,
+) -> None:
+    """Ollama embedded the library yesterday; today nothing listens and `auto` picks the
+    embedded model: the run is refused (exit 4), never given an empty library of its own."""
+    nomic = ollama_model_info("nomic-embed-text", 2048)
+    local = EmbeddingModelInfo("local", LOCAL_EMBEDDING_MODEL)
+    settings = make_settings()  # conftest: OLLAMA_BASE_URL is a closed port
+    make_library(settings, nomic, 768)
+
+    with pytest.raises(ProviderError) as caught:
+        find_library(connect(settings), settings, local)
+
+    message = str(caught.value)
+    assert caught.value.exit_code == ExitCode.PROVIDER
+    assert "ollama/nomic-embed-text" in message
+    assert "Ollama is not answering" in message
+    assert "ollama serve" in message
+    assert "python -m app.ingest --rebuild" in message
+    # A rebuild under the embedded model may go ahead: it re-embeds the library's sources.
+    assert find_library(connect(settings), settings, local, rebuild=True) is None
 
 
 @pytest.mark.unit

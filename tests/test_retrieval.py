@@ -8,19 +8,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from langchain_core.documents import Document
 
 from app.config import Settings
 from app.embeddings import ModelEmbeddings, build_embeddings
-from app.keyword_index import KeywordIndex, open_keyword_index
+from app.keyword_index import open_keyword_index
+from app.library import Library, open_collection
 from app.paths import SAMPLE_QUESTIONS
 from app.providers import ProviderChoice
 from app.retrieval import DocumentRetriever, SourceFilter, allowed_sources
 from app.sync import sync_collection
-from app.vectorstore import connect, open_collection
+from app.vectorstore import collection_name, connect
 
 pytestmark = pytest.mark.integration
 
 QUESTIONS = [json.loads(line) for line in SAMPLE_QUESTIONS.read_text().splitlines() if line]
+# Expected sources are relative to DOCS_DIR; stored names start with its label, `docs`.
+for q in QUESTIONS:
+    q["source"] = q["source"] and f"docs/{q['source']}"
 ANSWERABLE = [q for q in QUESTIONS if q["source"]]
 OUTSIDE = [q for q in QUESTIONS if not q["source"]]
 
@@ -34,8 +39,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
 
     sync_collection(settings, [SAMPLE_DOCS_DIR], embeddings)
     collection = open_collection(connect(settings), settings, embeddings.info)
-    index = open_keyword_index(store, collection.name)
-    index.follow(collection)
+    index = open_keyword_index(settings, collection)  # the sync wrote it
     yield settings, embeddings, collection, index
     index.close()
 
@@ -84,17 +88,20 @@ def test_hybrid_finds_an_exact_rare_term_by_keyword(corpus: tuple) -> None:
     sources = {
         d.metadata["source"] for d in retriever(corpus, mode="hybrid", k=3).invoke("Kittiwake Dawn")
     }
-    assert "ferry/timetable.csv" in sources or "ferry/agm-minutes-2024.docx" in sources
+    assert "docs/ferry/timetable.csv" in sources or "docs/ferry/agm-minutes-2024.docx" in sources
 
 
 def test_filters_restrict_retrieval_to_a_folder_a_file_or_a_type(corpus: tuple) -> None:
     _, _, _, index = corpus
     known = index.sources()
     question = "When was the observatory built?"
+    # Paths count from inside the source (`ferry`, as before there were several sources) or
+    # from the library (`docs/ferry`).
     for text, check in [
-        ("folder=ferry", lambda s: s.startswith("ferry/")),
+        ("folder=ferry", lambda s: s.startswith("docs/ferry/")),
+        ("folder=docs/observatory", lambda s: s.startswith("docs/observatory/")),
         ("type=pdf", lambda s: s.endswith(".pdf")),
-        ("file=town/harbour-notice.txt", lambda s: s == "town/harbour-notice.txt"),
+        ("file=town/harbour-notice.txt", lambda s: s == "docs/town/harbour-notice.txt"),
         ("file=*.md", lambda s: s.endswith(".md")),
     ]:
         sources = allowed_sources([SourceFilter.parse(text)], known)
@@ -114,10 +121,11 @@ def test_bad_filter_syntax_says_what_to_type() -> None:
         SourceFilter.parse("colour=blue")
 
 
-def test_keyword_index_follows_the_collection_without_a_rebuild(tmp_path: Path) -> None:
+def test_sync_keeps_the_keyword_index_in_step_with_the_vectors(tmp_path: Path) -> None:
     from langchain_core.embeddings import DeterministicFakeEmbedding
 
     from app.embeddings import EmbeddingModelInfo
+    from app.vectorstore import ids_where
 
     settings = Settings(chroma_dir=tmp_path / "s", _env_file=None)  # type: ignore[call-arg]
     fake = ModelEmbeddings(
@@ -130,14 +138,43 @@ def test_keyword_index_follows_the_collection_without_a_rebuild(tmp_path: Path) 
     (docs / "a.txt").write_text("The lighthouse keeper feeds the gulls.")
     (docs / "b.txt").write_text("Ferries cross the estuary twice an hour.")
     sync_collection(settings, [docs], fake)
-    collection = open_collection(connect(settings), settings, fake.info)
-    index = KeywordIndex(tmp_path / "kw.sqlite3")
-    assert index.follow(collection) == (2, 0)
-    assert index.follow(collection) == (0, 0)  # nothing to do on the next start
+    library = Library.find(connect(settings), collection_name(settings, fake.info))
+    assert library is not None
+    collection = library.collection()
+    assert collection is not None
+    index = open_keyword_index(settings, collection)
+    assert index.ids() == set(collection.get()["ids"])
+    assert len(index.ids()) == 2
+    assert index.behind(library.record) == []  # chat finds it current: nothing to scan
 
     (docs / "b.txt").unlink()
     (docs / "c.txt").write_text("The observatory opens on clear Fridays.")
     sync_collection(settings, [docs], fake)
-    assert index.follow(collection) == (1, 1)
+    library.reload()
+    assert index.ids() == set(collection.get()["ids"])
+    assert len(index.ids()) == 2
+    assert index.behind(library.record) == []
     assert index.search("ferries estuary", 5) == []
     assert index.search("observatory Fridays", 5)
+
+    # Writing a chunk twice changes nothing: ids are unique.
+    again = collection.get(include=["documents", "metadatas"])
+    chunks = [
+        Document(id=i, page_content=t, metadata=m)
+        for i, t, m in zip(again["ids"], again["documents"], again["metadatas"], strict=True)
+    ]
+    assert index.add(chunks) == 0
+    assert index.db.execute("SELECT count(*) FROM entries").fetchone() == (2,)
+
+    # An index that is behind (lost here; in server mode, written on another machine) catches
+    # up by chunk id on the sources that changed, and only those.
+    index.close()
+    for path in index.path.parent.glob(index.path.name + "*"):
+        path.unlink()
+    lost = open_keyword_index(settings, collection)
+    assert lost.behind(library.record) == ["docs"]
+    assert lost.catch_up(collection, library.record) == 1
+    assert lost.ids() == set(ids_where(collection, {"root": "docs"}))
+    assert lost.behind(library.record) == []
+    assert lost.search("observatory Fridays", 5)
+    lost.close()

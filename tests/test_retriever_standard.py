@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 from pydantic import ValidationError
@@ -62,7 +63,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     directory: Path = tmp_path_factory.mktemp("standard")
     settings = Settings(chroma_dir=directory, collection_name="standard")
     collection = create_collection(
-        connect(settings), settings, EmbeddingModelInfo("test", "bag-of-words"), DIM
+        connect(settings), "standard", EmbeddingModelInfo("test", "bag-of-words"), DIM
     )
     collection.add(
         ids=list(TEXTS),
@@ -71,7 +72,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         embeddings=BagOfWords().embed_documents(list(TEXTS.values())),  # type: ignore[arg-type]
     )
     index = KeywordIndex(directory / "keywords.sqlite3")
-    index.follow(collection)
+    index.add(
+        Document(id=name, page_content=text, metadata={"source": f"{name}.txt", "root": "test"})
+        for name, text in TEXTS.items()
+    )
     yield {"collection": collection, "embeddings": BagOfWords(), "keyword_index": index}
     index.close()
 

@@ -41,10 +41,10 @@ DOCS = {  # each file says its topic's words twice, so bag-of-words retrieval fi
     "how often the lamp flashes is set by the lighthouse keeper.",
 }
 TOPICS = {  # question words -> the file that holds the answer
-    "When does the first ferry leave the harbour": "ferry.txt",
-    "How wide is the telescope mirror at the observatory": "observatory.txt",
-    "What does a loaf of rye bread cost at the bakery": "bakery.txt",
-    "How often does the lighthouse lamp flash": "lighthouse.txt",
+    "When does the first ferry leave the harbour": "docs/ferry.txt",
+    "How wide is the telescope mirror at the observatory": "docs/observatory.txt",
+    "What does a loaf of rye bread cost at the bakery": "docs/bakery.txt",
+    "How often does the lighthouse lamp flash": "docs/lighthouse.txt",
 }
 QUESTION_LINE = re.compile(r"Question: (.*)\Z", re.S)
 FIRST_SOURCE = re.compile(r'<source id="1" name="([^"]+)">')
@@ -99,7 +99,8 @@ def ollama(script: Script) -> Iterator[OllamaTestServer]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("docs")
+    folder = tmp_path_factory.mktemp("corpus") / "docs"  # the source's label: `docs/...`
+    folder.mkdir()
     for name, text in DOCS.items():
         (folder / name).write_text(text, encoding="utf-8")
     return folder
@@ -204,12 +205,12 @@ def test_openai_client_gets_a_whole_answer_with_numbered_and_machine_readable_so
     assert choice.message.role == "assistant"
     text = choice.message.content or ""
     assert text.startswith(
-        "Answer to «When does the first ferry leave the harbour?» from ferry.txt [1]."
+        "Answer to «When does the first ferry leave the harbour?» from docs/ferry.txt [1]."
     )
-    assert "\n\nSources:\n- [1] ferry.txt\n" in text
+    assert "\n\nSources:\n- [1] docs/ferry.txt\n" in text
     sources = (completion.model_extra or {})["sources"]
     assert sources[0]["number"] == 1
-    assert sources[0]["file"] == "ferry.txt"
+    assert sources[0]["file"] == "docs/ferry.txt"
     assert sources[0]["page"] is None
     assert 0 < sources[0]["score"] <= 1
     assert len(sources) == len(DOCS)  # k = 4 for Ollama models, one chunk per file
@@ -240,7 +241,7 @@ def test_openai_client_streams_chunks_that_add_up_to_the_whole_answer(
     assert [c.choices[0].finish_reason for c in with_choices[:-1]] == [None] * (
         len(with_choices) - 1
     )
-    assert (last.model_extra or {})["sources"][0]["file"] == "observatory.txt"
+    assert (last.model_extra or {})["sources"][0]["file"] == "docs/observatory.txt"
     usage_chunk = chunks[-1]  # asked for with include_usage: after the last choice, no choices
     assert usage_chunk.choices == []
     assert usage_chunk.usage is not None
@@ -252,8 +253,8 @@ def test_langchain_chat_openai_works_unchanged_and_history_is_the_conversation(
 ) -> None:
     chat = ChatOpenAI(base_url=server.url + "/v1", api_key="unused", model="rag", max_retries=0)
     first = chat.invoke("What does a loaf of rye bread cost at the bakery?")
-    assert "from bakery.txt [1]." in str(first.content)
-    assert "- [1] bakery.txt" in str(first.content)
+    assert "from docs/bakery.txt [1]." in str(first.content)
+    assert "- [1] docs/bakery.txt" in str(first.content)
 
     ollama.clear_requests()
     pieces = list(
@@ -267,7 +268,7 @@ def test_langchain_chat_openai_works_unchanged_and_history_is_the_conversation(
     )
     streamed = "".join(str(p.content) for p in pieces)
     assert len(pieces) > 5
-    assert "from lighthouse.txt [1]." in streamed
+    assert "from docs/lighthouse.txt [1]." in streamed
     rewrite, answer = ollama.requests_to("/api/chat")
     assert rewrite.json is not None
     assert answer.json is not None
@@ -279,7 +280,7 @@ def test_langchain_chat_openai_works_unchanged_and_history_is_the_conversation(
     assert rewrite.json["messages"][0]["content"].startswith("Rewrite")
     history = [m["content"] for m in answer.json["messages"][1:-1]]
     assert history[0] == "What does a loaf of rye bread cost at the bakery?"
-    assert history[1].endswith("from bakery.txt [1].")  # the sources block was taken off
+    assert history[1].endswith("from docs/bakery.txt [1].")  # the sources block was taken off
 
 
 # --- The native stream ------------------------------------------------------------------------
@@ -297,13 +298,13 @@ def test_native_stream_sends_question_sources_tokens_then_done(server: ServeProc
     assert sources["not_found"] is False
     assert sources["sources"][0] == {
         "number": 1,
-        "file": "lighthouse.txt",
+        "file": "docs/lighthouse.txt",
         "page": None,
         "score": sources["sources"][0]["score"],
     }
     done = events[-1][1]
     assert done["answer"] == "".join(data["text"] for name, data in events if name == "token")
-    assert "from lighthouse.txt [1]." in done["answer"]
+    assert "from docs/lighthouse.txt [1]." in done["answer"]
     assert done["usage"]["total_tokens"] > 0
 
 
@@ -330,8 +331,8 @@ def test_a_filter_applies_to_its_own_request_only(server: ServeProcess) -> None:
         filtered = pool.submit(ask_native, server, question=question, where=["file=bakery.txt"])
         free = pool.submit(ask_native, server, question=question)
     only_bakery = dict(filtered.result())["sources"]["sources"]
-    assert [s["file"] for s in only_bakery] == ["bakery.txt"]
-    assert dict(free.result())["sources"]["sources"][0]["file"] == "ferry.txt"
+    assert [s["file"] for s in only_bakery] == ["docs/bakery.txt"]
+    assert dict(free.result())["sources"]["sources"][0]["file"] == "docs/ferry.txt"
 
 
 # --- Concurrency --------------------------------------------------------------------------
@@ -412,7 +413,7 @@ def test_a_request_that_waits_for_its_turn_is_told_so_then_answered(
     waited = second.result()
     assert waited[0] == ("queued", {"ahead": 0})
     assert [name for name, _ in waited[1:3]] == ["question", "sources"]
-    assert "from bakery.txt [1]." in dict(waited)["done"]["answer"]
+    assert "from docs/bakery.txt [1]." in dict(waited)["done"]["answer"]
 
 
 def test_the_embedded_models_answer_parallel_clients_one_at_a_time(tmp_path: Path) -> None:

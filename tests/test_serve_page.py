@@ -74,7 +74,8 @@ def ollama(script: Script) -> Iterator[OllamaTestServer]:
 def server(
     tmp_path_factory: pytest.TempPathFactory, ollama: OllamaTestServer
 ) -> Iterator[ServeProcess]:
-    docs = tmp_path_factory.mktemp("docs")
+    docs = tmp_path_factory.mktemp("corpus") / "docs"  # the source's label: `docs/...`
+    docs.mkdir()
     (docs / "harbour.txt").write_text(PLANTED, encoding="utf-8")
     (docs / "bakery.txt").write_text("The bakery sells rye bread.", encoding="utf-8")
     env = serve_env(
@@ -163,7 +164,7 @@ def test_ask_see_tokens_stream_and_sources_and_no_planted_script_runs(page: Any)
     assert all(href.startswith("https://") for href in hrefs)
 
     sources = page.eval_on_selector_all(".sources li", "ls => ls.map(l => l.textContent)")
-    assert sources[0].startswith("[1]harbour.txt")
+    assert sources[0].startswith("[1]docs/harbour.txt")
     assert page.inner_text(".sources h2").lower() == "sources"
 
 

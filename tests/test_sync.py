@@ -9,6 +9,7 @@ were parsed). The helpers at the top (`read_store`, `assert_same_store`, `check_
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -25,8 +26,9 @@ import app.sync
 from app.config import Settings, load_settings
 from app.embeddings import EmbeddingModelInfo, ModelEmbeddings
 from app.errors import StoreError
+from app.library import open_collection
 from app.sync import IngestReport, chunk_policy, file_fingerprint, sync_collection
-from app.vectorstore import MODEL_KEY, collection_name, connect, open_collection
+from app.vectorstore import MODEL_KEY, collection_name, connect
 from loaders.discovery import SourceFile, discover
 from loaders.parsers import UnreadableFile, parse_file
 from loaders.pool import Failed, Parsed, PoolLimits
@@ -122,7 +124,7 @@ def check_bookkeeping(
     """The metadata alone says the store is complete and current for every file in `folder`."""
     assert len(snapshot.ids) == len(set(snapshot.ids)), "duplicate ids"
     policy = chunk_policy(settings, embeddings)
-    files = {f.source: f for f in discover([folder]).files}
+    files = {f.source: f for f in discover(folder, folder.name).files}
     expected_sources = set(files) - set(failed)
     assert snapshot.sources == expected_sources, (
         f"sources in the store {sorted(snapshot.sources ^ expected_sources)} differ from the "
@@ -236,7 +238,7 @@ class WriteRecorder:
         self.writes: list[tuple[str, int]] = []  # (operation, number of ids)
         self.gets: list[int] = []
         self.crash_at: int | None = None
-        for name in ("upsert", "update", "delete", "add"):
+        for name in ("upsert", "update", "delete", "add", "modify"):
             monkeypatch.setattr(Collection, name, self._wrap(name, getattr(Collection, name)))
         for name in ("create_collection", "drop_collection"):
             monkeypatch.setattr(app.sync, name, self._wrap(name, getattr(app.sync, name)))
@@ -305,7 +307,7 @@ def collection_of(settings: Settings, info: EmbeddingModelInfo = FAKE_INFO) -> C
 
 
 def all_sources(folder: Path) -> list[str]:
-    return [f.source for f in discover([folder]).files]
+    return [f.source for f in discover(folder, folder.name).files]
 
 
 def ingest(settings: Settings, folder: Path, **kwargs: Any) -> tuple[IngestReport, int]:
@@ -368,7 +370,7 @@ def test_edited_file_is_rechunked_alone_and_its_stale_chunks_removed(
 ) -> None:
     ingest(settings, folder)
     before = read_store(collection_of(settings))
-    old_ids = before.ids_of("sub/epsilon.txt")
+    old_ids = before.ids_of("corpus/sub/epsilon.txt")
     text = (folder / "sub" / "epsilon.txt").read_text()
     edited = text.replace(paragraph("epsilon", 3), paragraph("the lighthouse", 3))
     edited += "\n" + paragraph("epsilon", 99) + "\n"
@@ -377,11 +379,11 @@ def test_edited_file_is_rechunked_alone_and_its_stale_chunks_removed(
 
     report, embedded = ingest(settings, folder)
 
-    assert spy.parsed == ["sub/epsilon.txt"]
-    assert report.changed == ["sub/epsilon.txt"]
-    assert sorted(report.unchanged) == sorted(set(all_sources(folder)) - {"sub/epsilon.txt"})
+    assert spy.parsed == ["corpus/sub/epsilon.txt"]
+    assert report.changed == ["corpus/sub/epsilon.txt"]
+    assert sorted(report.unchanged) == sorted(set(all_sources(folder)) - {"corpus/sub/epsilon.txt"})
     after = read_store(collection_of(settings))
-    new_ids = after.ids_of("sub/epsilon.txt")
+    new_ids = after.ids_of("corpus/sub/epsilon.txt")
     # Paragraph 3 replaced (one chunk gone, one new) and one appended: 2 embedded, 6 kept.
     assert report.chunks_added == embedded == len(new_ids - old_ids) == 2
     assert report.chunks_kept == len(new_ids & old_ids) == 6
@@ -401,21 +403,21 @@ def test_edited_file_is_rechunked_alone_and_its_stale_chunks_removed(
 @pytest.mark.unit
 def test_deleted_and_added_files(settings: Settings, folder: Path, spy: ParseSpy) -> None:
     ingest(settings, folder)
-    gone = read_store(collection_of(settings)).ids_of("beta.txt")
+    gone = read_store(collection_of(settings)).ids_of("corpus/beta.txt")
     (folder / "beta.txt").unlink()
     write_doc(folder / "sub" / "eta.txt", "eta", 4)
     spy.reset()
 
     report, embedded = ingest(settings, folder)
 
-    assert report.deleted == ["beta.txt"]
-    assert report.new == ["sub/eta.txt"]
-    assert spy.parsed == ["sub/eta.txt"]
+    assert report.deleted == ["corpus/beta.txt"]
+    assert report.new == ["corpus/sub/eta.txt"]
+    assert spy.parsed == ["corpus/sub/eta.txt"]
     assert embedded == report.chunks_added == 4
     assert report.chunks_removed == len(gone) == 5
     snapshot = assert_store_matches_folder(collection_of(settings), folder, settings=settings)
     assert not gone & set(snapshot.ids)
-    assert "beta.txt" not in snapshot.sources
+    assert "corpus/beta.txt" not in snapshot.sources
 
 
 @pytest.mark.unit
@@ -439,10 +441,10 @@ def test_a_file_that_stops_parsing_loses_its_chunks(
 
     report, _ = ingest(settings, folder)
 
-    assert report.failed == {"gamma.txt": "empty file"}
+    assert report.failed == {"corpus/gamma.txt": "empty file"}
     assert not report.ok
     assert_store_matches_folder(
-        collection_of(settings), folder, settings=settings, failed={"gamma.txt"}
+        collection_of(settings), folder, settings=settings, failed={"corpus/gamma.txt"}
     )
 
 
@@ -456,28 +458,41 @@ def test_bookkeeping_repairs_damaged_records(
     collection = collection_of(settings)
     assert collection is not None
     snapshot = read_store(collection)
-    collection.delete(ids=sorted(snapshot.ids_of("alpha.txt"))[:2])  # chunks missing
-    beta = sorted(snapshot.ids_of("beta.txt"))[0]
+    collection.delete(ids=sorted(snapshot.ids_of("corpus/alpha.txt"))[:2])  # chunks missing
+    beta = sorted(snapshot.ids_of("corpus/beta.txt"))[0]
     # An old fingerprint, and a key the current pipeline no longer writes (the chunk is kept:
     # its metadata must end up as a clean ingest writes it, not merged with the old).
     old_metadata = snapshot.metadatas[beta] | {"file_hash": "old", "obsolete": "x"}
     collection.update(ids=[beta], metadatas=[old_metadata])
-    stray = snapshot.metadatas[sorted(snapshot.ids_of("gamma.txt"))[0]] | {"chunk_index": 9}
+    stray = snapshot.metadatas[sorted(snapshot.ids_of("corpus/gamma.txt"))[0]] | {"chunk_index": 9}
     vectors: Any = [[0.1] * DIM]
     collection.upsert(ids=["stray"], documents=["stray"], metadatas=[stray], embeddings=vectors)
-    orphan = {"source": "gone.txt"}
+    orphan = {"source": "corpus/gone.txt", "root": "corpus"}
     collection.upsert(ids=["orphan"], documents=["x"], metadatas=[orphan], embeddings=vectors)
     spy.reset()
 
     report, embedded = ingest(settings, folder)
 
-    assert sorted(report.changed) == sorted(spy.parsed) == ["alpha.txt", "beta.txt", "gamma.txt"]
-    assert report.deleted == ["gone.txt"]
+    assert (
+        sorted(report.changed)
+        == sorted(spy.parsed)
+        == ["corpus/alpha.txt", "corpus/beta.txt", "corpus/gamma.txt"]
+    )
+    assert report.deleted == ["corpus/gone.txt"]
     assert embedded == 2
     assert_store_matches_folder(collection_of(settings), folder, settings=settings)
 
 
 # --- Crash safety, deterministically: stop the run before each write in turn ------------------
+
+
+def as_corpus(version: Path, parent: Path) -> Path:
+    """`parent/corpus` holding a copy of `version` (and nothing else): one source whose
+    content changes, named alike in every store so chunk ids compare."""
+    folder = parent / "corpus"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(version, folder)
+    return folder
 
 
 def make_versions(tmp_path: Path) -> tuple[Path, Path]:
@@ -516,17 +531,19 @@ def test_a_run_stopped_before_any_write_is_repaired_by_the_next(
     version_a, version_b = make_versions(tmp_path)
     recorder = WriteRecorder(monkeypatch)
     reference_settings = settings.model_copy(update={"chroma_dir": tmp_path / "reference"})
-    ingest(reference_settings, version_b)
+    ingest(reference_settings, as_corpus(version_b, tmp_path / "reference-docs"))
     expected = read_store(collection_of(reference_settings))
 
     crash_at, stopped_runs, states = 1, 0, set()
     while True:
         store = settings.model_copy(update={"chroma_dir": tmp_path / f"store-{crash_at}"})
-        ingest(store.model_copy(update={"embedding_batch_size": 64}), version_a)
+        folder = as_corpus(version_a, tmp_path / f"docs-{crash_at}")
+        ingest(store.model_copy(update={"embedding_batch_size": 64}), folder)
+        as_corpus(version_b, folder.parent)  # the folder now holds version B
         recorder.writes.clear()
         recorder.crash_at, limit.value = crash_at, 3
         try:
-            ingest(store, version_b, rebuild=rebuild)
+            ingest(store, folder, rebuild=rebuild)
         except SimulatedCrash:
             stopped_runs += 1
         else:
@@ -535,7 +552,7 @@ def test_a_run_stopped_before_any_write_is_repaired_by_the_next(
             recorder.crash_at, limit.value = None, 1000
         left = read_store(collection_of(store))
         states.add(frozenset((i, str(m)) for i, m in left.metadatas.items()))
-        ingest(store.model_copy(update={"embedding_batch_size": 64}), version_b)
+        ingest(store.model_copy(update={"embedding_batch_size": 64}), folder)
         assert_same_store(
             read_store(collection_of(store)), expected, f"stopped before write {crash_at}"
         )
@@ -543,10 +560,12 @@ def test_a_run_stopped_before_any_write_is_repaired_by_the_next(
 
     kinds = {op for op, _ in recorder.writes}
     assert stopped_runs == len(recorder.writes) >= 10
+    # modify: the library record (new sources or the rebuild's collection; then the counts,
+    # the generation, the switch).
     if rebuild:
-        assert kinds == {"drop_collection", "create_collection", "upsert"}
+        assert kinds == {"modify", "create_collection", "upsert", "drop_collection"}
     else:
-        assert kinds == {"upsert", "update", "delete"}
+        assert kinds == {"modify", "upsert", "update", "delete"}
     assert len(states) >= stopped_runs - 1  # the stops really left different states
 
 
@@ -656,6 +675,7 @@ def test_writes_are_split_under_the_stores_max_batch_size(
     assert report.chunks_removed > limit
     assert recorder.count("update") == math.ceil(report.chunks_kept / limit)
     assert {"upsert", "update", "delete"} <= {op for op, _ in recorder.writes}
-    assert all(0 < n <= limit for _, n in recorder.writes), recorder.writes  # no create
+    chunk_writes = [(op, n) for op, n in recorder.writes if op != "modify"]
+    assert all(0 < n <= limit for _, n in chunk_writes), chunk_writes  # no create
     assert all(0 < n <= limit for n in recorder.gets), recorder.gets
     assert_store_matches_folder(collection_of(settings), folder, settings=settings)

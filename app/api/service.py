@@ -383,6 +383,12 @@ class AnswerService:
                 filters.append(SourceFilter.parse(text))
             except ValueError as exc:
                 raise RequestRejected(422, str(exc), f"where[{index}]") from None
+        # A `--rebuild` may have switched the library's collection since the last request.
+        if not self.base.stale:
+            try:
+                self.base.follow_library()
+            except StoreError:
+                self.base.stale = True  # this request fails on the store; the next reopens it
         # A copy per request: the heavy parts (models, store) are shared, the state is not.
         session = dataclasses.replace(
             self.base,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from app.evaluation.metrics import percentile
 from app.providers import explain_ollama_failure
 from chains.answering import NOT_FOUND, NOT_FOUND_BY_SCRIPT, is_not_found
 from chains.context import number_sources
+from loaders.discovery import file_name
 
 # "I don't know" in the languages the app answers in: English, Chinese (simplified and
 # traditional), Japanese, Korean.
@@ -116,6 +117,13 @@ def evaluate_answers(settings: Settings, questions: list[Question]) -> dict[str,
 
     session = open_session(settings, settings.chain, [])
     assert session.chain is not None
+    # Expected sources are relative to DOCS_DIR; stored names start with its label in the library.
+    sources = session.library.sources if session.library is not None else []
+    docs = next((s for s in sources if s.relative(settings.docs_dir) == ""), None)
+    if docs is not None:
+        questions = [
+            replace(q, source=file_name(docs.label, q.source)) if q.source else q for q in questions
+        ]
     stored = set(session.keyword_index.sources())
     absent = sorted({q.source for q in questions if q.source and q.source not in stored})
     if absent:

@@ -8,6 +8,7 @@ rewritten when its text changed, so its content hash, and with it the stored chu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -19,7 +20,10 @@ from app.cli import RichProgress, err, status
 from app.config import Settings
 from app.embeddings import ModelEmbeddings
 from app.evaluation.beir import BeirDataset, CorpusDoc
-from app.sync import IngestReport, sync_collection
+from app.library import Library
+from app.sync import IngestReport, SyncProgress, sync_collection
+from app.vectorstore import connect, get_collection
+from loaders.discovery import file_name
 
 SAFE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
 SHARDS_HEX = 2  # 256 sub-folders: ~20 files each at 5k documents, ~4k at a million
@@ -136,10 +140,18 @@ def ingest_corpus(
         f"({corpus.written} written, {corpus.removed} removed); "
         f"syncing collection {eval_settings.collection_name}"
     )
-    if err.is_terminal:
-        progress = RichProgress()
-        with progress.display:
-            report = sync_collection(eval_settings, [corpus.folder], embeddings, progress=progress)
-    else:
-        report = sync_collection(eval_settings, [corpus.folder], embeddings, progress=LogProgress())
+    # A collection from before libraries is derived data like the rest: rebuilt into one.
+    client = connect(eval_settings)
+    name = eval_settings.collection_name
+    rebuild = Library.find(client, name) is None and get_collection(client, name) is not None
+    progress: SyncProgress = RichProgress() if err.is_terminal else LogProgress()
+    with progress.display if isinstance(progress, RichProgress) else contextlib.nullcontext():
+        report = sync_collection(
+            eval_settings, [corpus.folder], embeddings, rebuild=rebuild, progress=progress
+        )
+    # Stored names start with the folder's label in the library (`docs/`).
+    library = Library.find(client, name)
+    assert library is not None
+    label = next(s.label for s in library.sources if Path(s.path) == corpus.folder.absolute())
+    corpus.source_to_id = {file_name(label, k): v for k, v in corpus.source_to_id.items()}
     return eval_settings, corpus, report

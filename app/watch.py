@@ -1,0 +1,134 @@
+"""Keep the library in sync as files change (`python -m app.ingest --watch`).
+
+`watchfiles` (Rust `notify`: inotify, FSEvents, ReadDirectoryChangesW; polling where those do
+not work) reports changes; they are grouped until the folders have been quiet for
+WATCH_DEBOUNCE seconds, mapped to the sources and paths inside them they touch, and each group
+is one ordinary sync limited to those paths: the same writer lock, the same order of writes,
+the same repair of whatever a killed run left. Ctrl-C (or SIGTERM) lets the sync under way
+finish, then stops; a second Ctrl-C stops at once, like a kill, and the next run repairs.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from app.config import Settings
+from app.embeddings import ModelEmbeddings
+from app.errors import StoreBusy
+from app.library import Library, LibrarySource
+from app.sync import IngestReport, sync_collection
+from app.vectorstore import collection_name, connect
+
+BUSY_RETRY_SECONDS = 2.0  # another ingest holds the lock: try again this often
+
+
+class StopRequest:
+    """Ctrl-C and SIGTERM ask for a stop after the sync under way; a second Ctrl-C stops now."""
+
+    def __init__(self, on_request: Callable[[], None]) -> None:
+        self.event = threading.Event()
+        self.on_request = on_request
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.event.set()
+        self.on_request()
+
+    @contextmanager
+    def installed(self) -> Iterator[threading.Event]:
+        previous = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self.event
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def scopes_of(
+    changes: Iterable[tuple[Any, str]], sources: list[LibrarySource], include_hidden: bool
+) -> dict[str, list[str]]:
+    """label -> paths inside the source that changed (whatever the kind of change: a sync of a
+    path looks at what is there now). Hidden names are dropped unless INCLUDE_HIDDEN."""
+    scopes: dict[str, set[str]] = {}
+    for _, raw in changes:
+        path = Path(raw)
+        for source in sources:
+            inside = source.relative(path)
+            if inside is None:
+                continue
+            if not include_hidden and any(p.startswith(".") for p in inside.split("/") if p):
+                break
+            scopes.setdefault(source.label, set()).add(inside)
+            break
+    # A path inside another changed path adds nothing.
+    result = {}
+    for label, paths in scopes.items():
+        ordered = sorted(paths, key=len)
+        kept: list[str] = []
+        for p in ordered:
+            if not any(k == "" or p == k or p.startswith(k + "/") for k in kept):
+                kept.append(p)
+        result[label] = kept
+    return result
+
+
+def watch_library(
+    settings: Settings,
+    embeddings: ModelEmbeddings,
+    labels: list[str] | None,
+    on_sync: Callable[[IngestReport], None],
+    on_status: Callable[[str], None],
+    stop: threading.Event,
+) -> None:
+    """Watch the sources (`labels`, or all) until `stop` is set."""
+    import watchfiles
+
+    library = Library.find(connect(settings), collection_name(settings, embeddings.info))
+    sources = [
+        s for s in (library.sources if library else []) if labels is None or s.label in labels
+    ]
+    present = [s for s in sources if s.problem() is None]
+    for source in sources:
+        if source not in present:
+            on_status(f"Not watching {source.label} ({source.path}): it is {source.problem()}.")
+    if not present:
+        on_status("No source to watch.")
+        return
+    embeddings.model  # load it now, not when the first change arrives  # noqa: B018
+    quiet_ms = int(settings.watch_debounce * 1000)
+    on_status(
+        f"Watching {len(present)} sources ({', '.join(s.label for s in present)}); changes are "
+        f"synced after {settings.watch_debounce:g} s of quiet. Ctrl-C stops."
+    )
+    pending: dict[str, list[str]] = {}
+    for changes in watchfiles.watch(
+        *(s.path for s in present),
+        step=quiet_ms,
+        debounce=max(1600, 20 * quiet_ms),
+        stop_event=stop,
+        rust_timeout=max(500, quiet_ms),
+        yield_on_timeout=True,  # come back now and then to retry a sync the lock held up
+        raise_interrupt=False,
+    ):
+        for label, paths in scopes_of(changes, present, settings.include_hidden).items():
+            pending[label] = sorted(set(pending.get(label, [])) | set(paths))
+        if not pending:
+            continue
+        try:
+            report = sync_collection(settings, [], embeddings, scopes=pending)
+        except StoreBusy as exc:
+            on_status(f"{exc} Retrying in {BUSY_RETRY_SECONDS:g} s.")
+            time.sleep(BUSY_RETRY_SECONDS)
+            continue
+        pending = {}
+        on_sync(report)
+        if stop.is_set():
+            break

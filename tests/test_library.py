@@ -1,0 +1,638 @@
+"""The library of sources: adding a folder never touches the others, removing one, a missing
+source kept, overlapping sources, --rebuild's switch, --watch, the model guard, the keyword
+index kept in step, private files.
+
+CLI tests run `python -m app.ingest` / `python -m app.chat` as a user would, against the Ollama
+test server (fast, deterministic embeddings and a canned chat answer) and a real Chroma
+directory; they read the store back from this process. In-process tests use the fake embedder
+of tests/test_sync.py where a subprocess would add nothing but seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import app.sync
+from app.config import Settings, load_settings
+from app.errors import ConfigError, StoreError
+from app.keyword_index import index_path
+from app.library import Library
+from app.paths import PROJECT_ROOT
+from app.sync import IngestReport, remove_sources, sync_collection
+from app.vectorstore import collection_name
+from tests.ollama_server import OllamaTestServer, bag_of_words_embedding, closed_port
+from tests.test_crash_safety import (
+    fresh_client,
+    generated_text,
+    kill_group,
+    server_embeddings,
+)
+from tests.test_sync import (
+    FAKE_INFO,
+    ParseSpy,
+    StoreSnapshot,
+    assert_same_store,
+    fake_embeddings,
+    read_store,
+    write_doc,
+)
+
+ANSWER = "The harbour master is Ewan Tallisker [1]."
+
+
+# --- Helpers --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[OllamaTestServer]:
+    """The test server embeds (bag of words, 384-d) and chats, for subprocesses and here."""
+    with OllamaTestServer(embedding_dim=384, embedder=bag_of_words_embedding, reply=ANSWER) as srv:
+        monkeypatch.setenv("EMBEDDING_PROVIDER", "ollama")
+        monkeypatch.setenv("CHAT_PROVIDER", "ollama")
+        monkeypatch.setenv("OLLAMA_BASE_URL", srv.base_url)
+        monkeypatch.setenv("EMBEDDING_BATCH_SIZE", "8")
+        monkeypatch.setenv("OLLAMA_PROBE_TIMEOUT", "10")
+        monkeypatch.setenv("INGEST_WORKERS", "1")
+        yield srv
+
+
+def command(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def run(module: str, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        command(module, *args),
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **env},
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def ingest(*args: str, expect: int = 0) -> dict[str, Any]:
+    done = run("app.ingest", *args, "--json")
+    assert done.returncode == expect, done.stdout + done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def start(module: str, *args: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """In its own process group, so a kill takes its parse workers too."""
+    with log.open("wb") as handle:
+        return subprocess.Popen(
+            command(module, *args),
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **env},
+        )
+
+
+def library_of(settings: Settings) -> Library:
+    embeddings = server_embeddings(settings)
+    library = Library.find(fresh_client(settings), collection_name(settings, embeddings.info))
+    assert library is not None
+    return library
+
+
+def snapshot(settings: Settings) -> StoreSnapshot:
+    return read_store(library_of(settings).collection())
+
+
+def by_root(snap: StoreSnapshot, root: str) -> StoreSnapshot:
+    """The records of one source."""
+    part = StoreSnapshot()
+    for chunk_id in snap.ids:
+        if snap.metadatas[chunk_id]["root"] == root:
+            part.ids.append(chunk_id)
+            part.documents[chunk_id] = snap.documents[chunk_id]
+            part.metadatas[chunk_id] = snap.metadatas[chunk_id]
+            part.embeddings[chunk_id] = snap.embeddings[chunk_id]
+    return part
+
+
+def keyword_rows(settings: Settings, library: Library) -> list[str]:
+    """Every chunk id in the keyword index of the library's collection (duplicates kept)."""
+    path = index_path(settings, library.record.active)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return [row[0] for row in db.execute("SELECT chunk_id FROM entries")]
+
+
+def assert_index_in_step(settings: Settings) -> None:
+    library = library_of(settings)
+    rows = keyword_rows(settings, library)
+    stored = library.collection()
+    assert stored is not None
+    assert len(rows) == len(set(rows)), "duplicate keyword rows"
+    assert set(rows) == set(stored.get(include=[])["ids"]), "keyword index differs from vectors"
+
+
+def reference(tmp_path: Path, roots: list[Path], server: OllamaTestServer) -> StoreSnapshot:
+    """A clean ingest of the roots, added in this order, into a fresh store (in this process,
+    parsing serially)."""
+    settings = load_settings(chroma_dir=tmp_path / f"reference-{time.monotonic_ns()}")
+    delay, server.delay = server.delay, 0.0
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(app.sync, "parse_in_workers", ParseSpy())
+            embeddings = server_embeddings(settings)
+            for root in roots:
+                assert sync_collection(settings, [root], embeddings).ok
+        return snapshot(settings)
+    finally:
+        server.delay = delay
+
+
+def notes(folder: Path, count: int, seed: int, paragraphs: int = 2) -> Path:
+    rng = random.Random(seed)
+    for i in range(count):
+        path = folder / ("sub" if i % 3 == 0 else "") / f"{folder.name}-{i:02d}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(generated_text(rng, f"{folder.name} {i}", paragraphs))
+    return folder
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+# --- Sources from the command line ----------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_two_roots_then_one_file_then_list_and_remove(
+    tmp_path: Path, server: OllamaTestServer
+) -> None:
+    settings = load_settings()
+    first, second = notes(tmp_path / "notes", 6, 1), notes(tmp_path / "papers", 4, 2)
+    (tmp_path / "extra").mkdir()
+    quokka = tmp_path / "extra" / "quokka.txt"
+    quokka.write_text("Quokkas live on Rottnest Island and smile for photographs.\n")
+
+    one = ingest(str(first))
+    assert [(s["label"], s["status"]) for s in one["sources"]] == [("notes", "added")]
+    assert one["chunks"]["added"] > 0
+    before = snapshot(settings)
+
+    two = ingest(str(second))
+    # Only the new folder is read and embedded; the first one's records are untouched.
+    assert [(s["label"], s["status"]) for s in two["sources"]] == [("papers", "added")]
+    assert two["files"] == {"new": 4, "changed": 0, "unchanged": 0, "deleted": 0, "failed": 0}
+    assert two["chunks"]["removed"] == 0
+    after = snapshot(settings)
+    assert_same_store(by_root(after, "notes"), before, "the first source after adding a second")
+    assert len(by_root(after, "papers").ids) == two["chunks"]["added"]
+
+    three = ingest(str(quokka))
+    assert [(s["label"], s["status"]) for s in three["sources"]] == [("quokka.txt", "added")]
+    assert three["chunks"] == {"added": 1, "kept": 0, "removed": 0}
+
+    everything = ingest()  # no path: every source, nothing to do
+    assert everything["files"]["unchanged"] == 11
+    assert everything["chunks"] == {"added": 0, "kept": 0, "removed": 0}
+    assert_same_store(snapshot(settings), reference(tmp_path, [first, second, quokka], server))
+    assert_index_in_step(settings)
+
+    listing = json.loads(run("app.ingest", "--list", "--json").stdout)
+    rows = {s["label"]: s for s in listing["sources"]}
+    assert list(rows) == ["notes", "papers", "quokka.txt"]
+    assert rows["papers"]["path"] == str(second)
+    assert (rows["papers"]["files"], rows["papers"]["status"]) == (4, "ok")
+    assert rows["papers"]["chunks"] == two["chunks"]["added"]
+    assert rows["quokka.txt"]["kind"] == "file"
+    assert all(s["last_synced"] for s in listing["sources"])
+
+    removed = run("app.ingest", "--remove", str(second), "--json")
+    assert removed.returncode == 0, removed.stderr
+    assert json.loads(removed.stdout)["chunks_removed"] == two["chunks"]["added"]
+    left = snapshot(settings)
+    assert {m["root"] for m in left.metadatas.values()} == {"notes", "quokka.txt"}
+    assert_same_store(by_root(left, "notes"), before, "the first source after a removal")
+    assert_index_in_step(settings)
+    listing = json.loads(run("app.ingest", "--list", "--json").stdout)
+    assert [s["label"] for s in listing["sources"]] == ["notes", "quokka.txt"]
+    assert second.is_dir()  # the folder itself is never touched
+
+    # Paths that are neither on disk nor sources are refused before anything is written.
+    typo = run("app.ingest", str(tmp_path / "nope"))
+    assert typo.returncode == 2
+    assert "No such file or folder" in typo.stderr
+    unknown = run("app.ingest", "--remove", str(tmp_path / "extra"))
+    assert unknown.returncode == 2
+    assert "is not a source of the library" in unknown.stderr
+    assert_same_store(snapshot(settings), left, "after refused commands")
+
+
+@pytest.mark.integration
+def test_a_missing_source_is_kept_exits_3_and_is_found_again(
+    tmp_path: Path, server: OllamaTestServer
+) -> None:
+    settings = load_settings()
+    first, second = notes(tmp_path / "notes", 4, 3), notes(tmp_path / "drive" / "papers", 3, 4)
+    ingest(str(first))
+    ingest(str(second))
+    before = snapshot(settings)
+    second.rename(tmp_path / "unplugged")
+
+    gone = run("app.ingest", "--json")
+    assert gone.returncode == 3, gone.stderr
+    report = json.loads(gone.stdout)
+    assert len(report["missing"]) == 1
+    assert "papers" in report["missing"][0]
+    assert str(second) in report["missing"][0]
+    assert "kept" in report["missing"][0]
+    assert {(s["label"], s["status"]) for s in report["sources"]} == {
+        ("notes", "synced"),
+        ("papers", "missing"),
+    }
+    assert report["chunks"]["removed"] == 0
+    assert_same_store(snapshot(settings), before, "a missing source keeps its chunks")
+    status = {
+        s["label"]: s["status"]
+        for s in json.loads(run("app.ingest", "--list", "--json").stdout)["sources"]
+    }
+    assert status == {"notes": "ok", "papers": "missing"}
+
+    # A folder that is there but empty (a mount point without its drive) is kept too.
+    second.mkdir(parents=True)
+    empty = run("app.ingest", str(second), "--json")
+    assert empty.returncode == 3
+    assert "none of its 3 files" in json.loads(empty.stdout)["missing"][0]
+    assert_same_store(snapshot(settings), before, "an emptied source keeps its chunks")
+    second.rmdir()
+
+    (tmp_path / "unplugged").rename(second)
+    back = ingest()
+    assert back["files"]["unchanged"] == 7
+    assert back["chunks"] == {"added": 0, "kept": 0, "removed": 0}
+    assert_same_store(snapshot(settings), before, "found again: nothing re-embedded")
+
+
+# --- In-process: identity, overlaps, model guard ---------------------------------------------
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return load_settings(chunk_size=200, chunk_overlap=20, embedding_batch_size=8)
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> ParseSpy:
+    parse_spy = ParseSpy()
+    monkeypatch.setattr(app.sync, "parse_in_workers", parse_spy)
+    return parse_spy
+
+
+def fake_sync(settings: Settings, *paths: Path, **kwargs: Any) -> tuple[IngestReport, int]:
+    embeddings, counter = fake_embeddings(settings)
+    report = sync_collection(settings, list(paths), embeddings, **kwargs)
+    return report, counter.texts
+
+
+def fake_library(settings: Settings) -> Library:
+    library = Library.find(fresh_client(settings), collection_name(settings, FAKE_INFO))
+    assert library is not None
+    return library
+
+
+def fake_store(settings: Settings) -> StoreSnapshot:
+    return read_store(fake_library(settings).collection())
+
+
+def corpus(root: Path, names: tuple[str, ...] = ("alpha", "beta")) -> Path:
+    for name in names:
+        write_doc(root / f"{name}.txt", name, 3)
+    write_doc(root / "sub" / "gamma.txt", "gamma", 3)
+    return root
+
+
+@pytest.mark.unit
+def test_a_files_identity_does_not_depend_on_the_other_sources(
+    settings: Settings, tmp_path: Path, spy: ParseSpy
+) -> None:
+    alone = settings.model_copy(update={"chroma_dir": tmp_path / "alone"})
+    fake_sync(alone, corpus(tmp_path / "a" / "notes"))
+    expected = fake_store(alone)
+
+    fake_sync(settings, corpus(tmp_path / "b" / "papers"))
+    fake_sync(settings, tmp_path / "a" / "notes")
+    # A second folder with the same name gets its own label; nothing else is renamed.
+    report, _ = fake_sync(settings, corpus(tmp_path / "c" / "notes", ("delta",)))
+    assert [s.label for s in report.sources] == ["notes-2"]
+    assert report.new == ["notes-2/delta.txt", "notes-2/sub/gamma.txt"]
+    remove_sources(settings, FAKE_INFO, [str(tmp_path / "b" / "papers")])
+    assert_same_store(by_root(fake_store(settings), "notes"), expected, "same ids, same vectors")
+    assert {s.label for s in fake_library(settings).sources} == {"notes", "notes-2"}
+
+
+@pytest.mark.unit
+def test_a_folder_inside_a_source_is_synced_as_part_of_it(
+    settings: Settings, tmp_path: Path, spy: ParseSpy
+) -> None:
+    root = corpus(tmp_path / "notes")
+    fake_sync(settings, root)
+    write_doc(root / "sub" / "new.txt", "new", 2)
+    spy.reset()
+
+    report, embedded = fake_sync(settings, root / "sub")
+
+    assert [s.label for s in fake_library(settings).sources] == ["notes"]
+    assert [(s.label, s.status) for s in report.sources] == [("notes", "synced")]
+    assert spy.parsed == ["notes/sub/new.txt"]  # only inside the path given
+    assert report.unchanged == ["notes/sub/gamma.txt"]
+    assert embedded == 2
+    assert any("is inside the source notes" in n for n in report.notes)
+    with pytest.raises(ConfigError, match="only whole sources can be removed"):
+        remove_sources(settings, FAKE_INFO, [str(root / "sub")])
+
+
+@pytest.mark.unit
+def test_a_folder_that_holds_a_source_takes_it_over_never_two_copies(
+    settings: Settings, tmp_path: Path, spy: ParseSpy
+) -> None:
+    root = corpus(tmp_path / "notes")
+    fake_sync(settings, root / "sub")
+    assert [s.label for s in fake_library(settings).sources] == ["sub"]
+
+    report, _ = fake_sync(settings, root)
+
+    assert [s.label for s in fake_library(settings).sources] == ["notes"]
+    assert ("sub", "taken over by notes") in [(s.label, s.status) for s in report.sources]
+    stored = fake_store(settings)
+    assert stored.sources == {"notes/alpha.txt", "notes/beta.txt", "notes/sub/gamma.txt"}
+    reference_settings = settings.model_copy(update={"chroma_dir": tmp_path / "reference"})
+    fake_sync(reference_settings, root)
+    assert_same_store(stored, fake_store(reference_settings), "after the takeover")
+
+
+@pytest.mark.unit
+def test_another_models_library_is_never_hidden_and_rebuild_re_embeds_its_sources(
+    settings: Settings, tmp_path: Path, spy: ParseSpy
+) -> None:
+    from app.embeddings import EmbeddingModelInfo
+
+    fake_sync(settings, corpus(tmp_path / "notes"))
+    other, counter = fake_embeddings(settings, EmbeddingModelInfo("fake", "other-64"))
+
+    # No path, a path, even the chat's first-run check: the user's library is not quietly
+    # replaced by an empty one for the other model.
+    for paths in ([], [tmp_path / "notes"]):
+        with pytest.raises(StoreError, match=r"fake/fake-64.*fake/other-64.*--rebuild"):
+            sync_collection(settings, paths, other)
+    assert counter.texts == 0
+    assert app.sync.ingest_first_run(settings, other) is None
+
+    report = sync_collection(settings, [], other, rebuild=True)
+    assert any("Re-embedding the 1 sources" in n for n in report.notes)
+    assert sorted(report.new) == ["notes/alpha.txt", "notes/beta.txt", "notes/sub/gamma.txt"]
+    rebuilt = Library.find(fresh_client(settings), collection_name(settings, other.info))
+    assert rebuilt is not None
+    assert rebuilt.record.model == "fake/other-64"
+    assert [s.label for s in rebuilt.sources] == ["notes"]
+    assert len(fake_store(settings).ids) == report.chunks_added  # the first library stays
+
+
+# --- --rebuild and kills ----------------------------------------------------------------------
+
+
+def physical_collections(settings: Settings) -> set[str]:
+    """The collections that hold chunks (not the library records)."""
+    names = {c.name for c in fresh_client(settings).list_collections()}
+    return {n for n in names if not n.endswith(".library")}
+
+
+def ask(question: str) -> subprocess.CompletedProcess:
+    return run("app.chat", "-q", question, timeout=180)
+
+
+@pytest.mark.integration
+def test_sigkill_during_multi_source_syncs_and_rebuilds_then_one_run_repairs(
+    tmp_path: Path, server: OllamaTestServer
+) -> None:
+    """Runs over several sources (one adding a source) and --rebuilds, killed (SIGKILL) while
+    they write; chat, started meanwhile and after, answers from the complete collection; one
+    plain run then leaves the store equal to a clean ingest, the keyword index equal to it.
+
+    The killed runs embed through a second, slow test server (same vectors), so a kill lands
+    while request k of several hangs: batches 1..k-1 are written, the rest are not."""
+    rng = random.Random(int(os.environ.get("CRASH_SEED", "8")))
+    settings = load_settings()
+    roots = [notes(tmp_path / name, 8, seed) for seed, name in enumerate(("notes", "papers"))]
+    third = notes(tmp_path / "letters", 8, 7)
+    for root in roots:
+        ingest(str(root))
+    kills = [("sync", [str(third)]), ("rebuild", []), ("sync", [])]
+    roots.append(third)
+    with OllamaTestServer(embedding_dim=384, embedder=bag_of_words_embedding) as slow:
+        slow.delay = 1.0
+        for iteration, (kind, args) in enumerate(kills):
+            for root in rng.sample(roots, 2):  # edit, add and delete files in two sources
+                victim = rng.choice(sorted(root.rglob("*.txt")))
+                victim.write_text(generated_text(rng, f"edited {iteration}", 2))
+                (root / f"added-{iteration}.txt").write_text(generated_text(rng, "added", 6))
+            rng.choice(sorted(roots[iteration % 2].rglob("*.txt"))).unlink()
+            active = library_of(settings).record.active
+            seen = len(slow.requests_to("/api/embed"))
+            log = tmp_path / f"killed-{iteration}.log"
+            rebuild = ["--rebuild"] if kind == "rebuild" else []
+            env = {"OLLAMA_BASE_URL": slow.base_url, "EMBEDDING_BATCH_SIZE": "2"}
+            process = start("app.ingest", *args, *rebuild, log=log, **env)
+            k = rng.randint(1, 3)
+            wait_for(
+                lambda s=seen, k=k, p=process: (
+                    len(slow.requests_to("/api/embed")) - s >= k or p.poll() is not None
+                ),
+                "the run to embed",
+            )
+            if kind == "rebuild":
+                # A chat started during the rebuild answers from the old, complete collection.
+                during = ask("Who is the harbour master?")
+                assert during.returncode == 0, during.stderr
+                assert ANSWER in during.stdout
+            assert process.poll() is None, log.read_text()  # killed mid-run, not after
+            kill_group(process)
+            assert library_of(settings).record.active == active  # never switched half-built
+
+            if kind == "rebuild":
+                after = ask("Who is the harbour master?")
+                assert after.returncode == 0, after.stderr
+                assert ANSWER in after.stdout
+
+            repaired = ingest()
+            if kind == "rebuild":
+                assert any("interrupted --rebuild" in n for n in repaired["notes"]), repaired
+            expected = reference(tmp_path, roots, server)
+            assert_same_store(snapshot(settings), expected, f"after kill {iteration} ({kind})")
+            assert_index_in_step(settings)
+            assert physical_collections(settings) == {library_of(settings).record.active}
+
+    # A rebuild left to finish switches, and deletes the old collection.
+    old = library_of(settings).record.active
+    rebuilt = ingest("--rebuild")
+    new = library_of(settings).record.active
+    assert new != old
+    assert any(f"from {old} to {new}" in n for n in rebuilt["notes"])
+    assert physical_collections(settings) == {new}
+    assert_same_store(snapshot(settings), reference(tmp_path, roots, server), "after a rebuild")
+    assert_index_in_step(settings)
+
+
+# --- --watch -----------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_watch_picks_up_create_edit_rename_delete_and_survives_a_kill(
+    tmp_path: Path, server: OllamaTestServer
+) -> None:
+    settings = load_settings()
+    folder = tmp_path / "watched"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("The ferry timetable changes in October.\n")
+    env = {"WATCH_DEBOUNCE": "0.3"}
+
+    def stored() -> dict[str, str]:
+        try:
+            snap = snapshot(settings)
+        except Exception:  # read while the watcher writes (Chroma is not process-safe): retry
+            return {}
+        return {str(m["source"]): snap.documents[i] for i, m in snap.metadatas.items()}
+
+    def watching(log: Path) -> subprocess.Popen[bytes]:
+        process = start("app.ingest", "--watch", str(folder), log=log, **env)
+        wait_for(
+            lambda: "Watching 1 sources" in log.read_text() or process.poll() is not None,
+            "the watcher",
+        )
+        assert process.poll() is None, log.read_text()
+        return process
+
+    log = tmp_path / "watch.log"
+    watcher = watching(log)
+    try:
+        (folder / "a.txt").write_text("Puffins nest on the cliffs.\n")
+        wait_for(lambda: "watched/a.txt" in stored(), "a create")
+        (folder / "a.txt").write_text("Puffins and razorbills nest on the cliffs.\n")
+        wait_for(lambda: "razorbills" in stored().get("watched/a.txt", ""), "an edit")
+        (folder / "a.txt").rename(folder / "b.txt")
+        wait_for(lambda: set(stored()) == {"watched/keep.txt", "watched/b.txt"}, "a rename")
+        (folder / "b.txt").unlink()
+        wait_for(lambda: set(stored()) == {"watched/keep.txt"}, "a delete")
+        assert "1 new" in log.read_text()
+        assert "1 deleted" in log.read_text()
+
+        # Killed while it writes a big new file: a restarted watcher repairs it first.
+        server.delay = 0.3
+        seen = len(server.requests_to("/api/embed"))
+        (folder / "big.txt").write_text(generated_text(random.Random(5), "big", 30))
+        wait_for(lambda: len(server.requests_to("/api/embed")) - seen >= 2, "the big file")
+        kill_group(watcher)
+        server.delay = 0.0
+        watcher = watching(tmp_path / "watch-2.log")
+        (folder / "after.txt").write_text("Written after the restart.\n")
+        wait_for(lambda: "watched/after.txt" in stored(), "a create after the restart")
+        assert_same_store(snapshot(settings), reference(tmp_path, [folder], server))
+        assert_index_in_step(settings)
+
+        watcher.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop
+        assert watcher.wait(timeout=60) == 0, (tmp_path / "watch-2.log").read_text()
+        assert "Stopped." in (tmp_path / "watch-2.log").read_text()
+    finally:
+        kill_group(watcher)
+
+
+# --- Chat and the keyword index --------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_two_chats_started_together_never_duplicate_keyword_rows(
+    tmp_path: Path, server: OllamaTestServer
+) -> None:
+    settings = load_settings()
+    ingest(str(notes(tmp_path / "notes", 20, 9)))
+    library = library_of(settings)
+    assert library.collection() is not None
+    # An index that is behind (as on a chat machine in server mode): both chats find it so.
+    for path in index_path(settings, library.record.active).parent.glob("*"):
+        path.unlink()
+    chats = [
+        start("app.chat", "-q", "Who is the harbour master?", log=tmp_path / f"chat-{n}.log")
+        for n in range(2)
+    ]
+    logs = []
+    for n, chat in enumerate(chats):
+        assert chat.wait(timeout=180) == 0, (tmp_path / f"chat-{n}.log").read_text()
+        logs.append((tmp_path / f"chat-{n}.log").read_text())
+        assert ANSWER in logs[-1]
+        assert "locked" not in logs[-1]
+    assert any("Keyword index: caught up on 1 changed sources" in log for log in logs), logs
+    assert_index_in_step(settings)
+
+
+@pytest.mark.integration
+def test_auto_with_the_librarys_provider_down_names_the_model_and_exits_4(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ollama embedded the library; now it is down and `auto` would pick the embedded model.
+    Neither chat nor ingest may open an empty library of their own or ingest the samples."""
+    for key in ("EMBEDDING_PROVIDER", "CHAT_PROVIDER"):
+        monkeypatch.setenv(key, "auto")
+    settings = load_settings()
+    with OllamaTestServer(embedding_dim=64) as srv:
+        made = run("app.ingest", str(notes(tmp_path / "notes", 3, 1)), OLLAMA_BASE_URL=srv.base_url)
+        assert made.returncode == 0, made.stderr
+    down = {"OLLAMA_BASE_URL": f"http://127.0.0.1:{closed_port()}"}
+
+    chat = run("app.chat", "-q", "Who is the harbour master?", **down)
+    sync = run("app.ingest", **down)
+
+    for done in (chat, sync):
+        assert done.returncode == 4, done.stderr
+        assert "ollama/nomic-embed-text" in done.stderr
+        assert "ollama serve" in done.stderr
+        assert "--rebuild" in done.stderr
+    names = {c.name for c in fresh_client(settings).list_collections()}
+    assert not any(n.startswith("localrag-local") for n in names), names  # no sample ingest
+
+
+# --- Private by default ------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_store_directory_is_0700_and_chat_history_0600(tmp_path: Path) -> None:
+    from app.chat import save_line_history
+    from app.vectorstore import make_store_dir
+
+    store = make_store_dir(load_settings(chroma_dir=tmp_path / "new-store"))
+    assert stat.S_IMODE(store.stat().st_mode) == 0o700
+
+    history = tmp_path / "history"
+    save_line_history(lambda path: path.open("a").write("who is the keeper?\n"), history)
+    assert stat.S_IMODE(history.stat().st_mode) == 0o600
+    assert history.read_text() == "who is the keeper?\n"
+    history.chmod(0o644)  # made by an older version: made private on the next save
+    save_line_history(lambda path: None, history)
+    assert stat.S_IMODE(history.stat().st_mode) == 0o600
