@@ -26,11 +26,12 @@ from app.config import Settings
 from app.embeddings import build_embeddings
 from app.evaluation.report import machine, now
 from app.keyword_index import open_keyword_index
+from app.library import open_collection
 from app.paths import SAMPLE_DOCS_DIR, SAMPLE_DOCS_ZH_DIR, SAMPLE_QUESTIONS, SAMPLE_QUESTIONS_ZH
 from app.providers import ProviderChoice
 from app.retrieval import DocumentRetriever
 from app.sync import sync_collection
-from app.vectorstore import connect, open_collection
+from app.vectorstore import connect
 
 RESULTS = Path(__file__).resolve().parent / "results" / "file_hits.json"
 
@@ -40,8 +41,7 @@ def measure(docs: Path, questions_file: Path, store: Path) -> dict[str, object]:
     embeddings = build_embeddings(settings, ProviderChoice("local", "", "benchmark"))
     sync_collection(settings, [docs], embeddings)
     collection = open_collection(connect(settings), settings, embeddings.info)
-    index = open_keyword_index(store, collection.name)
-    index.follow(collection)
+    index = open_keyword_index(settings, collection)  # the sync wrote it
     questions = [json.loads(line) for line in questions_file.read_text("utf-8").splitlines()]
     row: dict[str, object] = {
         "answerable": sum(1 for q in questions if q["source"]),
@@ -63,7 +63,8 @@ def measure(docs: Path, questions_file: Path, store: Path) -> dict[str, object]:
             docs_found = retriever.invoke(q["question"])
             not_found = all(d.metadata.get("below_threshold") for d in docs_found)
             if q["source"]:
-                found += not not_found and q["source"] in {d.metadata["source"] for d in docs_found}
+                expected = f"{docs.name}/{q['source']}"  # stored under the folder's label
+                found += not not_found and expected in {d.metadata["source"] for d in docs_found}
             else:
                 stopped += not_found
         row[f"file_found@{k}"] = found

@@ -31,8 +31,9 @@ from app.evaluation.corpus import doc_source, eval_collection_name
 from app.evaluation.metrics import dedupe, evaluate, judged_queries
 from app.evaluation.report import machine, now
 from app.keyword_index import open_keyword_index
+from app.library import open_collection
 from app.retrieval import DocumentRetriever
-from app.vectorstore import connect, open_collection
+from app.vectorstore import connect
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fusion_weights.json"
 WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -63,8 +64,7 @@ def run(folder: Path) -> dict[str, float]:
     collection = open_collection(connect(eval_settings), eval_settings, embeddings.info)
     if collection is None:
         raise SystemExit(f"Run `python -m app.eval --dataset {folder}` first.")
-    index = open_keyword_index(eval_settings.chroma_dir, collection.name)
-    index.follow(collection)
+    index = open_keyword_index(eval_settings, collection)  # the sync wrote it
     retriever = DocumentRetriever(
         collection=collection,
         embeddings=embeddings,
@@ -74,7 +74,7 @@ def run(folder: Path) -> dict[str, float]:
         score_threshold=-1.0,
         model_scripts=None,  # every query through the fusion, whatever its script
     )
-    to_id = {doc_source(d): d for d in dataset.corpus}
+    to_id = {f"docs/{doc_source(d)}": d for d in dataset.corpus}  # the corpus folder's label
     queries = judged_queries(dataset.qrels, list(dataset.queries))
 
     def score(search: Callable[[str], list[Any]]) -> float:

@@ -11,20 +11,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
 from app.config import Settings
 from app.embeddings import EmbeddingModelInfo, build_embeddings
 from app.keyword_index import KeywordIndex, index_terms, open_keyword_index, query_terms
+from app.library import open_collection
 from app.paths import SAMPLE_DOCS_ZH_DIR, SAMPLE_QUESTIONS_ZH
 from app.providers import ProviderChoice
 from app.retrieval import DocumentRetriever
 from app.scripts import covers
 from app.sync import sync_collection
-from app.vectorstore import connect, create_collection, open_collection
+from app.vectorstore import connect, create_collection
 from tests.ollama_server import bag_of_words_embedding
 
 QUESTIONS = [json.loads(line) for line in SAMPLE_QUESTIONS_ZH.read_text("utf-8").splitlines()]
+# Expected sources are relative to the folder; stored names start with its label, `docs-zh`.
+for q in QUESTIONS:
+    q["source"] = q["source"] and f"docs-zh/{q['source']}"
 ANSWERABLE = [q for q in QUESTIONS if q["source"]]
 OUTSIDE = [q for q in QUESTIONS if not q["source"]]
 
@@ -60,7 +65,7 @@ def test_an_index_written_with_older_terms_is_rebuilt(tmp_path: Path) -> None:
         )
         old.execute("INSERT INTO chunks VALUES ('听雨桥全长86米', 'c1', 'a.md', 'md')")
     index = KeywordIndex(path)
-    assert index.ids() == set()  # so follow() adds every chunk again, with the new terms
+    assert index.ids() == set()  # so every source is caught up again, with the new terms
     index.close()
 
 
@@ -105,7 +110,7 @@ class BagOfWords(Embeddings):
 def small_store(tmp_path: Path, texts: dict[str, str], embeddings: Embeddings) -> dict[str, Any]:
     settings = Settings(chroma_dir=tmp_path, collection_name="fusion")
     collection = create_collection(
-        connect(settings), settings, EmbeddingModelInfo("test", "fusion"), 16
+        connect(settings), "fusion", EmbeddingModelInfo("test", "fusion"), 16
     )
     collection.add(
         ids=list(texts),
@@ -114,7 +119,10 @@ def small_store(tmp_path: Path, texts: dict[str, str], embeddings: Embeddings) -
         embeddings=embeddings.embed_documents(list(texts.values())),  # type: ignore[arg-type]
     )
     index = KeywordIndex(tmp_path / "keywords.sqlite3")
-    index.follow(collection)
+    index.add(
+        Document(id=name, page_content=text, metadata={"source": f"{name}.txt", "root": "test"})
+        for name, text in texts.items()
+    )
     return {"collection": collection, "embeddings": embeddings, "keyword_index": index}
 
 
@@ -168,8 +176,7 @@ def chinese(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     report = sync_collection(settings, [SAMPLE_DOCS_ZH_DIR], embeddings)
     assert not report.failed
     collection = open_collection(connect(settings), settings, embeddings.info)
-    index = open_keyword_index(store, collection.name)
-    index.follow(collection)
+    index = open_keyword_index(settings, collection)  # the sync wrote it
     yield {
         "collection": collection,
         "embeddings": embeddings,
