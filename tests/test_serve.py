@@ -446,7 +446,7 @@ def test_the_embedded_models_answer_parallel_clients_one_at_a_time(tmp_path: Pat
     assert health["chat_model"] == "local/SmolLM2-135M-Instruct"
     assert health["generation"]["slots"] == 1
     for question, answer in zip(questions, answers, strict=True):
-        expected = "ferry.txt" if "ferry" in question else "bakery.txt"
+        expected = f"{docs.name}/ferry.txt" if "ferry" in question else f"{docs.name}/bakery.txt"
         assert (answer.model_extra or {})["sources"][0]["file"] == expected
         text = answer.choices[0].message.content or ""
         assert text.split("\n\nSources:")[0].strip()  # the model wrote something
@@ -526,7 +526,7 @@ def test_a_model_server_failure_mid_answer_is_an_error_event_with_the_fix(
     assert "ollama pull llama3.2" in whole.value.message
 
 
-def test_a_store_rebuilt_under_the_server_is_opened_again(server: ServeProcess) -> None:
+def test_a_store_rebuilt_under_the_server_is_followed(server: ServeProcess) -> None:
     rebuild = subprocess.run(
         [sys.executable, "-m", "app.ingest", "--rebuild"],
         cwd=PROJECT_ROOT,
@@ -537,13 +537,13 @@ def test_a_store_rebuilt_under_the_server_is_opened_again(server: ServeProcess) 
     )
     assert rebuild.returncode == 0, rebuild.stderr
     question = "When does the first ferry leave the harbour?"
-    name, failed = ask_native(server, question=question)[-1]
-    assert name == "error"  # the server's collection was dropped under it...
-    assert failed["status"] == 503
-    assert "rebuilt or deleted" in failed["message"]
-    events = dict(ask_native(server, question=question))  # ...and is opened again
-    assert events["sources"]["sources"][0]["file"] == "ferry.txt"
-    assert "from ferry.txt [1]." in events["done"]["answer"]
+    # The next request follows the library to the rebuilt collection (the old one is gone).
+    events = dict(ask_native(server, question=question))
+    assert "error" not in events, events
+    assert events["sources"]["sources"][0]["file"] == "docs/ferry.txt"
+    assert "from docs/ferry.txt [1]." in events["done"]["answer"]
+    health = httpx.get(server.url + "/api/health").json()
+    assert health["store"]["collection"].endswith(".2")
 
 
 def test_unknown_chain_is_404_naming_the_ones_there_are(server: ServeProcess) -> None:
