@@ -21,9 +21,10 @@ from app.embedding_models import (
 )
 from app.embeddings import build_embeddings
 from app.errors import ConfigError, ExitCode, StoreError
+from app.library import open_collection
 from app.providers import ProviderChoice, choose_provider
 from app.sync import sync_collection
-from app.vectorstore import DIMENSION_KEY, MODEL_KEY, collection_name, connect, open_collection
+from app.vectorstore import DIMENSION_KEY, MODEL_KEY, collection_name, connect
 from tests.ollama_server import OllamaTestServer, fake_embedding
 
 NOMIC = ("search_document: ", "search_query: ")
@@ -401,7 +402,7 @@ def test_a_chinese_folder_ingested_with_bge_m3_records_the_model_and_its_dimensi
 
     report = sync_collection(settings, [docs], embeddings)
 
-    assert sorted(report.new) == ["天文台.md", "渡轮.txt"]
+    assert sorted(report.new) == ["docs/天文台.md", "docs/渡轮.txt"]
     collection = open_collection(connect(settings), settings, embeddings.info)
     assert collection is not None
     assert collection.metadata[MODEL_KEY] == "ollama/bge-m3"
@@ -410,9 +411,8 @@ def test_a_chinese_folder_ingested_with_bge_m3_records_the_model_and_its_dimensi
     assert any("七点" in (text or "") for text in stored["documents"] or [])
 
     # The same store opened with another model is refused, not mixed.
-    other = ollama_settings(
-        make_settings, bge_m3, "qwen3-embedding:0.6b", collection_name=collection.name
-    )
+    library = collection_name(settings, embeddings.info)
+    other = ollama_settings(make_settings, bge_m3, "qwen3-embedding:0.6b", collection_name=library)
     qwen = build_embeddings(other, choose_provider(other, "embedding"))
     with pytest.raises(StoreError, match="ollama/bge-m3"):
         open_collection(connect(other), other, qwen.info)

@@ -619,7 +619,7 @@ def test_a_library_whose_provider_is_down_is_a_provider_error_naming_model_and_f
     """Ollama embedded the library yesterday; today nothing listens and `auto` picks the
     embedded model: the run is refused (exit 4), never given an empty library of its own."""
     nomic = ollama_model_info("nomic-embed-text", 2048)
-    local = EmbeddingModelInfo("local", LOCAL_EMBEDDING_MODEL)
+    local = EmbeddingModelInfo("local", "all-MiniLM-L6-v2")
     settings = make_settings()  # conftest: OLLAMA_BASE_URL is a closed port
     make_library(settings, nomic, 768)
 

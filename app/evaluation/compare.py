@@ -92,7 +92,8 @@ def compare_embeddings(
     from app.evaluation.report import machine, now
     from app.evaluation.runs import DOCS_K, mode_system, run_queries
     from app.keyword_index import open_keyword_index
-    from app.vectorstore import connect, open_collection
+    from app.library import open_collection
+    from app.vectorstore import connect
 
     load_start = [round(x, 2) for x in os.getloadavg()]
     dataset = load_beir(folder, split)
@@ -121,7 +122,7 @@ def compare_embeddings(
         collection = open_collection(connect(eval_settings), eval_settings, embeddings.info)
         if collection is None or collection.count() == 0:
             raise ConfigError(f"No document of {folder / 'corpus.jsonl'} could be ingested.")
-        keyword_index = open_keyword_index(eval_settings.chroma_dir, collection.name)
+        keyword_index = open_keyword_index(eval_settings, collection)
         try:
             system = mode_system(
                 "similarity",
