@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from pathlib import Path
 
 from langchain_core.language_models import BaseChatModel
 
@@ -17,6 +15,9 @@ from app.errors import ConfigError
 from app.providers import ProviderChoice
 
 LOCAL_CHAT_MODEL = "SmolLM2-135M-Instruct"
+# Prompt tokens evaluated per llama.cpp step. langchain-community's ChatLlamaCpp used 8, which
+# evaluated the sample prompts about 5x slower.
+LOCAL_CHAT_BATCH = 512
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,11 @@ def chat_model_info(settings: Settings, choice: ProviderChoice) -> ChatModelInfo
     return ChatModelInfo("local", LOCAL_CHAT_MODEL, settings.local_chat_context, default_k=2)
 
 
-def build_chat_model(settings: Settings, choice: ProviderChoice) -> BaseChatModel:
+def build_chat_model(
+    settings: Settings, choice: ProviderChoice, notify: Callable[[str], None] | None = None
+) -> BaseChatModel:
+    """The chat model, loaded. `notify` gets one-line status messages (a one-time
+    preparation of the embedded model)."""
     if choice.provider == "ollama":
         from langchain_ollama import ChatOllama
 
@@ -47,7 +52,7 @@ def build_chat_model(settings: Settings, choice: ProviderChoice) -> BaseChatMode
             temperature=settings.chat_temperature,
             client_kwargs={"timeout": settings.ollama_timeout},
         )
-    return _local_chat_model(settings)
+    return _local_chat_model(settings, notify or (lambda line: None))
 
 
 def local_chat_model_path() -> str:
@@ -62,43 +67,35 @@ def local_chat_model_path() -> str:
     return str(model)
 
 
-def _local_chat_model(settings: Settings) -> BaseChatModel:
-    model_path = local_chat_model_path()
-    with warnings.catch_warnings():
-        # ChatLlamaCpp has no standalone package yet; the community package warns on import.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from langchain_community.chat_models import ChatLlamaCpp
+def _local_chat_model(settings: Settings, notify: Callable[[str], None]) -> BaseChatModel:
+    from app.llama_chat import ChatLlamaCpp
 
-    with _without_weight_repacking():
-        return ChatLlamaCpp(
-            model_path=model_path,
-            n_ctx=settings.local_chat_context,
-            n_threads=os.cpu_count() or 2,
-            max_tokens=settings.max_answer_tokens,
-            temperature=settings.chat_temperature,
-            verbose=False,
-        )
+    model = ChatLlamaCpp(
+        model_path=str(local_gguf(settings, notify)),
+        model_name=LOCAL_CHAT_MODEL,
+        n_ctx=settings.local_chat_context,
+        n_batch=LOCAL_CHAT_BATCH,
+        n_threads=os.cpu_count() or 2,
+        max_tokens=settings.max_answer_tokens,
+        temperature=settings.chat_temperature,
+    )
+    _ = model.loaded  # load now: a session loads it while the store opens
+    return model
 
 
-@contextmanager
-def _without_weight_repacking() -> Iterator[None]:
-    """Load the model without llama.cpp's extra buffer types (weight repacking for AMX and the
-    like). On a virtual machine whose CPU advertises AMX but whose hypervisor does not enable
-    it, the repacked path dies on its first `ldtilecfg` (SIGSEGV in libggml-cpu); the plain CPU
-    path runs everywhere. llama-cpp-python has no argument for it, so the default model
-    parameters are adjusted while the model loads."""
-    import llama_cpp.llama as llama_module
+def local_gguf(settings: Settings, notify: Callable[[str], None]) -> Path:
+    """The packaged GGUF file in the type LOCAL_CHAT_GGUF_TYPE asks for, converted once into
+    the model cache; the packaged file itself if the conversion cannot be written."""
+    from app.llama_chat import prepare_gguf, prepared_gguf_path
 
-    bindings = llama_module.llama_cpp
-    defaults = bindings.llama_model_default_params
-
-    def plain() -> Any:
-        params = defaults()
-        params.use_extra_bufts = False
-        return params
-
-    bindings.llama_model_default_params = plain
+    packaged = Path(local_chat_model_path())
+    wanted = settings.local_chat_gguf_type
+    cache = settings.model_cache_path
+    if wanted == "packaged" or prepared_gguf_path(packaged, cache, wanted).is_file():
+        return prepare_gguf(packaged, cache, wanted)
+    notify(f"Preparing {LOCAL_CHAT_MODEL} as {wanted} for faster prompts (once): {cache}")
     try:
-        yield
-    finally:
-        bindings.llama_model_default_params = defaults
+        return prepare_gguf(packaged, cache, wanted)
+    except OSError as exc:
+        notify(f"{LOCAL_CHAT_MODEL} runs from its packaged file: {exc}")
+        return packaged

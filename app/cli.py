@@ -58,7 +58,7 @@ def embeddings_for(settings: Settings) -> ModelEmbeddings:
     from app.embeddings import build_embeddings
 
     choice = choose_provider(settings, "embedding")
-    embeddings = build_embeddings(settings, choice)
+    embeddings = build_embeddings(settings, choice, notify=status)
     status(f"Embeddings: {embeddings.info.key} ({choice.reason})")
     return embeddings
 
@@ -69,7 +69,18 @@ def chat_model_for(settings: Settings) -> tuple[BaseChatModel, ChatModelInfo]:
     choice = choose_provider(settings, "chat")
     info = chat_model_info(settings, choice)
     status(f"Chat model: {info.provider}/{info.name} ({choice.reason})")
-    return build_chat_model(settings, choice), info
+    return build_chat_model(settings, choice, notify=status), info
+
+
+def prepare_for_questions(settings: Settings, embeddings: ModelEmbeddings) -> None:
+    """What the first question would otherwise wait for, made now (once, then cached): the
+    torch-free query model, and the embedded chat model's faster weights when it is the one
+    that will answer."""
+    embeddings.prepare_queries()
+    if choose_provider(settings, "chat").provider == "local":
+        from app.chat_model import local_gguf
+
+        local_gguf(settings, status)
 
 
 def status(line: str) -> None:

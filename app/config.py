@@ -14,6 +14,7 @@ from app.paths import DEFAULT_CHROMA_DIR, ENV_FILE, SAMPLE_DOCS_DIR, resolve
 
 Provider = Literal["auto", "ollama", "local"]
 RetrievalMode = Literal["similarity", "mmr", "hybrid"]
+GgufType = Literal["F32", "F16", "Q8_0", "packaged"]
 
 
 class Settings(BaseSettings):
@@ -74,6 +75,16 @@ class Settings(BaseSettings):
         description="Context window of the chat model in tokens, for models that do not report "
         "one (Ollama's and the embedded model's are known); when both are known, the smaller "
         "is used. Empty: the model's.",
+    )
+    local_chat_gguf_type: GgufType = Field(
+        "F16",
+        description="Weights the embedded chat model runs on: F16, F32 or Q8_0 (converted once "
+        "from the packaged file into MODEL_CACHE_DIR), or packaged (its Q4_1 file as shipped).",
+    )
+    model_cache_dir: Path | None = Field(
+        None,
+        description="Where models prepared from the packaged ones are kept (ONNX query "
+        "encoder, faster GGUF). Empty: CHROMA_DIR/models.",
     )
     chat_temperature: float = Field(0.1, ge=0, le=2, description="Sampling temperature.")
     max_answer_tokens: int = Field(
@@ -186,10 +197,14 @@ class Settings(BaseSettings):
         "Chinese sample questions answerable ones reach 0.095-0.67, outside ones at most 0.06.",
     )
 
-    @field_validator("chroma_dir", "docs_dir", mode="after")
+    @property
+    def model_cache_path(self) -> Path:
+        return self.model_cache_dir or self.chroma_dir / "models"
+
+    @field_validator("chroma_dir", "docs_dir", "model_cache_dir", mode="after")
     @classmethod
-    def _anchor_to_project(cls, path: Path) -> Path:
-        return resolve(path)
+    def _anchor_to_project(cls, path: Path | None) -> Path | None:
+        return resolve(path) if path is not None else None
 
     @field_validator("ollama_base_url")
     @classmethod

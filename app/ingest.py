@@ -12,7 +12,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from app.cli import RichProgress, embeddings_for, out, run, status
+from app.cli import RichProgress, embeddings_for, out, prepare_for_questions, run, status
 from app.config import Settings, load_settings
 from app.errors import ExitCode
 from app.library import describe_library, library_to_show
@@ -74,7 +74,10 @@ def ingest(settings: Settings, paths: list[Path], *, rebuild: bool = False) -> I
     embeddings = embeddings_for(settings)
     progress = RichProgress()
     with progress.display:
-        return sync_collection(settings, paths, embeddings, rebuild=rebuild, progress=progress)
+        report = sync_collection(settings, paths, embeddings, rebuild=rebuild, progress=progress)
+    # Torch is loaded now anyway: the export of the query model costs least here.
+    prepare_for_questions(settings, embeddings)
+    return report
 
 
 def print_report(report: IngestReport) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -191,13 +192,19 @@ class Session:
 
 def open_session(settings: Settings, chain_name: str, filters: list[SourceFilter]) -> Session:
     """Wire embeddings, the library's collection, keyword index, chat model and chain. On a
-    first run (no library in the store at all) the sample documents are ingested first."""
+    first run (no library in the store at all) the sample documents are ingested first.
+
+    The chat model loads in a thread while the library, the keyword index and the query model
+    open here (llama.cpp and onnxruntime release the GIL while they load)."""
     spec = chain_spec(chain_name)
-    embeddings = embeddings_for(settings)
-    # The chat model is checked before a first ingest, so a missing one fails in seconds.
-    model, model_info = chat_model_for(settings)
-    library, collection = open_library(settings, embeddings)
-    keyword_index = current_keyword_index(settings, library, collection)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-model") as loader:
+        chat_model = loader.submit(chat_model_for, settings)
+        embeddings = embeddings_for(settings)
+        # The chat model is checked before a first ingest, so a missing one fails in seconds.
+        library, collection = open_library(settings, embeddings, before_ingest=chat_model.result)
+        keyword_index = current_keyword_index(settings, library, collection)
+        embeddings.prepare_queries()
+        model, model_info = chat_model.result()
     session = Session(
         settings, embeddings, collection, keyword_index, model, model_info, spec, filters
     )
@@ -287,12 +294,18 @@ def _is_store_request(exc: BaseException, settings: Settings) -> bool:
     return (url.host, url.port) == (settings.chroma_host, settings.chroma_port)
 
 
-def open_library(settings: Settings, embeddings: ModelEmbeddings) -> tuple[Library, Collection]:
-    """The library for this embedding model and the collection it points at."""
+def open_library(
+    settings: Settings,
+    embeddings: ModelEmbeddings,
+    before_ingest: Callable[[], object] = lambda: None,
+) -> tuple[Library, Collection]:
+    """The library for this embedding model and the collection it points at; `before_ingest`
+    runs before a first run's ingest."""
     with store_errors(settings):
         client = connect(settings)
         library = find_library(client, settings, embeddings.info)
         if library is None:
+            before_ingest()
             status(f"No library yet: ingesting the sample documents in {settings.docs_dir} first.")
             report = ingest_first_run(settings, embeddings)
             if report is not None:

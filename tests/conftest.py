@@ -59,8 +59,17 @@ def _loopback_only() -> Iterator[None]:
     socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
 
 
+@pytest.fixture(scope="session")
+def shared_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Prepared models (the ONNX query encoder) are derived from the packaged ones only, so
+    the tests share one cache rather than exporting again for every private store."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _isolated_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, shared_model_cache: Path
+) -> None:
     """No .env, no inherited setting, a private store, and an Ollama URL where nothing listens
     (so `auto` resolves to the embedded models unless a test starts a test server)."""
     for key in SETTING_KEYS:
@@ -68,6 +77,7 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(Settings.model_config, "env_file", None)
     monkeypatch.setenv("LOCALRAG_ENV_FILE", os.devnull)
     monkeypatch.setenv("CHROMA_DIR", str(tmp_path / "chroma"))
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(shared_model_cache))
     monkeypatch.setenv("OLLAMA_BASE_URL", f"http://127.0.0.1:{closed_port()}")
     monkeypatch.setenv("OLLAMA_PROBE_TIMEOUT", "5")  # a loaded CI machine answers slowly
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -31,9 +31,13 @@ OUTSIDE = [q for q in QUESTIONS if not q["source"]]
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
+def corpus(tmp_path_factory: pytest.TempPathFactory, shared_model_cache: Path) -> Iterator[tuple]:
     store = tmp_path_factory.mktemp("store")
-    settings = Settings(chroma_dir=store, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(
+        chroma_dir=store,
+        model_cache_dir=shared_model_cache,
+        _env_file=None,  # type: ignore[call-arg]
+    )
     embeddings = build_embeddings(settings, ProviderChoice("local", "", "test"))
     from app.paths import SAMPLE_DOCS_DIR
 
