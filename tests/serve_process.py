@@ -38,6 +38,8 @@ def serve_env(chroma_dir: Path, **settings: str) -> dict[str, str]:
         CHROMA_DIR=str(chroma_dir),
         OLLAMA_PROBE_TIMEOUT="5",
     )
+    if "MODEL_CACHE_DIR" in os.environ:  # models prepared once for the whole test run
+        env["MODEL_CACHE_DIR"] = os.environ["MODEL_CACHE_DIR"]
     env.update(settings)
     return env
 
