@@ -12,6 +12,7 @@ once, into a cache directory (written to a temporary name and renamed).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import tempfile
@@ -88,8 +89,23 @@ def load_model(
                     eos_token=vocab.token_get_text(vocab.token_eos()),
                     bos_token=vocab.token_get_text(vocab.token_bos()),
                 )
+            if not _loaded:
+                atexit.register(_close_all)
             _loaded[key] = LoadedModel(llama, threading.Lock(), template)
         return _loaded[key]
+
+
+def _close_all() -> None:
+    """Free the models while llama_cpp still has its functions: freed later, at interpreter
+    teardown, each prints a TypeError traceback."""
+    with _loading:
+        for loaded in _loaded.values():
+            # A generation still running gets time to finish its step; one that does not is
+            # left alone (closing under it would crash; the traceback is the lesser evil).
+            if loaded.lock.acquire(timeout=10):
+                loaded.llama.close()
+                loaded.lock.release()
+        _loaded.clear()
 
 
 @contextlib.contextmanager

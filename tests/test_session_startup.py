@@ -58,7 +58,7 @@ def test_the_chat_model_loads_while_the_store_opens(
     monkeypatch.setattr(app.session, "connect", connect)
     monkeypatch.setattr(app.session, "chat_model_for", load_chat_model)
     monkeypatch.setattr(app.session, "embeddings_for", fake_embeddings)
-    settings = Settings(docs_dir=tiny_docs(tmp_path))
+    settings = Settings(docs_dir=tiny_docs(tmp_path), chat_context_tokens=2048)
     session = app.session.open_session(settings, "rag", [])
     assert loaded_in
     assert loaded_in[0] != threading.main_thread().name
