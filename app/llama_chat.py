@@ -69,7 +69,7 @@ def load_model(
             from llama_cpp import Llama, llama_chat_format
 
             kwargs: dict[str, Any] = {} if seed is None else {"seed": seed}
-            with _without_weight_repacking():
+            with without_weight_repacking():
                 llama = Llama(
                     model_path=model_path,
                     n_ctx=n_ctx,
@@ -109,7 +109,7 @@ def _close_all() -> None:
 
 
 @contextlib.contextmanager
-def _without_weight_repacking() -> Iterator[None]:
+def without_weight_repacking() -> Iterator[None]:
     """Load the model without llama.cpp's extra buffer types (weight repacking for AMX and the
     like). On a virtual machine whose CPU advertises AMX but whose hypervisor does not enable
     it, the repacked path dies on its first `ldtilecfg` (SIGSEGV in libggml-cpu) for Q4 and Q8

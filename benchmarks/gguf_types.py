@@ -8,10 +8,11 @@ does. Each type is loaded the way the app loads it (n_ctx 2048, n_batch 512, all
 also the packaged file with n_batch 8, the default of langchain-community's ChatLlamaCpp that the
 app used before. The prompt is the `rag` chain's (system prompt, sources block, question) with
 two 800-character chunks, the first of two sample files, as the chain sends k=2 chunks of the
-default size. For each, the median of --runs runs on a cleared context: seconds to evaluate
-the prompt (the first token's wait), prompt tokens per second, and generation speed over 64
-tokens. Each case runs in a process of its own, so a type that crashes llama.cpp on this CPU
-is reported as such.
+default size. For each, the median of --runs runs, taken round-robin over the types (so a
+change in the machine's load weighs on all of them), each in a fresh process on a cleared
+context: seconds to load, seconds to evaluate the prompt (the first token's wait), prompt
+tokens per second, and generation speed over 64 tokens. A type that crashes llama.cpp on this
+CPU is reported as such.
 """
 
 from __future__ import annotations
@@ -61,17 +62,20 @@ def measure(model_path: Path, n_batch: int, runs: int) -> dict[str, Any]:
 
     from llama_cpp import Llama
 
+    from app.llama_chat import without_weight_repacking
+
     started = time.perf_counter()
-    llama = Llama(
-        model_path=str(model_path),
-        n_ctx=2048,
-        n_batch=n_batch,
-        n_ubatch=n_batch,
-        n_threads=os.cpu_count(),
-        n_threads_batch=os.cpu_count(),
-        verbose=False,
-        seed=1,
-    )
+    with without_weight_repacking():  # as the app loads it (see app/llama_chat.py)
+        llama = Llama(
+            model_path=str(model_path),
+            n_ctx=2048,
+            n_batch=n_batch,
+            n_ubatch=n_batch,
+            n_threads=os.cpu_count(),
+            n_threads_batch=os.cpu_count(),
+            verbose=False,
+            seed=1,
+        )
     load = time.perf_counter() - started
     messages = prompt_messages()
     evals, gens, prompt_tokens = [], [], 0
@@ -117,6 +121,19 @@ def measure_in_child(model_path: Path, n_batch: int, runs: int) -> dict[str, Any
     return dict(json.loads(child.stdout.strip().splitlines()[-1]))
 
 
+def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each figure over the rounds; a crash in any round is the result."""
+    crashed = [r for r in runs if "crashed" in r]
+    if crashed:
+        return crashed[0]
+    row = dict(runs[0])
+    for key in ("load_s", "prompt_eval_s", "prompt_tokens_per_s", "generation_tokens_per_s"):
+        row[key] = round(statistics.median(r[key] for r in runs), 3)
+    row["runs"] = len(runs)
+    row["each_prompt_eval_s"] = [r["prompt_eval_s"] for r in runs]
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
@@ -140,8 +157,14 @@ def main() -> None:
             convert = time.perf_counter() - started
             cases.append((gguf_type, path, 512))
             results.setdefault("convert_s", {})[gguf_type] = round(convert, 2)
-        for label, path, n_batch in cases:
-            results["types"][label] = row = measure_in_child(path, n_batch, args.runs)
+        # Round-robin, one run per case and round: a machine whose load changes during the
+        # benchmark then weighs on every type alike.
+        rounds: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in cases}
+        for _ in range(args.runs):
+            for label, path, n_batch in cases:
+                rounds[label].append(measure_in_child(path, n_batch, 1))
+        for label, _, _ in cases:
+            results["types"][label] = row = median_row(rounds[label])
             if "crashed" in row:
                 print(f"{label:<28} crashed: {row['crashed']}", flush=True)
                 continue
