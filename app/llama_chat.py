@@ -159,7 +159,9 @@ class ChatLlamaCpp(BaseChatModel):
     temperature: float = Field(default=0.8, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float = 0.95
     top_k: int = 40
-    repeat_penalty: float = 1.0
+    # 1.1 as llama.cpp's own CLI and langchain-community's wrapper: at 1.0, SmolLM2 loops on
+    # some sample questions until max_tokens (40 s answers).
+    repeat_penalty: float = 1.1
     stop: list[str] | None = Field(default=None, description="Generation stops at any of these.")
     seed: int | None = Field(default=None, description="Sampling seed, for repeatable answers.")
     streaming: bool = Field(default=False, description="Whether invoke streams under the hood.")
