@@ -134,11 +134,14 @@ def test_query_vectors_match_what_ingest_stored(ingested: Path, shared_model_cac
     """Chunks as stored by ingest (sentence-transformers) against the same texts through the
     ONNX graph, and every sample question through both runtimes: cosine >= 0.9999."""
     from app.config import Settings
-    from app.vectorstore import connect, open_collection
+    from app.library import find_library
+    from app.vectorstore import connect
 
     settings = Settings(chroma_dir=ingested, model_cache_dir=shared_model_cache)
     embeddings = build_embeddings(settings, ProviderChoice("local", "", "test"))
-    collection = open_collection(connect(settings), settings, embeddings.info)
+    library = find_library(connect(settings), settings, embeddings.info)
+    assert library is not None
+    collection = library.collection()
     assert collection is not None
     stored: Any = collection.get(include=["documents", "embeddings"], limit=64)
     assert isinstance(embeddings.query_model, OnnxEncoder)
