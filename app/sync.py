@@ -17,8 +17,9 @@ sources, a rebuild's new collection) and after the last (counts, generation, the
 from __future__ import annotations
 
 import hashlib
+import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -605,28 +606,47 @@ class _Sync:
             yield
 
     def _read_stored(self, target: Target) -> dict[str, StoredFile]:
-        """The stored files of the target's source (only those in its scope, when it has one)."""
+        """The stored files of the target's source (only those in its scope, when it has one).
+
+        A scope (what a watcher saw change) is read file by file where it names files, so a
+        change in a big source does not read all of its records; a folder, or a path that is
+        gone and was not a stored file (a deleted folder), reads the source's and keeps what
+        is under it."""
         stored: dict[str, StoredFile] = {}
         if self.collection is None:
             return stored
         label = target.source.label
-        if target.within is None:
+        if target.within is None or "" in target.within:
+            self._add_rows(stored, iter_metadatas(self.collection, {"root": label}))
+            return stored
+        paths = {file_name(label, rel): target.source.location / rel for rel in target.within}
+        files = [name for name, path in paths.items() if not path.is_dir()]  # or gone
+        if files:
+            where = {"$and": [{"root": label}, {"source": {"$in": files}}]}
+            self._add_rows(stored, iter_metadatas(self.collection, where))
+        # Only a folder, or a gone path that was not a stored file (a deleted folder), can
+        # have stored files below it.
+        below = tuple(
+            f"{name}/"
+            for name, path in paths.items()
+            if path.is_dir() or (not os.path.lexists(path) and name not in stored)
+        )
+        if below:
             rows = iter_metadatas(self.collection, {"root": label})
-        else:
-            rows = iter_metadatas(self.collection, {"root": label})
-            names = [file_name(label, rel) for rel in target.within]
-            prefixes = tuple(f"{n}/" for n in names)
-            rows = (
-                (i, m)
-                for i, m in rows
-                if m.get("source") in names or str(m.get("source", "")).startswith(prefixes)
+            self._add_rows(
+                stored, ((i, m) for i, m in rows if str(m.get("source", "")).startswith(below))
             )
+        return stored
+
+    @staticmethod
+    def _add_rows(
+        stored: dict[str, StoredFile], rows: Iterable[tuple[str, dict[str, Any]]]
+    ) -> None:
         for chunk_id, metadata in rows:
             entry = stored.setdefault(str(metadata.get("source", "")), StoredFile())
             entry.ids.add(chunk_id)
             entry.fingerprints.add(str(metadata.get("file_hash", "")))
             entry.chunk_count = int(metadata.get("chunk_count", -1))
-        return stored
 
     def _touch(self, roots: set[str]) -> None:
         """Mark sources as being written in the keyword index, before their first write: a kill

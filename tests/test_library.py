@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import stat
@@ -636,3 +637,60 @@ def test_store_directory_is_0700_and_chat_history_0600(tmp_path: Path) -> None:
     history.chmod(0o644)  # made by an older version: made private on the next save
     save_line_history(lambda path: None, history)
     assert stat.S_IMODE(history.stat().st_mode) == 0o600
+
+
+@pytest.mark.unit
+def test_a_scoped_sync_reads_only_the_files_it_names(
+    settings: Settings, tmp_path: Path, spy: ParseSpy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What --watch runs: only the changed paths are parsed, and only their records are read,
+    unless a folder changed; the store still ends equal to a clean ingest."""
+    root = corpus(tmp_path / "notes", ("alpha", "beta", "delta", "eta"))
+    fake_sync(settings, root)
+    reads: list[dict[str, Any]] = []
+    real = app.sync.iter_metadatas
+
+    def counted(collection: Any, where: dict[str, Any] | None = None) -> Any:
+        reads.append(where or {})
+        return real(collection, where)
+
+    monkeypatch.setattr(app.sync, "iter_metadatas", counted)
+    write_doc(root / "alpha.txt", "alpha edited", 3)
+    write_doc(root / "new.txt", "new", 2)
+    (root / "beta.txt").unlink()
+    spy.reset()
+
+    report, _ = fake_sync(settings, scopes={"notes": ["alpha.txt", "new.txt", "beta.txt"]})
+
+    assert sorted(spy.parsed) == ["notes/alpha.txt", "notes/new.txt"]
+    assert (report.changed, report.new, report.deleted) == (
+        ["notes/alpha.txt"],
+        ["notes/new.txt"],
+        ["notes/beta.txt"],
+    )
+    assert {"root": "notes"} not in reads  # no read of the whole source
+    shutil.rmtree(root / "sub")  # a deleted folder: its files are found below it
+    report, _ = fake_sync(settings, scopes={"notes": ["sub"]})
+    assert report.deleted == ["notes/sub/gamma.txt"]
+    reference_settings = settings.model_copy(update={"chroma_dir": tmp_path / "reference"})
+    fake_sync(reference_settings, root)
+    assert_same_store(fake_store(settings), fake_store(reference_settings), "after scoped syncs")
+
+
+@pytest.mark.unit
+def test_a_collection_from_before_libraries_is_named_and_rebuild_replaces_it(
+    settings: Settings, tmp_path: Path, spy: ParseSpy
+) -> None:
+    from app.vectorstore import connect, create_collection, get_collection
+
+    name = collection_name(settings, FAKE_INFO)
+    create_collection(connect(settings), name, FAKE_INFO, 64)  # as earlier versions made it
+    root = corpus(tmp_path / "notes")
+
+    with pytest.raises(StoreError, match=r"earlier localrag.*--rebuild PATH"):
+        fake_sync(settings, root)
+    report, _ = fake_sync(settings, root, rebuild=True)
+
+    assert sorted(report.new) == ["notes/alpha.txt", "notes/beta.txt", "notes/sub/gamma.txt"]
+    assert get_collection(fresh_client(settings), name) is None  # replaced once complete
+    assert len(fake_store(settings).ids) == report.chunks_added
