@@ -587,8 +587,8 @@ def test_two_chats_started_together_never_duplicate_keyword_rows(
     for n, chat in enumerate(chats):
         assert chat.wait(timeout=180) == 0, (tmp_path / f"chat-{n}.log").read_text()
         logs.append((tmp_path / f"chat-{n}.log").read_text())
-        assert ANSWER in logs[-1]
-        assert "locked" not in logs[-1]
+        assert ANSWER in logs[-1], logs[-1]
+        assert "locked" not in logs[-1], logs[-1]
     assert any("Keyword index: caught up on 1 changed sources" in log for log in logs), logs
     assert_index_in_step(settings)
 
