@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -102,10 +101,10 @@ def evaluate_dataset(
     repeats: int = DEFAULT_REPEATS,
 ) -> dict[str, Any]:
     from app.evaluation.baselines import read_chunks
-    from app.evaluation.beir import load_beir
+    from app.evaluation.beir import load_judged
     from app.evaluation.corpus import ingest_corpus
-    from app.evaluation.metrics import evaluate, judged_queries
-    from app.evaluation.report import ceiling, machine, now, system_entry
+    from app.evaluation.metrics import evaluate
+    from app.evaluation.report import ceiling, load_average, machine, now, system_entry
     from app.evaluation.runs import (
         DOCS_K,
         MODES,
@@ -120,15 +119,9 @@ def evaluate_dataset(
     from app.scripts import covers
     from app.vectorstore import connect
 
-    load_start = [round(x, 2) for x in os.getloadavg()]
-    dataset = load_beir(folder, split)
-    judged = judged_queries(dataset.qrels, list(dataset.queries))
-    if not judged:
-        raise ConfigError(
-            f"No query in {folder / 'queries.jsonl'} has a relevant judgement in "
-            f"qrels/{split}.tsv: nothing to score."
-        )
-    queries = [(q, dataset.queries[q]) for q in judged]
+    load_start = load_average()
+    dataset, queries = load_judged(folder, split)
+    judged = [q for q, _ in queries]
     status(
         f"Dataset {dataset.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} "
         f"queries, {len(judged)} with relevant judgements"

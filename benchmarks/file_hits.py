@@ -15,7 +15,6 @@ Writes benchmarks/results/file_hits.json and prints a Markdown table.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.config import Settings
 from app.embeddings import build_embeddings
-from app.evaluation.report import machine, now
+from app.evaluation.report import load_average, write_results
 from app.keyword_index import open_keyword_index
 from app.library import open_collection
 from app.paths import SAMPLE_DOCS_DIR, SAMPLE_DOCS_ZH_DIR, SAMPLE_QUESTIONS, SAMPLE_QUESTIONS_ZH
@@ -74,7 +73,7 @@ def measure(docs: Path, questions_file: Path, store: Path) -> dict[str, object]:
 
 
 def main() -> None:
-    load = [round(x, 2) for x in os.getloadavg()]
+    load = load_average()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, docs, questions in (
@@ -82,15 +81,7 @@ def main() -> None:
             ("Chinese", SAMPLE_DOCS_ZH_DIR, SAMPLE_QUESTIONS_ZH),
         ):
             results[name] = measure(docs, questions, Path(tmp) / name)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {"date": now(), "machine": machine() | {"load_average_start": load}, "sets": results},
-            indent=2,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
+    write_results(RESULTS, load, sets=results)
     print("| sample set | file among 2 chunks | among 4 chunks | outside questions not found |")
     print("|---|---:|---:|---:|")
     for name, r in results.items():

@@ -14,8 +14,6 @@ Writes benchmarks/results/fusion_weights.json and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +27,7 @@ from app.config import load_settings
 from app.evaluation.beir import load_beir
 from app.evaluation.corpus import doc_source, eval_collection_name
 from app.evaluation.metrics import dedupe, evaluate, judged_queries
-from app.evaluation.report import machine, now
+from app.evaluation.report import load_average, write_results
 from app.keyword_index import open_keyword_index
 from app.library import open_collection
 from app.retrieval import DocumentRetriever
@@ -116,17 +114,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="BEIR folders")
     args = parser.parse_args()
-    load = [round(x, 2) for x in os.getloadavg()]
+    load = load_average()
     results = {f.name: run(f) for f in args.folders}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {"date": now(), "machine": machine() | {"load_average_start": load}, "nDCG": results},
-            indent=2,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
+    write_results(RESULTS, load, nDCG=results)
     print("| fusion | " + " | ".join(f"{d} nDCG@10" for d in results) + " |")
     print("|---|" + "---:|" * len(results))
     for name in next(iter(results.values())):

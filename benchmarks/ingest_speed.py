@@ -41,7 +41,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from app.evaluation.report import machine
+from app.evaluation.report import load_average, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = ROOT.parent / "shared" / "bench-data" / "msmarco-5k"
@@ -52,10 +52,6 @@ TARGET_RERUN = 0.05
 
 
 # --- machine and corpus --------------------------------------------------------------------
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def read_corpus(corpus: Path, count: int) -> list[tuple[str, str]]:

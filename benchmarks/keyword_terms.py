@@ -19,8 +19,6 @@ Writes benchmarks/results/keyword_terms.json and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import sqlite3
 import sys
@@ -31,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.evaluation.beir import load_beir
 from app.evaluation.metrics import METRICS, evaluate, judged_queries
-from app.evaluation.report import machine, now
+from app.evaluation.report import load_average, write_results
 from app.keyword_index import LAYOUT_BREAK, UNSPACED_RUN, WORD, index_terms
 
 RESULTS = Path(__file__).resolve().parent / "results" / "keyword_terms.json"
@@ -108,18 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="BEIR folders")
     args = parser.parse_args()
-    load = [round(x, 2) for x in os.getloadavg()]
+    load = load_average()
     results = {f.name: run(f) for f in args.folders}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {"date": now(), "machine": machine() | {"load_average_start": load}, "nDCG": results},
-            indent=2,
-            ensure_ascii=False,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
+    write_results(RESULTS, load, nDCG=results)
     names = list(next(iter(results.values())))
     print("\n| terms | " + " | ".join(f"{d} nDCG@10" for d in results) + " |")
     print("|---|" + "---:|" * len(results))

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from app.evaluation.report import machine
+from app.evaluation.report import load_average, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "retrieval_scale.json"
@@ -82,10 +82,6 @@ print(json.dumps({{"import_s": imported - start, "open_s": opened - imported,
                   "first_query_s": first - opened, "second_query_s": second - first,
                   "count": collection.count()}}))
 """
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -129,3 +129,17 @@ def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
     if not qrels:
         raise ConfigError(f"{path} holds no judgements")
     return qrels
+
+
+def load_judged(folder: Path, split: str = "test") -> tuple[BeirDataset, list[tuple[str, str]]]:
+    """The dataset and its scorable queries as (id, text); a ConfigError when there are none."""
+    from app.evaluation.metrics import judged_queries
+
+    dataset = load_beir(folder, split)
+    judged = judged_queries(dataset.qrels, list(dataset.queries))
+    if not judged:
+        raise ConfigError(
+            f"No query in {folder / 'queries.jsonl'} has a relevant judgement in "
+            f"qrels/{split}.tsv: nothing to score."
+        )
+    return dataset, [(q, dataset.queries[q]) for q in judged]

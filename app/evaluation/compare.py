@@ -20,7 +20,6 @@ the model was not trained on is off here: it would measure the keyword index ins
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import statistics
 import time
@@ -86,24 +85,18 @@ def compare_embeddings(
     chunk_k: int,
     repeats: int,
 ) -> dict[str, Any]:
-    from app.evaluation.beir import load_beir
+    from app.evaluation.beir import load_judged
     from app.evaluation.corpus import ingest_corpus
-    from app.evaluation.metrics import evaluate, judged_queries, percentile
-    from app.evaluation.report import machine, now
+    from app.evaluation.metrics import evaluate, percentile
+    from app.evaluation.report import load_average, machine, now
     from app.evaluation.runs import DOCS_K, mode_system, run_queries
     from app.keyword_index import open_keyword_index
     from app.library import open_collection
     from app.vectorstore import connect
 
-    load_start = [round(x, 2) for x in os.getloadavg()]
-    dataset = load_beir(folder, split)
-    judged = judged_queries(dataset.qrels, list(dataset.queries))
-    if not judged:
-        raise ConfigError(
-            f"No query in {folder / 'queries.jsonl'} has a relevant judgement in "
-            f"qrels/{split}.tsv: nothing to score."
-        )
-    queries = [(q, dataset.queries[q]) for q in judged]
+    load_start = load_average()
+    dataset, queries = load_judged(folder, split)
+    judged = [q for q, _ in queries]
     status(
         f"Dataset {dataset.name}: {len(dataset.corpus)} documents, {len(judged)} judged queries; "
         f"comparing {len(specs)} embedding models"

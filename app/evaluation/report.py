@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from datetime import datetime
@@ -39,7 +40,7 @@ def machine() -> dict[str, Any]:
         "ram_gib": ram_gib,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "load_average": load_average(),
     }
 
 
@@ -209,6 +210,26 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def now() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def write_results(path: Path, load_at_start: list[float], **results: Any) -> None:
+    """A benchmark's result file: the date, the machine and its load, then the figures."""
+    machine_info = machine() | {
+        "load_average_start": load_at_start,
+        "load_average_end": load_average(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {"date": now(), "machine": machine_info, **results}, indent=2, ensure_ascii=False
+        )
+        + "\n",
+        encoding="utf-8",
+    )
 
 
 # --- Embedding models side by side (`--embeddings`) ---------------------------------------
