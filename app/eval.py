@@ -2,7 +2,7 @@
 
     python -m app.eval --dataset DIR [--json PATH] [--plot PATH.png] [--markdown]
     python -m app.eval --dataset DIR --embeddings local,local:FOLDER,ollama:bge-m3 [...]
-    python -m app.eval --questions data/eval/questions.jsonl [--json PATH]
+    python -m app.eval --questions data/eval/questions.jsonl [--seeds N] [--json PATH]
 
 --dataset ingests the folder's corpus.jsonl through the app's own pipeline into a collection of
 its own (`eval-<dataset>-<hash>-<model>`, in the same store; reused while the corpus is
@@ -11,6 +11,10 @@ two baselines on the same chunks and embedding model (bm25s, exact numpy search)
 nDCG@10, Recall@10, MRR@10 and latency p50/p95 per query. With --embeddings it runs each named
 embedding model on the same corpus instead and prints one table of models (see
 app/evaluation/compare.py).
+
+--questions asks each question through the chat chain (app/evaluation/answers.py); with
+--seeds N, N times, the chat model sampling from seeds 1..N, and reports the mean and range
+over seeds and which questions flip with the seed.
 """
 
 from __future__ import annotations
@@ -81,7 +85,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_REPEATS,
         help=f"times each query is timed, its median kept (default {DEFAULT_REPEATS})",
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="--questions: ask every question N times, the chat model sampling from seeds "
+        "1..N; report the mean, min and max over seeds (default: once, the model's own seed)",
+    )
     args = parser.parse_args(argv)
+    if args.seeds is not None and not args.questions:
+        parser.error("--seeds goes with --questions")
+    if args.seeds is not None and args.seeds < 1:
+        parser.error("--seeds must be at least 1")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     if args.chunks < 10:
@@ -236,9 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         from app.evaluation.answers import evaluate_answers, load_questions, print_answers
         from app.evaluation.report import machine, now
 
+        seeds = list(range(1, args.seeds + 1)) if args.seeds else []
         result = {"date": now(), "machine": machine()} | evaluate_answers(
-            settings, load_questions(args.questions)
+            settings, load_questions(args.questions), seeds
         )
+        result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         if show:
             print_answers(result)
     elif args.embeddings:

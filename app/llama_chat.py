@@ -58,17 +58,15 @@ _loaded: dict[tuple[Any, ...], LoadedModel] = {}
 _loading = threading.Lock()
 
 
-def load_model(
-    model_path: str, *, n_ctx: int, n_batch: int, n_threads: int | None, seed: int | None
-) -> LoadedModel:
+def load_model(model_path: str, *, n_ctx: int, n_batch: int, n_threads: int | None) -> LoadedModel:
     """Load once per process for the same file and context settings: every chat model object
-    on that file shares the context, and so the lock."""
-    key = (os.path.realpath(model_path), n_ctx, n_batch, n_threads, seed)
+    on that file shares the context, and so the lock. The seed is not a load setting: each
+    generation passes its own (so copies of a model with other seeds share the context)."""
+    key = (os.path.realpath(model_path), n_ctx, n_batch, n_threads)
     with _loading:
         if key not in _loaded:
             from llama_cpp import Llama, llama_chat_format
 
-            kwargs: dict[str, Any] = {} if seed is None else {"seed": seed}
             with without_weight_repacking():
                 llama = Llama(
                     model_path=model_path,
@@ -78,7 +76,6 @@ def load_model(
                     n_threads=n_threads,
                     n_threads_batch=n_threads,
                     verbose=False,
-                    **kwargs,
                 )
             template = None
             source = llama.metadata.get("tokenizer.chat_template")
@@ -163,7 +160,11 @@ class ChatLlamaCpp(BaseChatModel):
     # some sample questions until max_tokens (40 s answers).
     repeat_penalty: float = 1.1
     stop: list[str] | None = Field(default=None, description="Generation stops at any of these.")
-    seed: int | None = Field(default=None, description="Sampling seed, for repeatable answers.")
+    seed: int | None = Field(
+        default=None,
+        description="Sampling seed, for repeatable answers at a temperature above 0; "
+        "default: llama.cpp's own sequence.",
+    )
     streaming: bool = Field(default=False, description="Whether invoke streams under the hood.")
 
     _model: LoadedModel | None = PrivateAttr(None)
@@ -178,7 +179,6 @@ class ChatLlamaCpp(BaseChatModel):
                 n_ctx=self.n_ctx,
                 n_batch=self.n_batch,
                 n_threads=self.n_threads,
-                seed=self.seed,
             )
         return self._model
 

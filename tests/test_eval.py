@@ -9,9 +9,20 @@ import shutil
 from pathlib import Path
 
 import pytest
+from langchain_core.documents import Document
+from langchain_core.language_models import GenericFakeChatModel
+from langchain_ollama import ChatOllama
 
 from app.errors import ConfigError
-from app.evaluation.answers import cited_numbers, says_unknown
+from app.eval import parse_args
+from app.evaluation.answers import (
+    Question,
+    check,
+    cited_numbers,
+    over_seeds,
+    says_unknown,
+    with_seed,
+)
 from app.evaluation.beir import CorpusDoc, load_beir
 from app.evaluation.corpus import doc_source, write_corpus
 from app.evaluation.metrics import (
@@ -24,6 +35,7 @@ from app.evaluation.metrics import (
     recall_at_k,
 )
 from chains.answering import NOT_FOUND
+from tests.ollama_server import OllamaTestServer, bag_of_words_embedding
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "beir-tiny"
@@ -173,6 +185,72 @@ def test_citations_are_read_from_the_answer() -> None:
     assert cited_numbers("no citations, [a] or [ ]") == set()
 
 
+FOUNDER = Question("Who founded Brindlemoor?", "docs/a.md", "Ottoline Vesk")
+HARBOUR = Question("How long is the harbour wall?", "docs/b.md", "612 metres")
+OUTSIDE = Question("What is the capital of Australia?", None)
+
+
+def answered(question: Question, answer: str) -> dict[str, object]:
+    """One question's record as `check` makes it, its expected file listed as source [1]."""
+    context = [Document("text", metadata={"source": question.source or "docs/a.md"})]
+    return check(question, answer, context, seconds=1.0)
+
+
+@pytest.mark.unit
+def test_passes_over_seeds_report_mean_range_and_which_questions_flip() -> None:
+    runs = [
+        (1, [answered(FOUNDER, "Ottoline Vesk [1]."), answered(HARBOUR, "612 metres."),
+             answered(OUTSIDE, "I don't know based on your documents.")]),
+        (2, [answered(FOUNDER, "Ottoline Vesk."), answered(HARBOUR, "About a mile."),
+             answered(OUTSIDE, "Canberra.")]),
+        (3, [answered(FOUNDER, "ottoline  vesk"), answered(HARBOUR, "I don't know."),
+             answered(OUTSIDE, "I do not know.")]),
+    ]  # fmt: skip
+    result = over_seeds(runs)
+    assert result["seeds"] == [1, 2, 3]
+    assert [r["inside"]["expected_text_in_answer"] for r in result["runs"]] == [2, 1, 1]
+    inside, outside = result["over_seeds"]["inside"], result["over_seeds"]["outside"]
+    assert inside["questions"] == 2
+    assert inside["expected_text_in_answer"] == {"mean": 1.33, "min": 1, "max": 2}
+    assert inside["source_listed"] == {"mean": 2.0, "min": 2, "max": 2}
+    assert inside["source_cited"] == {"mean": 0.33, "min": 0, "max": 1}
+    assert inside["answered"] == {"mean": 1.67, "min": 1, "max": 2}
+    assert outside["says_unknown"] == {"mean": 0.67, "min": 0, "max": 1}
+    founder, harbour, australia = result["questions"]
+    assert (founder["expected_text_in_answer"], harbour["expected_text_in_answer"]) == (3, 1)
+    assert founder["source_cited"] == 1
+    assert australia["says_unknown"] == 2
+    assert "expected_text_in_answer" not in australia
+    assert [a["answer"] for a in harbour["answers"]] == ["612 metres.", "About a mile.",
+                                                         "I don't know."]  # fmt: skip
+    assert [a["expected_text_in_answer"] for a in harbour["answers"]] == [True, False, False]
+    assert result["stability"]["expected_text_in_answer"] == {
+        "always": 1,
+        "never": 0,
+        "sometimes": 1,
+    }
+
+
+@pytest.mark.unit
+def test_a_seed_goes_to_a_copy_of_any_chat_model_that_takes_one() -> None:
+    model = ChatOllama(model="llama3.2", base_url="http://127.0.0.1:9", temperature=0.1)
+    seeded = with_seed(model, 7)
+    assert (seeded.seed, seeded.temperature, seeded.model) == (7, 0.1, "llama3.2")
+    assert model.seed is None  # the session's own model is left as it was
+    with pytest.raises(ConfigError, match="no `seed` field"):
+        with_seed(GenericFakeChatModel(messages=iter(["x"])), 1)
+
+
+@pytest.mark.unit
+def test_seeds_need_questions_and_a_positive_count() -> None:
+    assert parse_args(["--questions", "q.jsonl", "--seeds", "5"]).seeds == 5
+    assert parse_args(["--questions", "q.jsonl"]).seeds is None
+    for argv in (["--questions", "q.jsonl", "--seeds", "0"], ["--dataset", "d", "--seeds", "2"]):
+        with pytest.raises(SystemExit) as exc:
+            parse_args(argv)
+        assert exc.value.code == 2
+
+
 # --- the command ---------------------------------------------------------------------------
 
 
@@ -276,3 +354,54 @@ def test_eval_answers_on_a_small_question_file(
     assert report["outside"]["not_found_without_model"] == 1
     assert "expected file cited with [n]" in result.stdout
     assert "says it does not know" in result.stdout
+
+
+@pytest.mark.integration
+def test_eval_answers_over_seeds_sends_each_seed_to_the_model(run_module, tmp_path: Path) -> None:
+    """Any chat model with a seed: an Ollama-compatible server whose reply depends on the seed
+    it is sent, so the report's spread is known in advance."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("Brindlemoor was founded by Ottoline Vesk, a salt merchant.\n")
+    (docs / "b.md").write_text("The harbour wall of Brindlemoor is 612 metres long.\n")
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(
+        "\n".join(
+            json.dumps({"question": q.question, "source": q.source[5:], "answer": q.answer})
+            for q in (FOUNDER, HARBOUR)
+        )
+    )
+
+    def reply(body: dict[str, object]) -> str:
+        seed = body["options"]["seed"]  # type: ignore[index]
+        return "Ottoline Vesk; the wall is 612 metres." if seed == 1 else "Ottoline Vesk."
+
+    out_path = tmp_path / "answers.json"
+    with OllamaTestServer(reply=reply, embedder=bag_of_words_embedding) as server:
+        result = run_module(
+            "app.eval",
+            "--questions",
+            str(questions),
+            "--seeds",
+            "2",
+            "--json",
+            str(out_path),
+            DOCS_DIR=str(docs),
+            OLLAMA_BASE_URL=server.base_url,
+            EMBEDDING_PROVIDER="ollama",
+            CHAT_PROVIDER="ollama",
+            SCORE_THRESHOLD="-1",
+        )
+        sent = [r.json["options"]["seed"] for r in server.requests_to("/api/chat")]
+    assert result.returncode == 0, result.stderr
+    assert sorted(sent) == [1, 1, 2, 2]
+    report = json.loads(out_path.read_text())
+    assert report["seeds"] == [1, 2]
+    assert report["over_seeds"]["inside"]["expected_text_in_answer"] == {
+        "mean": 1.5,
+        "min": 1,
+        "max": 2,
+    }
+    assert report["stability"]["expected_text_in_answer"]["sometimes"] == 1
+    assert "mean over seeds" in result.stdout
+    assert "varies (1/2 seeds): How long is the harbour wall?" in result.stdout

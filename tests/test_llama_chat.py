@@ -132,6 +132,20 @@ def test_two_objects_on_one_file_share_the_context_and_its_lock(f16_model: str) 
 
 
 @pytest.mark.integration
+def test_a_seed_makes_sampled_answers_repeatable_on_the_shared_context(f16_model: str) -> None:
+    """The seed goes with each generation, not with the loaded model: copies with other seeds
+    share the context, the same seed gives the same answer (invoked or streamed, whatever ran
+    in between), and the seeds do not all give one answer."""
+    sampled = ChatLlamaCpp(model_path=f16_model, n_ctx=1024, temperature=1.2, max_tokens=16)
+    seeded = {seed: sampled.model_copy(update={"seed": seed}) for seed in (1, 2, 3, 4)}
+    assert all(m.loaded is sampled.loaded for m in seeded.values())
+    first = {seed: m.invoke(QUESTION).text for seed, m in seeded.items()}
+    assert len(set(first.values())) > 1
+    assert "".join(c.text for c in seeded[3].stream(QUESTION)) == first[3]
+    assert seeded[1].invoke(QUESTION).text == first[1]
+
+
+@pytest.mark.integration
 def test_a_stream_stopped_early_releases_the_model(model: ChatLlamaCpp) -> None:
     stream = model.stream(QUESTION)
     next(stream)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.table import Table
@@ -27,6 +28,11 @@ from app.providers import explain_ollama_failure
 from chains.answering import NOT_FOUND, NOT_FOUND_BY_SCRIPT, is_not_found
 from chains.context import number_sources
 from loaders.discovery import file_name
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+    from app.session import Session
 
 # "I don't know" in the languages the app answers in: English, Chinese (simplified and
 # traditional), Japanese, Korean.
@@ -95,6 +101,7 @@ def check(question: Question, answer: str, context: list[Any], seconds: float) -
     record: dict[str, Any] = {
         "question": question.question,
         "expected_source": question.source,
+        "expected_answer": question.answer,
         "outside": question.source is None,
         "listed_sources": [s.label for s in sources],
         "cited_sources": cited,
@@ -112,11 +119,32 @@ def check(question: Question, answer: str, context: list[Any], seconds: float) -
     return record
 
 
-def evaluate_answers(settings: Settings, questions: list[Question]) -> dict[str, Any]:
+def with_seed(model: BaseChatModel, seed: int) -> BaseChatModel:
+    """A copy of `model` that samples with `seed`: any LangChain chat model with a `seed` field
+    (ChatOllama, ChatOpenAI, the embedded ChatLlamaCpp). The copy shares the original's client
+    or loaded weights."""
+    if "seed" not in type(model).model_fields:
+        raise ConfigError(
+            f"--seeds needs a chat model that takes a sampling seed; {type(model).__name__} has "
+            "no `seed` field. Run without --seeds."
+        )
+    return model.model_copy(update={"seed": seed})
+
+
+def sampling(model: BaseChatModel) -> dict[str, Any]:
+    """The model's sampling settings that exist on it, for the report."""
+    names = ("temperature", "top_p", "top_k", "repeat_penalty", "seed")
+    return {name: getattr(model, name) for name in names if name in type(model).model_fields}
+
+
+def evaluate_answers(
+    settings: Settings, questions: list[Question], seeds: Sequence[int] = ()
+) -> dict[str, Any]:
+    """One pass over the questions; with `seeds`, one pass per seed, each with the chat model
+    sampling from that seed, reported as the spread over seeds (see `over_seeds`)."""
     from app.session import open_session
 
     session = open_session(settings, settings.chain, [])
-    assert session.chain is not None
     # Expected sources are relative to DOCS_DIR; stored names start with its label in the library.
     sources = session.library.sources if session.library is not None else []
     docs = next((s for s in sources if s.relative(settings.docs_dir) == ""), None)
@@ -131,13 +159,45 @@ def evaluate_answers(settings: Settings, questions: list[Question]) -> dict[str,
             f"{len(absent)} expected sources are not in collection {session.collection.name} "
             f"(ingest {settings.docs_dir} first?): {', '.join(absent[:5])}"
         )
+    model = session.model
+    header = {
+        "kind": "answers",
+        "chain": session.spec.name,
+        "chat_model": f"{session.model_info.provider}/{session.model_info.name}",
+        "sampling": sampling(model),
+        "embedding_model": session.embeddings.info.key,
+        "collection": session.collection.name,
+        "retrieval": {
+            "mode": session.retriever().mode,
+            "k": session.retriever().k,
+            "score_threshold": session.retriever().score_threshold,
+        },
+    }
+    if not seeds:
+        records = ask_all(session, questions)
+        return header | tally(records) | {"questions": records}
+    seeded = [with_seed(model, seed) for seed in seeds]  # refused before any question
+    if getattr(model, "temperature", None) == 0:
+        status("Temperature 0 is greedy decoding: every seed should give the same answers.")
+    runs = []
+    for number, (seed, seeded_model) in enumerate(zip(seeds, seeded, strict=True), 1):
+        status(f"Seed {seed} ({number}/{len(seeds)})")
+        session.model = seeded_model
+        session.rebuild()
+        runs.append((seed, ask_all(session, questions)))
+    return header | over_seeds(runs)
+
+
+def ask_all(session: Session, questions: list[Question]) -> list[dict[str, Any]]:
+    """Each question on its own (no history), through the session's chain, checked."""
+    assert session.chain is not None
     records = []
     for index, question in enumerate(questions, 1):
         start = time.perf_counter()
         try:
             result = session.chain.invoke({"question": question.question, "history": []})
         except Exception as exc:
-            explained = explain_ollama_failure(exc, settings, "chat")
+            explained = explain_ollama_failure(exc, session.settings, "chat")
             if explained is None:
                 raise
             raise explained from exc
@@ -146,21 +206,16 @@ def evaluate_answers(settings: Settings, questions: list[Question]) -> dict[str,
             check(question, str(result.get("answer") or ""), list(result["context"]), took)
         )
         status(f"[{index}/{len(questions)}] {took:.1f} s  {question.question}")
+    return records
+
+
+def tally(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The counts of one pass: questions inside the documents, outside them, and timing."""
     inside = [r for r in records if not r["outside"]]
     outside = [r for r in records if r["outside"]]
     with_text = [r for r in inside if r["expected_text_in_answer"] is not None]
     seconds = [r["seconds"] for r in records]
     return {
-        "kind": "answers",
-        "chain": session.spec.name,
-        "chat_model": f"{session.model_info.provider}/{session.model_info.name}",
-        "embedding_model": session.embeddings.info.key,
-        "collection": session.collection.name,
-        "retrieval": {
-            "mode": session.retriever().mode,
-            "k": session.retriever().k,
-            "score_threshold": session.retriever().score_threshold,
-        },
         "inside": {
             "questions": len(inside),
             "source_listed": sum(r["source_listed"] for r in inside),
@@ -178,7 +233,78 @@ def evaluate_answers(settings: Settings, questions: list[Question]) -> dict[str,
             "p50": round(percentile(seconds, 50), 2),
             "p95": round(percentile(seconds, 95), 2),
         },
-        "questions": records,
+    }
+
+
+# The checks counted per question over seeds: these for questions inside the documents,
+# says_unknown for those outside them.
+INSIDE_CHECKS = ("source_listed", "source_cited", "answered", "expected_text_in_answer")
+
+
+def _passed(record: dict[str, Any], name: str) -> bool | None:
+    return not record["says_unknown"] if name == "answered" else record.get(name)
+
+
+def over_seeds(runs: list[tuple[int, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """Several passes over the same questions, one per seed: each pass's counts (`runs`), their
+    mean, min and max (`over_seeds`), and per question how many seeds passed each check, with
+    every answer (`questions`). `stability` counts the questions that pass a check with every
+    seed, with none, or with some: a check that flips with the seed is noise, not quality."""
+    tallies = [{"seed": seed} | tally(records) for seed, records in runs]
+    spread: dict[str, dict[str, Any]] = {}
+    for part in ("inside", "outside"):
+        spread[part] = {}
+        for name, first in tallies[0][part].items():
+            values = [t[part][name] for t in tallies]
+            if name in ("questions", "with_expected_text"):
+                spread[part][name] = first  # the same in every pass
+                continue
+            spread[part][name] = {
+                "mean": round(sum(values) / len(values), 2),
+                "min": min(values),
+                "max": max(values),
+            }
+    n = len(runs)
+    questions = []
+    for per_seed in zip(*(records for _, records in runs), strict=True):
+        first = per_seed[0]
+        entry: dict[str, Any] = {
+            "question": first["question"],
+            "expected_source": first["expected_source"],
+            "expected_answer": first["expected_answer"],
+            "outside": first["outside"],
+            "listed_sources": first["listed_sources"],
+            "seeds": n,
+        }
+        checks = ("says_unknown",) if first["outside"] else INSIDE_CHECKS
+        for name in checks:
+            passed = [_passed(r, name) for r in per_seed]
+            entry[name] = None if passed[0] is None else sum(bool(p) for p in passed)
+        entry["answers"] = [
+            {"seed": seed, "answer": r["answer"], "seconds": r["seconds"]}
+            | {name: _passed(r, name) for name in checks if name != "source_listed"}
+            for (seed, _), r in zip(runs, per_seed, strict=True)
+        ]
+        questions.append(entry)
+    stability = {}
+    for name in ("expected_text_in_answer", "source_cited", "answered"):
+        counts = [q[name] for q in questions if not q["outside"] and q[name] is not None]
+        stability[name] = {
+            "always": sum(c == n for c in counts),
+            "never": sum(c == 0 for c in counts),
+            "sometimes": sum(0 < c < n for c in counts),
+        }
+    seconds = [a["seconds"] for q in questions for a in q["answers"]]
+    return {
+        "seeds": [seed for seed, _ in runs],
+        "runs": tallies,
+        "over_seeds": spread,
+        "stability": stability,
+        "seconds_per_question": {
+            "p50": round(percentile(seconds, 50), 2),
+            "p95": round(percentile(seconds, 95), 2),
+        },
+        "questions": questions,
     }
 
 
@@ -186,15 +312,23 @@ def _rate(count: int, total: int) -> str:
     return f"{count}/{total} ({count / total:.0%})" if total else "-"
 
 
-def print_answers(result: dict[str, Any]) -> None:
-    inside, outside = result["inside"], result["outside"]
-    table = Table(
-        title=(
-            f"Answers: chain {result['chain']}, {escape(result['chat_model'])}, "
-            f"{escape(result['embedding_model'])} ({result['retrieval']['mode']}, "
-            f"k {result['retrieval']['k']}, threshold {result['retrieval']['score_threshold']})"
-        )
+def _title(result: dict[str, Any]) -> str:
+    retrieval = result["retrieval"]
+    temperature = result.get("sampling", {}).get("temperature")
+    return (
+        f"Answers: chain {result['chain']}, {escape(result['chat_model'])}"
+        + (f" (temperature {temperature})" if temperature is not None else "")
+        + f", {escape(result['embedding_model'])} ({retrieval['mode']}, k {retrieval['k']}, "
+        f"threshold {retrieval['score_threshold']})"
     )
+
+
+def print_answers(result: dict[str, Any]) -> None:
+    if "over_seeds" in result:
+        print_over_seeds(result)
+        return
+    inside, outside = result["inside"], result["outside"]
+    table = Table(title=_title(result))
     table.add_column("questions")
     table.add_column("check")
     table.add_column("result", justify="right")
@@ -231,3 +365,61 @@ def print_answers(result: dict[str, Any]) -> None:
         out.print(f"[yellow]miss[/] ({escape(why)}): {escape(r['question'])}", soft_wrap=True)
     if len(misses) > MISSES_SHOWN:
         out.print(f"…and {len(misses) - MISSES_SHOWN} more misses (every answer is in --json).")
+
+
+def _spread(value: dict[str, Any], total: int) -> tuple[str, str]:
+    mean = value["mean"]
+    share = f" ({mean / total:.0%})" if total else ""
+    return f"{mean:g}/{total}{share}", f"{value['min']}-{value['max']}"
+
+
+def print_over_seeds(result: dict[str, Any]) -> None:
+    inside, outside = result["over_seeds"]["inside"], result["over_seeds"]["outside"]
+    seeds = result["seeds"]
+    table = Table(title=_title(result) + f", {len(seeds)} seeds")
+    table.add_column("questions")
+    table.add_column("check")
+    table.add_column("mean over seeds", justify="right")
+    table.add_column("min-max", justify="right")
+    n, m = inside["questions"], outside["questions"]
+    rows = [
+        (f"in the documents ({n})", "expected file among the sources", "source_listed", inside, n),
+        ("", escape("expected file cited with [n]"), "source_cited", inside, n),
+        ("", 'answered (not "don\'t know")', "answered", inside, n),
+        (
+            "",
+            "expected answer text in the answer",
+            "expected_text_in_answer",
+            inside,
+            inside["with_expected_text"],
+        ),
+        (f"outside them ({m})", "says it does not know", "says_unknown", outside, m),
+        ("", "…of which below the threshold, no model call", "not_found_without_model", outside, m),
+    ]
+    for group, label, name, part, total in rows:
+        table.add_row(group, label, *_spread(part[name], total))
+    per = result["seconds_per_question"]
+    table.add_row(
+        "all", "seconds per question p50 / p95", f"{per['p50']:.1f} / {per['p95']:.1f}", ""
+    )
+    out.print(table)
+    stable = result["stability"]["expected_text_in_answer"]
+    out.print(
+        f"Expected answer text, per question over {len(seeds)} seeds (seeds "
+        f"{', '.join(map(str, seeds))}): with every seed {stable['always']}, with none "
+        f"{stable['never']}, with some {stable['sometimes']}.",
+        soft_wrap=True,
+    )
+    flipping = [
+        q
+        for q in result["questions"]
+        if not q["outside"] and q["expected_text_in_answer"] not in (None, 0, len(seeds))
+    ]
+    for q in flipping[:MISSES_SHOWN]:
+        out.print(
+            f"[yellow]varies[/] ({q['expected_text_in_answer']}/{len(seeds)} seeds): "
+            f"{escape(q['question'])}",
+            soft_wrap=True,
+        )
+    if len(flipping) > MISSES_SHOWN:
+        out.print(f"…and {len(flipping) - MISSES_SHOWN} more (every answer is in --json).")
