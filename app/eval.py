@@ -249,13 +249,16 @@ def main(argv: list[str] | None = None) -> int:
     show = str(args.json) != "-"  # `--json -`: stdout holds the JSON alone
     if args.questions:
         from app.evaluation.answers import evaluate_answers, load_questions, print_answers
-        from app.evaluation.report import machine, now
+        from app.evaluation.report import load_average, machine, now
 
         seeds = list(range(1, args.seeds + 1)) if args.seeds else []
-        result = {"date": now(), "machine": machine()} | evaluate_answers(
-            settings, load_questions(args.questions), seeds
-        )
-        result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        load_start = load_average()
+        result = evaluate_answers(settings, load_questions(args.questions), seeds)
+        result = {
+            "date": now(),
+            "machine": machine()
+            | {"load_average_start": load_start, "load_average_end": load_average()},
+        } | result
         if show:
             print_answers(result)
     elif args.embeddings:

@@ -21,6 +21,7 @@ from app.evaluation.answers import (
     cited_numbers,
     over_seeds,
     says_unknown,
+    with_fields,
     with_seed,
 )
 from app.evaluation.beir import CorpusDoc, load_beir
@@ -232,13 +233,17 @@ def test_passes_over_seeds_report_mean_range_and_which_questions_flip() -> None:
 
 
 @pytest.mark.unit
-def test_a_seed_goes_to_a_copy_of_any_chat_model_that_takes_one() -> None:
+def test_a_seed_or_other_fields_go_to_a_copy_of_any_chat_model_that_has_them() -> None:
     model = ChatOllama(model="llama3.2", base_url="http://127.0.0.1:9", temperature=0.1)
     seeded = with_seed(model, 7)
     assert (seeded.seed, seeded.temperature, seeded.model) == (7, 0.1, "llama3.2")
     assert model.seed is None  # the session's own model is left as it was
     with pytest.raises(ConfigError, match="no `seed` field"):
         with_seed(GenericFakeChatModel(messages=iter(["x"])), 1)
+    changed = with_fields(model, {"repeat_penalty": 1.0, "temperature": 0.0})
+    assert (changed.repeat_penalty, changed.temperature, model.repeat_penalty) == (1.0, 0.0, None)
+    with pytest.raises(ConfigError, match="no field repeat_pen"):
+        with_fields(model, {"repeat_pen": 1.0})
 
 
 @pytest.mark.unit

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,16 +119,27 @@ def check(question: Question, answer: str, context: list[Any], seconds: float) -
     return record
 
 
+def with_fields(model: BaseChatModel, fields: Mapping[str, Any]) -> BaseChatModel:
+    """A copy of `model` with these fields set (a seed, a repeat penalty…); the copy shares the
+    original's client or loaded weights. A field the model does not have is a ConfigError."""
+    missing = [name for name in fields if name not in type(model).model_fields]
+    if missing:
+        raise ConfigError(
+            f"{type(model).__name__} has no field {', '.join(missing)}: it cannot be set for "
+            "this evaluation."
+        )
+    return model.model_copy(update=dict(fields))
+
+
 def with_seed(model: BaseChatModel, seed: int) -> BaseChatModel:
     """A copy of `model` that samples with `seed`: any LangChain chat model with a `seed` field
-    (ChatOllama, ChatOpenAI, the embedded ChatLlamaCpp). The copy shares the original's client
-    or loaded weights."""
+    (ChatOllama, ChatOpenAI, the embedded ChatLlamaCpp)."""
     if "seed" not in type(model).model_fields:
         raise ConfigError(
             f"--seeds needs a chat model that takes a sampling seed; {type(model).__name__} has "
             "no `seed` field. Run without --seeds."
         )
-    return model.model_copy(update={"seed": seed})
+    return with_fields(model, {"seed": seed})
 
 
 def sampling(model: BaseChatModel) -> dict[str, Any]:
@@ -138,10 +149,15 @@ def sampling(model: BaseChatModel) -> dict[str, Any]:
 
 
 def evaluate_answers(
-    settings: Settings, questions: list[Question], seeds: Sequence[int] = ()
+    settings: Settings,
+    questions: list[Question],
+    seeds: Sequence[int] = (),
+    model_fields: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One pass over the questions; with `seeds`, one pass per seed, each with the chat model
-    sampling from that seed, reported as the spread over seeds (see `over_seeds`)."""
+    sampling from that seed, reported as the spread over seeds (see `over_seeds`).
+    `model_fields` sets fields of the chat model for the whole evaluation (benchmarks compare
+    sampling settings that way, e.g. {"repeat_penalty": 1.0})."""
     from app.session import open_session
 
     session = open_session(settings, settings.chain, [])
@@ -159,7 +175,7 @@ def evaluate_answers(
             f"{len(absent)} expected sources are not in collection {session.collection.name} "
             f"(ingest {settings.docs_dir} first?): {', '.join(absent[:5])}"
         )
-    model = session.model
+    model = with_fields(session.model, model_fields or {})
     header = {
         "kind": "answers",
         "chain": session.spec.name,
@@ -174,6 +190,8 @@ def evaluate_answers(
         },
     }
     if not seeds:
+        session.model = model
+        session.rebuild()
         records = ask_all(session, questions)
         return header | tally(records) | {"questions": records}
     seeded = [with_seed(model, seed) for seed in seeds]  # refused before any question
