@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -116,7 +115,7 @@ def evaluate_dataset(
     repeats: int = DEFAULT_REPEATS,
 ) -> dict[str, Any]:
     from app.evaluation.baselines import read_chunks
-    from app.evaluation.beir import load_judged
+    from app.evaluation.beir import describe, load_judged
     from app.evaluation.corpus import ingest_corpus
     from app.evaluation.metrics import evaluate
     from app.evaluation.report import ceiling, load_average, machine, now, system_entry
@@ -197,23 +196,11 @@ def evaluate_dataset(
             q: {m: round(v, 4) for m, v in values.items()} for q, values in scores.per_query.items()
         }
     by_name = {r.name: r for r in runs}
-    relevant = [sum(g > 0 for g in dataset.qrels[q].values()) for q in judged]
     return {
         "kind": "retrieval",
         "date": now(),
         "machine": machine() | {"load_average_start": load_start},
-        "dataset": {
-            "name": dataset.name,
-            "folder": str(dataset.folder.resolve()),
-            "split": split,
-            "documents": len(dataset.corpus),
-            "queries": len(dataset.queries),
-            "evaluated_queries": len(judged),
-            "skipped_queries": len(dataset.queries) - len(judged),
-            "relevant_per_query": statistics.median(relevant),
-            "max_recall@10": round(sum(min(DOCS_K, n) / n for n in relevant) / len(relevant), 4),
-            "notes": notes,
-        },
+        "dataset": describe(dataset, judged, DOCS_K, notes),
         "embedding_model": embeddings.info.key,
         "collection": collection.name,
         "store": report.store,

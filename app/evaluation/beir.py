@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,3 +144,24 @@ def load_judged(folder: Path, split: str = "test") -> tuple[BeirDataset, list[tu
             f"qrels/{split}.tsv: nothing to score."
         )
     return dataset, [(q, dataset.queries[q]) for q in judged]
+
+
+def describe(
+    dataset: BeirDataset, judged: list[str], docs_k: int, notes: list[str] | None = None
+) -> dict[str, Any]:
+    """The dataset's entry in a result file: its size, the judged queries, and the best
+    Recall@`docs_k` any ranking could reach (queries with more relevant documents than that
+    cannot be fully recalled)."""
+    relevant = [sum(g > 0 for g in dataset.qrels[q].values()) for q in judged]
+    return {
+        "name": dataset.name,
+        "folder": str(dataset.folder.resolve()),
+        "split": dataset.split,
+        "documents": len(dataset.corpus),
+        "queries": len(dataset.queries),
+        "evaluated_queries": len(judged),
+        "skipped_queries": len(dataset.queries) - len(judged),
+        "relevant_per_query": statistics.median(relevant),
+        f"max_recall@{docs_k}": round(sum(min(docs_k, n) / n for n in relevant) / len(relevant), 4),
+        "notes": list(dataset.notes if notes is None else notes),
+    }

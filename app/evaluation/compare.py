@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +84,7 @@ def compare_embeddings(
     chunk_k: int,
     repeats: int,
 ) -> dict[str, Any]:
-    from app.evaluation.beir import load_judged
+    from app.evaluation.beir import describe, load_judged
     from app.evaluation.corpus import ingest_corpus
     from app.evaluation.metrics import evaluate, percentile
     from app.evaluation.report import load_average, machine, now
@@ -164,22 +163,11 @@ def compare_embeddings(
                 },
             }
         )
-    relevant = [sum(g > 0 for g in dataset.qrels[q].values()) for q in judged]
     return {
         "kind": "embedding-comparison",
         "date": now(),
         "machine": machine() | {"load_average_start": load_start},
-        "dataset": {
-            "name": dataset.name,
-            "folder": str(dataset.folder.resolve()),
-            "split": split,
-            "documents": len(dataset.corpus),
-            "evaluated_queries": len(judged),
-            "skipped_queries": len(dataset.queries) - len(judged),
-            "relevant_per_query": statistics.median(relevant),
-            "max_recall@10": round(sum(min(DOCS_K, n) / n for n in relevant) / len(relevant), 4),
-            "notes": list(dataset.notes),
-        },
+        "dataset": describe(dataset, judged, DOCS_K),
         "retrieval": f"similarity (Chroma HNSW), top {chunk_k} chunks, first {DOCS_K} documents",
         "chunk_size": settings.chunk_size,
         "chunk_overlap": settings.chunk_overlap,
