@@ -77,8 +77,8 @@ class Settings(BaseSettings):
         "is used. Empty: the model's.",
     )
     local_chat_gguf_type: GgufType = Field(
-        "F16",
-        description="Weights the embedded chat model runs on: F16, F32 or Q8_0 (converted once "
+        "Q8_0",
+        description="Weights the embedded chat model runs on: Q8_0, F16 or F32 (converted once "
         "from the packaged file into MODEL_CACHE_DIR), or packaged (its Q4_1 file as shipped).",
     )
     model_cache_dir: Path | None = Field(

@@ -1,6 +1,6 @@
 """The answers evaluation over fixed seeds for variants of the chat settings and the `rag` prompt.
 
-    python benchmarks/answer_variants.py [--variants today,greedy,...] [--seeds 5]
+    python benchmarks/answer_variants.py [--variants f16,q8,...] [--seeds 5]
         [--questions data/eval/questions.jsonl] [--out benchmarks/results/answer-variants]
 
 Each variant is `python -m app.eval --questions FILE --seeds N` with a few settings changed
@@ -55,22 +55,29 @@ class Variant:
     system_prompt: str | None = None
 
 
+# Every variant names its weights: the variants measured before Q8_0 became the default ran
+# on F16, and must stay comparable with their result files.
 GREEDY = {"chat_temperature": 0.0}
+F16 = {"local_chat_gguf_type": "F16"}
+Q8 = {"local_chat_gguf_type": "Q8_0"}
 VARIANTS = {
-    "today": Variant("as shipped: temperature 0.1, repeat penalty 1.1, k 2, F16"),
-    "greedy": Variant("temperature 0", GREEDY),
-    "rp1.0": Variant("repeat penalty 1.0", model={"repeat_penalty": 1.0}),
-    "greedy-rp1.0": Variant("temperature 0, repeat penalty 1.0", GREEDY, {"repeat_penalty": 1.0}),
-    "k3": Variant("k 3", {"retrieval_k": 3}),
-    "greedy-k3": Variant("temperature 0, k 3", GREEDY | {"retrieval_k": 3}),
-    "q8": Variant("Q8_0 weights", {"local_chat_gguf_type": "Q8_0"}),
-    "greedy-q8": Variant("temperature 0, Q8_0 weights", GREEDY | {"local_chat_gguf_type": "Q8_0"}),
-    "short": Variant("shorter system prompt", system_prompt=PROMPT_SHORT),
-    "greedy-short": Variant("temperature 0, shorter system prompt", GREEDY, {}, PROMPT_SHORT),
-    "brief": Variant("shorter prompt asking for a sentence or two", {}, {}, PROMPT_SHORT_BRIEF),
-    "greedy-brief": Variant(
-        "temperature 0, shorter prompt asking for a sentence or two", GREEDY, {}, PROMPT_SHORT_BRIEF
+    "f16": Variant("temperature 0.1, repeat penalty 1.1, k 2, F16 weights", F16),
+    "greedy": Variant("temperature 0, F16", GREEDY | F16),
+    "greedy-rp1.0": Variant(
+        "temperature 0, F16, repeat penalty 1.0", GREEDY | F16, {"repeat_penalty": 1.0}
     ),
+    "greedy-k3": Variant("temperature 0, F16, k 3", GREEDY | F16 | {"retrieval_k": 3}),
+    "greedy-short": Variant(
+        "temperature 0, F16, shorter system prompt", GREEDY | F16, {}, PROMPT_SHORT
+    ),
+    "greedy-brief": Variant(
+        "temperature 0, F16, shorter prompt asking for a sentence or two",
+        GREEDY | F16,
+        {},
+        PROMPT_SHORT_BRIEF,
+    ),
+    "greedy-q8": Variant("temperature 0, Q8_0 weights", GREEDY | Q8),
+    "q8": Variant("temperature 0.1, repeat penalty 1.1, k 2, Q8_0 weights (the default)", Q8),
 }
 
 
