@@ -8,14 +8,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pexpect
 import pytest
 
+from app.chat import CtrlC
 from app.paths import PROJECT_ROOT, SAMPLE_DOCS_DIR
 from chains.answering import REWRITE_INSTRUCTIONS
 from tests.conftest import SETTING_KEYS
@@ -207,7 +210,11 @@ def test_ctrl_c_stops_the_answer_and_the_session_goes_on(
         chat.child.sendline("Tell me a long story about the ferry")
         chat.child.expect("word3")  # the answer is streaming
         chat.child.sendintr()  # Ctrl-C
-        chat.child.expect(PROMPT, timeout=15)
+        if chat.child.expect([PROMPT, pexpect.TIMEOUT], timeout=15) == 1:
+            raise AssertionError(
+                "No prompt 15 s after Ctrl-C; the terminal showed:\n"
+                + visible(str(chat.child.before))[-3000:]
+            )
         stopped = visible(str(chat.child.before))
         assert "[stopped]" in stopped
         assert "word290" not in stopped
@@ -352,3 +359,28 @@ def test_twenty_long_exchanges_fit_a_small_window(
     assert any("Turn 19:" in str(m["content"]) for m in last_answer)  # the last exchange
     assert not any("Turn 1:" in str(m["content"]) for m in last_answer)  # the oldest went
     assert chat.leave() == 0
+
+
+def test_a_ctrl_c_while_the_answer_is_drawn_waits_for_the_drawing_then_stops_it() -> None:
+    drawn: list[str] = []
+
+    def draw_an_answer() -> None:
+        with CtrlC() as ctrl_c:
+            with ctrl_c.drawing():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the signal's handler runs here, in the middle of the drawing
+                drawn.append("whole")
+            drawn.append("not reached")
+
+    with pytest.raises(KeyboardInterrupt):
+        draw_an_answer()
+    assert drawn == ["whole"]
+
+    with CtrlC() as ctrl_c:  # once the answer is stopping, more Ctrl-Cs are ignored
+        ctrl_c.hold()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        with ctrl_c.drawing():
+            drawn.append("the [stopped] mark")
+    assert drawn[-1] == "the [stopped] mark"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
