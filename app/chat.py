@@ -6,10 +6,8 @@ import argparse
 import contextlib
 import os
 import signal
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from langchain_core.documents import Document
@@ -68,48 +66,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-class CtrlC:
-    """Ctrl-C stops an answer, but never while rich is drawing it: a KeyboardInterrupt in the
-    middle of a refresh can leave rich's console or live display half-updated, and a person
-    must get the prompt back. While `drawing()`, a Ctrl-C is held and raised right after; once
-    the answer is stopping (`hold()`), further ones are ignored until the prompt is back."""
-
-    def __init__(self) -> None:
-        self.drawing_depth = 0
-        self.held = False
-        self.pending = False
-        self.previous: Any = None
-
-    def __enter__(self) -> CtrlC:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._on_signal)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self.drawing_depth or self.held:
-            self.pending = True
-        else:
-            raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def drawing(self) -> Iterator[None]:
-        self.drawing_depth += 1
-        try:
-            yield
-        finally:
-            self.drawing_depth -= 1
-        if self.pending and not self.drawing_depth and not self.held:
-            self.pending = False
-            raise KeyboardInterrupt
-
-    def hold(self) -> None:
-        self.held = True
-
-
 def ask(session: Session, question: str) -> None:
     """Stream the answer (sanitized, as Markdown on a terminal), then the numbered sources.
     Ctrl-C stops the answer; a failure raises one LocalragError and changes nothing."""
@@ -118,31 +74,25 @@ def ask(session: Session, question: str) -> None:
     text = ""
     stopped = False
     live = Live(console=out, auto_refresh=False) if out.is_terminal else None
-    with CtrlC() as ctrl_c:
-        try:
-            if live:
-                with ctrl_c.drawing():
-                    live.start()
-            for chunk in session.answer(question):
-                if "context" in chunk:
-                    context = chunk["context"]
-                    safe = SafeStream(allowed_hosts(context))
-                if chunk.get("answer") and safe is not None:
-                    with ctrl_c.drawing():
-                        text += _show(safe.feed(chunk["answer"]), text, live)
-            if safe is not None:
-                with ctrl_c.drawing():
-                    text += _show(safe.close(), text, live)
-        except KeyboardInterrupt:
-            ctrl_c.hold()
-            stopped = True
-            if safe is not None:
-                text += _show(safe.close(), text, live)
-            _show(" [stopped]", text, live)
-        finally:
-            ctrl_c.hold()
-            if live:
-                live.stop()
+    try:
+        if live:
+            live.start()
+        for chunk in session.answer(question):
+            if "context" in chunk:
+                context = chunk["context"]
+                safe = SafeStream(allowed_hosts(context))
+            if chunk.get("answer") and safe is not None:
+                text += _show(safe.feed(chunk["answer"]), text, live)
+        if safe is not None:
+            text += _show(safe.close(), text, live)
+    except KeyboardInterrupt:
+        stopped = True
+        if safe is not None:
+            text += _show(safe.close(), text, live)
+        _show(" [stopped]", text, live)
+    finally:
+        if live:
+            live.stop()
     if not live:
         out.print()
     session.last_context = context
@@ -243,6 +193,10 @@ def list_chains(current: str | None = None) -> None:
 
 def repl(session: Session) -> None:
     _enable_line_history()
+    # Ctrl-C stops an answer (a KeyboardInterrupt). A chat started by a script in the background
+    # inherits SIGINT ignored, and Python leaves it ignored; a person at the terminal still
+    # expects Ctrl-C to work (as `--watch` and the server handle it themselves).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     err.print("[dim]Ask about your documents. /help for commands, /exit or Ctrl-D to leave.[/]")
     while True:
         try:

@@ -5,6 +5,7 @@ through `Session.answer`, which turns whatever fails during one question into on
 
 from __future__ import annotations
 
+import logging
 import queue
 import sqlite3
 import threading
@@ -234,6 +235,17 @@ class _StopModel(BaseCallbackHandler):
     def on_llm_new_token(self, *args: Any, **kwargs: Any) -> None:
         if self.stop.is_set():
             raise AnswerStopped
+
+
+class _QuietStop(logging.Filter):
+    """LangChain logs a warning for every exception a callback raises, even one it is told to
+    raise: a stopped answer would print "Error in _StopModel..." into the conversation."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "AnswerStopped" not in record.getMessage()
+
+
+logging.getLogger("langchain_core.callbacks.manager").addFilter(_QuietStop())
 
 
 class _Failure:

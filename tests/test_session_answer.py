@@ -81,7 +81,9 @@ def session_for(model: BaseChatModel, provider: str = "local") -> Session:
     return session
 
 
-def test_a_stopped_answer_lets_go_at_once_and_the_next_waits_for_the_model() -> None:
+def test_a_stopped_answer_lets_go_at_once_and_the_next_waits_for_the_model(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     model = SlowInProcessModel()
     session = session_for(model)
     stream = session.answer("first")
@@ -95,6 +97,8 @@ def test_a_stopped_answer_lets_go_at_once_and_the_next_waits_for_the_model() -> 
     assert "".join(second).count("w") == model.tokens  # the next answer is whole
     assert model.most_at_once == 1  # never two calls in the model at once
     assert model.produced[0] < model.tokens  # the stopped one stopped early
+    # and stopping it printed nothing: no "Error in _StopModel..." warning from LangChain
+    assert not [r for r in caplog.records if "AnswerStopped" in r.getMessage()]
 
 
 def test_a_failure_in_the_chain_arrives_as_one_message_and_the_session_goes_on() -> None:
