@@ -21,11 +21,28 @@ from chains.budget import context_window, token_counter
 
 @pytest.fixture(scope="session")
 def f16_model(shared_model_cache: Path) -> str:
-    """The packaged model converted as the app converts it by default, once per test run."""
+    """The packaged model converted to F16 (its weights exactly) as the app converts it, once per
+    test run."""
     return str(prepare_gguf(Path(local_chat_model_path()), shared_model_cache, "F16"))
 
 
-class TestChatLlamaCppUnit(ChatModelUnitTests):
+class TextOnly:
+    """Honest capabilities for both standard suites: text in, text out, one GGUF per object."""
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return False
+
+    @property
+    def has_structured_output(self) -> bool:
+        return False
+
+    @property
+    def supports_model_override(self) -> bool:
+        return False
+
+
+class TestChatLlamaCppUnit(TextOnly, ChatModelUnitTests):
     """No model is loaded here: the object is only built and inspected."""
 
     pytestmark = pytest.mark.unit
@@ -38,21 +55,8 @@ class TestChatLlamaCppUnit(ChatModelUnitTests):
     def chat_model_params(self) -> dict[str, Any]:
         return {"model_path": local_chat_model_path(), "model_name": "SmolLM2-135M-Instruct"}
 
-    # Honest capabilities: text in, text out.
-    @property
-    def has_tool_calling(self) -> bool:
-        return False
 
-    @property
-    def has_structured_output(self) -> bool:
-        return False
-
-    @property
-    def supports_model_override(self) -> bool:
-        return False  # one GGUF file per object
-
-
-class TestChatLlamaCppIntegration(ChatModelIntegrationTests):
+class TestChatLlamaCppIntegration(TextOnly, ChatModelIntegrationTests):
     """The real SmolLM2 through llama.cpp, greedy (the standard params set temperature 0)."""
 
     pytestmark = pytest.mark.integration
@@ -68,18 +72,6 @@ class TestChatLlamaCppIntegration(ChatModelIntegrationTests):
     @property
     def chat_model_params(self) -> dict[str, Any]:
         return {"model_path": self.model_file, "model_name": "SmolLM2-135M-Instruct"}
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return False
-
-    @property
-    def has_structured_output(self) -> bool:
-        return False
-
-    @property
-    def supports_model_override(self) -> bool:
-        return False
 
     @property
     def returns_usage_metadata(self) -> bool:

@@ -197,10 +197,17 @@ def plot(result: dict[str, Any], path: Path) -> None:
     speed.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), fontsize=8, ncols=2)
     speed.set_title("retrieval latency")
 
+    _save(fig, path, result, result["embedding_model"])
+
+
+def _save(fig: Any, path: Path, result: dict[str, Any], what: str) -> None:
+    """Title a figure with the dataset, `what` was measured and the date; write it to `path`."""
+    import matplotlib.pyplot as plt
+
     data = result["dataset"]
     fig.suptitle(
         f"{data['name']}: {data['evaluated_queries']} queries, {data['documents']:,} documents, "
-        f"{result['embedding_model']} ({result['date'][:10]})"
+        f"{what} ({result['date'][:10]})"
     )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -353,12 +360,4 @@ def plot_comparison(result: dict[str, Any], path: Path) -> None:
     speed.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), fontsize=8, ncols=2)
     speed.set_title("query latency; ingest throughput above")
 
-    data = result["dataset"]
-    fig.suptitle(
-        f"{data['name']}: {data['evaluated_queries']} queries, {data['documents']:,} documents, "
-        f"{len(rows)} embedding models ({result['date'][:10]})"
-    )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, result, f"{len(rows)} embedding models")
