@@ -16,15 +16,15 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.markup import escape
 
-from app.cli import err, out, run
 from app.config import load_settings
+from app.console import err, out, run
 from app.errors import ConfigError, ExitCode, LocalragError
-from app.retrieval import SourceFilter
-from app.session import Session, chain_spec, open_session
-from chains.answering import is_not_found
-from chains.context import number_sources
-from chains.output_safety import SafeStream, allowed_hosts, terminal_safe
-from chains.registry import all_chains
+from app.retrieval.retriever import SourceFilter
+from app.session.conversation import Session, chain_spec, open_session
+from chains.core.answering import is_not_found
+from chains.core.context import number_sources
+from chains.core.output_safety import SafeStream, allowed_hosts, terminal_safe
+from chains.core.registry import all_chains
 
 HISTORY_FILE = Path.home() / ".localrag_history"
 HELP = """\

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.cli import embeddings_for, out, run, status
 from app.config import Settings, load_settings
+from app.console import embeddings_for, out, run, status
 from app.errors import ConfigError, ExitCode
 
 DEFAULT_CHUNK_K = 20
@@ -128,10 +128,10 @@ def evaluate_dataset(
         overlap,
         run_queries,
     )
-    from app.keyword_index import open_keyword_index
-    from app.library import Library
-    from app.scripts import covers
-    from app.vectorstore import connect
+    from app.store.chroma import connect
+    from app.store.keyword_index import open_keyword_index
+    from app.store.library import Library
+    from app.text.writing_systems import covers
 
     load_start = load_average()
     dataset, queries = load_judged(folder, split)

@@ -12,12 +12,12 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from app.cli import RichProgress, embeddings_for, out, prepare_for_questions, run, status
 from app.config import Settings, load_settings
+from app.console import RichProgress, embeddings_for, out, prepare_for_questions, run, status
 from app.errors import ExitCode
-from app.library import describe_library, library_to_show
-from app.sync import IngestReport, RemoveReport, remove_sources, sync_collection
-from app.vectorstore import connect, store_errors
+from app.indexing.sync import IngestReport, RemoveReport, remove_sources, sync_collection
+from app.store.chroma import connect, store_errors
+from app.store.library import describe_library, library_to_show
 
 EPILOG = (
     "Exit status: 0 done, every file went in; 2 bad arguments or settings; 3 some files were "
@@ -115,7 +115,7 @@ def print_report(report: IngestReport) -> None:
 
 def watch(settings: Settings, paths: list[Path]) -> int:
     """Sync as a plain run does, then keep syncing what changes until Ctrl-C."""
-    from app.watch import StopRequest, watch_library
+    from app.indexing.watch import StopRequest, watch_library
 
     embeddings = embeddings_for(settings)
     request = StopRequest(

@@ -7,7 +7,7 @@ import keyword
 import re
 from pathlib import Path
 
-from app.cli import out, run
+from app.console import out, run
 from app.errors import ConfigError, ExitCode
 from app.paths import PROJECT_ROOT
 
@@ -22,7 +22,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable
 
-from chains.answering import answering_chain
+from chains.core.answering import answering_chain
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -75,8 +75,8 @@ from langchain_core.retrievers import BaseRetriever
 
 from app.config import Settings
 from chains import {name}
-from chains.answering import NOT_FOUND
-from chains.registry import get_chain
+from chains.core.answering import NOT_FOUND
+from chains.core.registry import get_chain
 
 pytestmark = pytest.mark.unit
 # LangChain's fake chat models report no context window, so the setting gives one.

@@ -6,8 +6,8 @@ import argparse
 import socket
 from typing import Any
 
-from app.cli import run, status
 from app.config import Settings, load_settings
+from app.console import run, status
 from app.errors import ConfigError, ExitCode
 
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from app.api.app import create_app
         from app.api.service import AnswerService
-        from app.session import open_session
+        from app.session.conversation import open_session
 
         session = open_session(settings, settings.chain, [])
         app = create_app(AnswerService(session, settings), settings, loopback=loopback)

@@ -27,12 +27,12 @@ from langchain_core.documents import Document
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from app.config import Settings
-from app.embeddings import build_embeddings
 from app.evaluation.report import machine, now
+from app.indexing.splitter import ChunkPolicy, split_documents
+from app.models.embeddings import build_embeddings
+from app.models.providers import ProviderChoice
 from app.paths import SAMPLE_DOCS_DIR, SAMPLE_DOCS_ZH_DIR
-from app.providers import ProviderChoice
-from app.splitter import ChunkPolicy, split_documents
-from chains.budget import estimate_tokens
+from chains.core.budget import estimate_tokens
 from loaders.parsers import parse_file
 
 RESULTS = Path(__file__).resolve().parent / "results" / "chunk_tokens.json"
@@ -108,7 +108,7 @@ def summary(values: list[int]) -> dict[str, float]:
 def main() -> None:
     from llama_cpp import Llama
 
-    from app.chat_model import local_chat_model_path
+    from app.models.chat_model import local_chat_model_path
 
     settings = Settings()
     embeddings = build_embeddings(settings, ProviderChoice("local", "", "benchmark"))

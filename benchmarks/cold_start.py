@@ -10,9 +10,9 @@ its page cache, as it has on a user's second chat). Then, alternately, --runs ti
 - cold: a new `python -m app.chat -q QUESTION` process; seconds from its start to the first
   byte of the answer on stdout, and to its exit;
 - warm: the same question asked in one long-lived process that opened its session once
-  (`app.session.open_session`, as the chat does), with llama.cpp's context cleared before each
-  question so the prompt is evaluated again; seconds from the call to the first answer token,
-  and to the last.
+  (`app.session.conversation.open_session`, as the chat does), with llama.cpp's context cleared
+  before each question so the prompt is evaluated again; seconds from the call to the first
+  answer token, and to the last.
 
 Cold-start overhead = median cold first token - median warm first token, from the same run:
 what a new process costs before it can start on the question (interpreter, imports, loading
@@ -62,7 +62,7 @@ def serve_warm() -> None:
     from langchain_core.callbacks import BaseCallbackHandler
 
     from app.config import load_settings
-    from app.session import open_session
+    from app.session.conversation import open_session
 
     class PromptTokens(BaseCallbackHandler):
         tokens = 0

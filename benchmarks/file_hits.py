@@ -22,15 +22,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.config import Settings
-from app.embeddings import build_embeddings
 from app.evaluation.report import load_average, write_results
-from app.keyword_index import open_keyword_index
-from app.library import open_collection
+from app.indexing.sync import sync_collection
+from app.models.embeddings import build_embeddings
+from app.models.providers import ProviderChoice
 from app.paths import SAMPLE_DOCS_DIR, SAMPLE_DOCS_ZH_DIR, SAMPLE_QUESTIONS, SAMPLE_QUESTIONS_ZH
-from app.providers import ProviderChoice
-from app.retrieval import DocumentRetriever
-from app.sync import sync_collection
-from app.vectorstore import connect
+from app.retrieval.retriever import DocumentRetriever
+from app.store.chroma import connect
+from app.store.keyword_index import open_keyword_index
+from app.store.library import open_collection
 
 RESULTS = Path(__file__).resolve().parent / "results" / "file_hits.json"
 

@@ -21,17 +21,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import app.retrieval
-from app.cli import embeddings_for
+import app.retrieval.retriever
 from app.config import load_settings
+from app.console import embeddings_for
 from app.evaluation.beir import load_beir
 from app.evaluation.corpus import doc_source, eval_collection_name
 from app.evaluation.metrics import dedupe, evaluate, judged_queries
 from app.evaluation.report import load_average, write_results
-from app.keyword_index import open_keyword_index
-from app.library import open_collection
-from app.retrieval import DocumentRetriever
-from app.vectorstore import connect
+from app.retrieval.retriever import DocumentRetriever
+from app.store.chroma import connect
+from app.store.keyword_index import open_keyword_index
+from app.store.library import open_collection
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fusion_weights.json"
 WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -97,13 +97,13 @@ def run(folder: Path) -> dict[str, float]:
         "keyword (BM25)": score(keywords),
         "reciprocal rank fusion (before)": score(lambda q: reciprocal_rank(retriever, q)),
     }
-    default = app.retrieval.VECTOR_WEIGHT
+    default = app.retrieval.retriever.VECTOR_WEIGHT
     try:
         for weight in WEIGHTS:
-            app.retrieval.VECTOR_WEIGHT = weight
+            app.retrieval.retriever.VECTOR_WEIGHT = weight
             row[f"relative scores, vector weight {weight}"] = score(sources(mode="hybrid"))
     finally:
-        app.retrieval.VECTOR_WEIGHT = default
+        app.retrieval.retriever.VECTOR_WEIGHT = default
     index.close()
     for name, value in row.items():
         print(f"{dataset.name:12} {name:40} {value:.4f}", file=sys.stderr)

@@ -3,8 +3,9 @@
     python benchmarks/gguf_types.py [--runs 3] [--json benchmarks/results/gguf-types.json]
 
 The packaged SmolLM2-135M-Instruct Q4_1 file is converted in-process (llama_model_quantize,
-allow_requantize) to F16, F32 and Q8_0 in a temporary folder, as `app.llama_chat.prepare_gguf`
-does. Each type is loaded the way the app loads it (n_ctx 2048, n_batch 512, all cores), and
+allow_requantize) to F16, F32 and Q8_0 in a temporary folder, as
+`app.models.llama_chat.prepare_gguf` does. Each type is loaded the way the app loads it (n_ctx
+2048, n_batch 512, all cores), and
 also the packaged file with n_batch 8, the default of langchain-community's ChatLlamaCpp that the
 app used before. The prompt is the `rag` chain's (system prompt, sources block, question) with
 two 800-character chunks, the first of two sample files, as the chain sends k=2 chunks of the
@@ -41,7 +42,7 @@ def prompt_messages() -> list[dict[str, str]]:
     from langchain_core.documents import Document
 
     from app.paths import SAMPLE_DOCS_DIR
-    from chains.context import format_context
+    from chains.core.context import format_context
     from chains.rag import QUESTION_PROMPT, SYSTEM_PROMPT
 
     files = sorted(p for p in SAMPLE_DOCS_DIR.rglob("*.txt"))[:2]
@@ -62,10 +63,10 @@ def measure(model_path: Path, n_batch: int, runs: int) -> dict[str, Any]:
 
     from llama_cpp import Llama
 
-    from app.llama_chat import without_weight_repacking
+    from app.models.llama_chat import without_weight_repacking
 
     started = time.perf_counter()
-    with without_weight_repacking():  # as the app loads it (see app/llama_chat.py)
+    with without_weight_repacking():  # as the app loads it (see app/models/llama_chat.py)
         llama = Llama(
             model_path=str(model_path),
             n_ctx=2048,
@@ -143,8 +144,8 @@ def main() -> None:
     if args.case:
         print(json.dumps(measure(Path(args.case[0]), int(args.case[1]), args.runs)))
         return
-    from app.chat_model import local_chat_model_path
-    from app.llama_chat import prepare_gguf
+    from app.models.chat_model import local_chat_model_path
+    from app.models.llama_chat import prepare_gguf
 
     packaged = Path(local_chat_model_path())
     results: dict[str, Any] = {"machine_at_start": machine(), "types": {}}

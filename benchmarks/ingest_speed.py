@@ -105,8 +105,8 @@ def import_stores() -> None:
 
 
 def read_back_texts(settings: Any, embeddings: Any) -> list[str]:
-    from app.library import open_collection
-    from app.vectorstore import connect
+    from app.store.chroma import connect
+    from app.store.library import open_collection
 
     collection = open_collection(connect(settings), settings, embeddings.info)
     assert collection is not None, "the ingest wrote no collection"
@@ -121,7 +121,7 @@ def read_back_texts(settings: Any, embeddings: Any) -> list[str]:
 
 def run_ours(folder: Path, store: Path, embeddings: Any) -> dict[str, Any]:
     from app.config import load_settings
-    from app.sync import sync_collection
+    from app.indexing.sync import sync_collection
 
     settings = load_settings(chroma_dir=store, embedding_provider="local")
     model = embeddings.model  # the HuggingFaceEmbeddings, loaded before any timing
@@ -310,8 +310,8 @@ def main() -> None:
     os.environ["EMBEDDING_PROVIDER"] = "local"
     sys.path.insert(0, str(ROOT))
     from app.config import load_settings
-    from app.embeddings import build_embeddings
-    from app.providers import ProviderChoice
+    from app.models.embeddings import build_embeddings
+    from app.models.providers import ProviderChoice
 
     info = {"machine": machine(), "load_average_start": load_average()}
     print(

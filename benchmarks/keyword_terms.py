@@ -1,5 +1,5 @@
-"""Which terms should the keyword index use? BM25 (SQLite FTS5, as app/keyword_index.py runs it)
-over each BEIR folder with several ways of turning text into terms, scored like `app.eval`.
+"""Which terms should the keyword index use? BM25 (SQLite FTS5, as app/store/keyword_index.py runs
+it) over each BEIR folder with several ways of turning text into terms, scored like `app.eval`.
 
     python benchmarks/keyword_terms.py data/eval/lanxi-zh ../shared/bench-data/msmarco-5k
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.evaluation.beir import load_beir
 from app.evaluation.metrics import METRICS, evaluate, judged_queries
 from app.evaluation.report import load_average, write_results
-from app.keyword_index import LAYOUT_BREAK, UNSPACED_RUN, WORD, index_terms
+from app.store.keyword_index import LAYOUT_BREAK, UNSPACED_RUN, WORD, index_terms
 
 RESULTS = Path(__file__).resolve().parent / "results" / "keyword_terms.json"
 

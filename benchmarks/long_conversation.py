@@ -7,7 +7,7 @@ each turn, in the chat model's own tokens, against its window.
 
 Questions and follow-ups are fixed below; each follow-up leans on the one before ("it", "that").
 Prompt sizes count every message's text with SmolLM2's tokenizer plus the budget's 8 tokens per
-message for the chat template (the accounting `chains/budget.py` fits to).
+message for the chat template (the accounting `chains/core/budget.py` fits to).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.config import load_settings
 from app.errors import LocalragError
 from app.evaluation.report import machine
-from app.session import open_session
-from chains.answering import REWRITE_INSTRUCTIONS, is_not_found
-from chains.budget import MESSAGE_OVERHEAD, context_window, token_counter
+from app.session.conversation import open_session
+from chains.core.answering import REWRITE_INSTRUCTIONS, is_not_found
+from chains.core.budget import MESSAGE_OVERHEAD, context_window, token_counter
 
 CONVERSATION = [
     "Who founded the town of Brindlemoor?",

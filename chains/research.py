@@ -8,7 +8,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable
 
-from chains.answering import answering_chain
+from chains.core.answering import answering_chain
 
 if TYPE_CHECKING:
     from app.config import Settings

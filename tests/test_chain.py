@@ -17,9 +17,9 @@ from pydantic import Field
 
 from app.config import Settings
 from chains import rag, research, support
-from chains.answering import NOT_FOUND
-from chains.context import format_context, number_sources
-from chains.registry import all_chains, get_chain
+from chains.core.answering import NOT_FOUND
+from chains.core.context import format_context, number_sources
+from chains.core.registry import all_chains, get_chain
 
 pytestmark = pytest.mark.unit
 # LangChain's fake chat models report no context window, so the setting gives one.

@@ -18,7 +18,7 @@ import pexpect
 import pytest
 
 from app.paths import PROJECT_ROOT, SAMPLE_DOCS_DIR
-from chains.answering import REWRITE_INSTRUCTIONS
+from chains.core.answering import REWRITE_INSTRUCTIONS
 from tests.conftest import SETTING_KEYS
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding, estimate_tokens
 

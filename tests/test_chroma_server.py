@@ -24,13 +24,13 @@ from typing import Any
 
 import pytest
 
-import app.sync
+import app.indexing.sync
 from app.config import Settings, load_settings
 from app.errors import ConfigError, StoreError
-from app.library import Library, as_langchain_store, open_collection
+from app.indexing.sync import sync_collection
 from app.paths import PROJECT_ROOT
-from app.sync import sync_collection
-from app.vectorstore import connect
+from app.store.chroma import connect
+from app.store.library import Library, as_langchain_store, open_collection
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding, closed_port
 from tests.test_crash_safety import (
     check_vector_index,
@@ -172,7 +172,7 @@ def local_reference(settings: Settings, folder: Path, monkeypatch: pytest.Monkey
         update={"chroma_host": "", "chroma_dir": settings.chroma_dir / f"local-{time.time_ns()}"}
     )
     with monkeypatch.context() as patch:
-        patch.setattr(app.sync, "parse_in_workers", ParseSpy())
+        patch.setattr(app.indexing.sync, "parse_in_workers", ParseSpy())
         embeddings = server_embeddings(local)
         sync_collection(local, [folder], embeddings)
     return read_store(open_collection(connect(local), local, embeddings.info))
@@ -257,7 +257,7 @@ def test_writes_stay_under_the_servers_max_batch_size(
     folder = tmp_path / "corpus"
     for name in ("alpha", "beta", "gamma"):
         write_doc(folder / f"{name}.txt", name, 6)
-    monkeypatch.setattr(app.sync, "parse_in_workers", ParseSpy())
+    monkeypatch.setattr(app.indexing.sync, "parse_in_workers", ParseSpy())
     BatchLimit(monkeypatch, limit)
     recorder = WriteRecorder(monkeypatch)
     embeddings, _ = fake_embeddings(settings)
@@ -500,7 +500,7 @@ def test_a_server_that_dies_mid_ingest_is_exit_5_and_the_next_run_repairs(
 
 
 def _default_name(settings: Settings) -> str:
-    from app.vectorstore import collection_name
+    from app.store.chroma import collection_name
 
     return collection_name(settings, server_embeddings(settings).info)
 
@@ -510,9 +510,9 @@ def test_a_chat_on_another_machine_catches_its_keyword_index_up(
 ) -> None:
     """Ingest on machine A, chat on machine B (its own CHROMA_DIR, so its own keyword index):
     B's index follows the library's generations, catching up on just the changed source."""
-    from app.session import catch_up_keyword_index, current_keyword_index
+    from app.session.conversation import catch_up_keyword_index, current_keyword_index
 
-    monkeypatch.setattr(app.sync, "parse_in_workers", ParseSpy())
+    monkeypatch.setattr(app.indexing.sync, "parse_in_workers", ParseSpy())
     machine_a = on_server
     machine_b = on_server.model_copy(update={"chroma_dir": tmp_path / "machine-b"})
     embeddings, _ = fake_embeddings(machine_a)

@@ -15,15 +15,15 @@ from pydantic import Field
 
 from app.config import Settings
 from chains import rag
-from chains.answering import REWRITE_INSTRUCTIONS
-from chains.budget import (
+from chains.core.answering import REWRITE_INSTRUCTIONS
+from chains.core.budget import (
     BudgetError,
     context_window,
     estimate_tokens,
     fit_budget,
     token_counter,
 )
-from chains.context import format_context
+from chains.core.context import format_context
 
 pytestmark = pytest.mark.unit
 

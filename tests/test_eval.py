@@ -35,7 +35,7 @@ from app.evaluation.metrics import (
     percentile,
     recall_at_k,
 )
-from chains.answering import NOT_FOUND
+from chains.core.answering import NOT_FOUND
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -15,15 +15,15 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
 from app.config import Settings
-from app.embeddings import EmbeddingModelInfo, build_embeddings
-from app.keyword_index import KeywordIndex, index_terms, open_keyword_index, query_terms
-from app.library import open_collection
+from app.indexing.sync import sync_collection
+from app.models.embeddings import EmbeddingModelInfo, build_embeddings
+from app.models.providers import ProviderChoice
 from app.paths import SAMPLE_DOCS_ZH_DIR, SAMPLE_QUESTIONS_ZH
-from app.providers import ProviderChoice
-from app.retrieval import DocumentRetriever
-from app.scripts import covers
-from app.sync import sync_collection
-from app.vectorstore import connect, create_collection
+from app.retrieval.retriever import DocumentRetriever
+from app.store.chroma import connect, create_collection
+from app.store.keyword_index import KeywordIndex, index_terms, open_keyword_index, query_terms
+from app.store.library import open_collection
+from app.text.writing_systems import covers
 from tests.ollama_server import bag_of_words_embedding
 
 QUESTIONS = [json.loads(line) for line in SAMPLE_QUESTIONS_ZH.read_text("utf-8").splitlines()]
@@ -251,7 +251,7 @@ def test_default_thresholds_find_every_answerable_chinese_question(chinese: dict
 )
 def test_the_not_found_message_speaks_the_questions_language(question: str, expected: str) -> None:
     from app.evaluation.answers import says_unknown
-    from chains.answering import not_found_message
+    from chains.core.answering import not_found_message
 
     message = not_found_message(question)
     assert message.startswith(expected)

@@ -27,14 +27,14 @@ from typing import Any
 
 import pytest
 
-import app.sync
+import app.indexing.sync
 from app.config import Settings, load_settings
 from app.errors import ConfigError, StoreError
-from app.keyword_index import index_path
-from app.library import Library
+from app.indexing.sync import IngestReport, remove_sources, sync_collection
 from app.paths import PROJECT_ROOT
-from app.sync import IngestReport, remove_sources, sync_collection
-from app.vectorstore import collection_name
+from app.store.chroma import collection_name
+from app.store.keyword_index import index_path
+from app.store.library import Library
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding, closed_port
 from tests.test_crash_safety import (
     fresh_client,
@@ -156,7 +156,7 @@ def reference(tmp_path: Path, roots: list[Path], server: OllamaTestServer) -> St
     delay, server.delay = server.delay, 0.0
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(app.sync, "parse_in_workers", ParseSpy())
+            patch.setattr(app.indexing.sync, "parse_in_workers", ParseSpy())
             embeddings = server_embeddings(settings)
             for root in roots:
                 assert sync_collection(settings, [root], embeddings).ok
@@ -304,7 +304,7 @@ def settings() -> Settings:
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> ParseSpy:
     parse_spy = ParseSpy()
-    monkeypatch.setattr(app.sync, "parse_in_workers", parse_spy)
+    monkeypatch.setattr(app.indexing.sync, "parse_in_workers", parse_spy)
     return parse_spy
 
 
@@ -394,7 +394,7 @@ def test_a_folder_that_holds_a_source_takes_it_over_never_two_copies(
 def test_another_models_library_is_never_hidden_and_rebuild_re_embeds_its_sources(
     settings: Settings, tmp_path: Path, spy: ParseSpy
 ) -> None:
-    from app.embeddings import EmbeddingModelInfo
+    from app.models.embeddings import EmbeddingModelInfo
 
     fake_sync(settings, corpus(tmp_path / "notes"))
     other, counter = fake_embeddings(settings, EmbeddingModelInfo("fake", "other-64"))
@@ -405,7 +405,7 @@ def test_another_models_library_is_never_hidden_and_rebuild_re_embeds_its_source
         with pytest.raises(StoreError, match=r"fake/fake-64.*fake/other-64.*--rebuild"):
             sync_collection(settings, paths, other)
     assert counter.texts == 0
-    assert app.sync.ingest_first_run(settings, other) is None
+    assert app.indexing.sync.ingest_first_run(settings, other) is None
 
     report = sync_collection(settings, [], other, rebuild=True)
     assert any("Re-embedding the 1 sources" in n for n in report.notes)
@@ -625,7 +625,7 @@ def test_auto_with_the_librarys_provider_down_names_the_model_and_exits_4(
 @pytest.mark.unit
 def test_store_directory_is_0700_and_chat_history_0600(tmp_path: Path) -> None:
     from app.chat import save_line_history
-    from app.vectorstore import make_store_dir
+    from app.store.chroma import make_store_dir
 
     store = make_store_dir(load_settings(chroma_dir=tmp_path / "new-store"))
     assert stat.S_IMODE(store.stat().st_mode) == 0o700
@@ -648,13 +648,13 @@ def test_a_scoped_sync_reads_only_the_files_it_names(
     root = corpus(tmp_path / "notes", ("alpha", "beta", "delta", "eta"))
     fake_sync(settings, root)
     reads: list[dict[str, Any]] = []
-    real = app.sync.iter_metadatas
+    real = app.indexing.sync.iter_metadatas
 
     def counted(collection: Any, where: dict[str, Any] | None = None) -> Any:
         reads.append(where or {})
         return real(collection, where)
 
-    monkeypatch.setattr(app.sync, "iter_metadatas", counted)
+    monkeypatch.setattr(app.indexing.sync, "iter_metadatas", counted)
     write_doc(root / "alpha.txt", "alpha edited", 3)
     write_doc(root / "new.txt", "new", 2)
     (root / "beta.txt").unlink()
@@ -681,7 +681,7 @@ def test_a_scoped_sync_reads_only_the_files_it_names(
 def test_a_collection_from_before_libraries_is_named_and_rebuild_replaces_it(
     settings: Settings, tmp_path: Path, spy: ParseSpy
 ) -> None:
-    from app.vectorstore import connect, create_collection, get_collection
+    from app.store.chroma import connect, create_collection, get_collection
 
     name = collection_name(settings, FAKE_INFO)
     create_collection(connect(settings), name, FAKE_INFO, 64)  # as earlier versions made it

@@ -1,5 +1,5 @@
-"""The embedded chat model (app/llama_chat.py): LangChain's standard chat-model tests, then what
-the app relies on: one generation at a time, stop sequences, its own token counts, the window,
+"""The embedded chat model (app/models/llama_chat.py): LangChain's standard chat-model tests, then
+what the app relies on: one generation at a time, stop sequences, its own token counts, the window,
 and the one-time GGUF conversion."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
-from app import llama_chat
-from app.chat_model import local_chat_model_path
-from app.llama_chat import ChatLlamaCpp, prepare_gguf, prepared_gguf_path
-from chains.budget import context_window, token_counter
+from app.models import llama_chat
+from app.models.chat_model import local_chat_model_path
+from app.models.llama_chat import ChatLlamaCpp, prepare_gguf, prepared_gguf_path
+from chains.core.budget import context_window, token_counter
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """The Ollama provider over real HTTP, against `tests.ollama_server` on 127.0.0.1 only.
 
-In-process tests drive `app.providers`, `app.embeddings` and `app.chat_model` and read what the
+In-process tests drive `app.models.providers`, `app.models.embeddings` and
+`app.models.chat_model` and read what the
 test server received. CLI tests run `python -m app.ingest` / `python -m app.chat` in a
 subprocess, as a user would, and check the exit status, the message and what reached the server.
 """
@@ -19,24 +20,24 @@ import httpx
 import pytest
 from chromadb.config import Settings as ChromaSettings
 
-from app.chat_model import build_chat_model
 from app.config import Settings
-from app.embeddings import (
+from app.errors import ExitCode, ProviderError, StoreError
+from app.models.chat_model import build_chat_model
+from app.models.embeddings import (
     EmbeddingModelInfo,
     ModelEmbeddings,
     build_embeddings,
     ollama_model_info,
 )
-from app.errors import ExitCode, ProviderError, StoreError
-from app.library import Library, find_library, open_collection
-from app.paths import SAMPLE_DOCS_DIR
-from app.providers import (
+from app.models.providers import (
     choose_provider,
     explain_ollama_failure,
     has_model_name,
     probe_ollama,
 )
-from app.vectorstore import collection_name, connect, create_collection
+from app.paths import SAMPLE_DOCS_DIR
+from app.store.chroma import collection_name, connect, create_collection
+from app.store.library import Library, find_library, open_collection
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding, fake_embedding
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Questions without torch (app/onnx_encoder.py): the exported query model gives the vectors
+"""Questions without torch (app/models/onnx_encoder.py): the exported query model gives the vectors
 ingest stored, the chat and eval paths import no torch, and the export is generic over
 sentence-transformers folders and safe to interrupt."""
 
@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.embedding_models import DEFAULT_LOCAL_MODEL, resolve_local_model
-from app.embeddings import build_embeddings
-from app.onnx_encoder import (
+from app.models.catalog import DEFAULT_LOCAL_MODEL, resolve_local_model
+from app.models.embeddings import build_embeddings
+from app.models.onnx_encoder import (
     ExportUnsupported,
     OnnxEncoder,
     export,
@@ -24,8 +24,8 @@ from app.onnx_encoder import (
     load_export,
     query_encoder,
 )
+from app.models.providers import ProviderChoice
 from app.paths import PROJECT_ROOT, SAMPLE_DOCS_DIR, SAMPLE_QUESTIONS
-from app.providers import ProviderChoice
 
 QUESTIONS = [json.loads(line) for line in SAMPLE_QUESTIONS.read_text().splitlines() if line]
 HEAVY = ("torch", "transformers", "sentence_transformers")
@@ -134,8 +134,8 @@ def test_query_vectors_match_what_ingest_stored(ingested: Path, shared_model_cac
     """Chunks as stored by ingest (sentence-transformers) against the same texts through the
     ONNX graph, and every sample question through both runtimes: cosine >= 0.9999."""
     from app.config import Settings
-    from app.library import find_library
-    from app.vectorstore import connect
+    from app.store.chroma import connect
+    from app.store.library import find_library
 
     settings = Settings(chroma_dir=ingested, model_cache_dir=shared_model_cache)
     embeddings = build_embeddings(settings, ProviderChoice("local", "", "test"))

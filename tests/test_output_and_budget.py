@@ -6,9 +6,9 @@ import pytest
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, HumanMessage
 
-from chains.budget import fit_budget
-from chains.context import format_context
-from chains.output_safety import SafeStream, allowed_hosts, sanitize, terminal_safe
+from chains.core.budget import fit_budget
+from chains.core.context import format_context
+from chains.core.output_safety import SafeStream, allowed_hosts, sanitize, terminal_safe
 
 pytestmark = pytest.mark.unit
 

@@ -11,14 +11,14 @@ import pytest
 from langchain_core.documents import Document
 
 from app.config import Settings
-from app.embeddings import ModelEmbeddings, build_embeddings
-from app.keyword_index import open_keyword_index
-from app.library import Library, open_collection
+from app.indexing.sync import sync_collection
+from app.models.embeddings import ModelEmbeddings, build_embeddings
+from app.models.providers import ProviderChoice
 from app.paths import SAMPLE_QUESTIONS
-from app.providers import ProviderChoice
-from app.retrieval import DocumentRetriever, SourceFilter, allowed_sources
-from app.sync import sync_collection
-from app.vectorstore import collection_name, connect
+from app.retrieval.retriever import DocumentRetriever, SourceFilter, allowed_sources
+from app.store.chroma import collection_name, connect
+from app.store.keyword_index import open_keyword_index
+from app.store.library import Library, open_collection
 
 pytestmark = pytest.mark.integration
 
@@ -128,8 +128,8 @@ def test_bad_filter_syntax_says_what_to_type() -> None:
 def test_sync_keeps_the_keyword_index_in_step_with_the_vectors(tmp_path: Path) -> None:
     from langchain_core.embeddings import DeterministicFakeEmbedding
 
-    from app.embeddings import EmbeddingModelInfo
-    from app.vectorstore import ids_where
+    from app.models.embeddings import EmbeddingModelInfo
+    from app.store.chroma import ids_where
 
     settings = Settings(chroma_dir=tmp_path / "s", _env_file=None)  # type: ignore[call-arg]
     fake = ModelEmbeddings(

@@ -17,10 +17,10 @@ from langchain_tests.integration_tests import RetrieversIntegrationTests
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.embeddings import EmbeddingModelInfo
-from app.keyword_index import KeywordIndex
-from app.retrieval import DocumentRetriever
-from app.vectorstore import connect, create_collection
+from app.models.embeddings import EmbeddingModelInfo
+from app.retrieval.retriever import DocumentRetriever
+from app.store.chroma import connect, create_collection
+from app.store.keyword_index import KeywordIndex
 from tests.ollama_server import bag_of_words_embedding
 
 pytestmark = pytest.mark.integration

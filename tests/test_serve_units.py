@@ -28,11 +28,11 @@ from app.api.service import (
     Sources,
     Turn,
 )
-from app.chat_model import ChatModelInfo
 from app.config import Settings, load_settings
 from app.errors import ConfigError
-from app.session import Session
-from chains.registry import get_chain
+from app.models.chat_model import ChatModelInfo
+from app.session.conversation import Session
+from chains.core.registry import get_chain
 from tests.test_chain import FixedRetriever
 
 pytestmark = pytest.mark.unit

@@ -18,12 +18,12 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import RunnableGenerator, RunnableLambda
 from pydantic import Field
 
-from app.chat_model import ChatModelInfo
 from app.config import Settings
 from app.errors import ConfigError, ProviderError, StoreError
-from app.session import Session, explain_failure
-from chains.budget import BudgetError
-from chains.registry import get_chain
+from app.models.chat_model import ChatModelInfo
+from app.session.conversation import Session, explain_failure
+from chains.core.budget import BudgetError
+from chains.core.registry import get_chain
 
 pytestmark = pytest.mark.unit
 

@@ -1,5 +1,5 @@
-"""Opening a session (app/session.py): the chat model loads while the store opens, and its
-failure still stops the session before anything is ingested."""
+"""Opening a session (app/session/conversation.py): the chat model loads while the store
+opens, and its failure still stops the session before anything is ingested."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.language_models import GenericFakeChatModel
 
-import app.session
-from app.chat_model import ChatModelInfo
+import app.session.conversation
 from app.config import Settings
-from app.embeddings import EmbeddingModelInfo, ModelEmbeddings
 from app.errors import ProviderError
+from app.models.chat_model import ChatModelInfo
+from app.models.embeddings import EmbeddingModelInfo, ModelEmbeddings
 
 pytestmark = pytest.mark.unit
 
@@ -42,7 +42,7 @@ def test_the_chat_model_loads_while_the_store_opens(
     other (model first, as before), this would never finish."""
     store_connected = threading.Event()
     loaded_in: list[str] = []
-    real_connect = app.session.connect
+    real_connect = app.session.conversation.connect
 
     def connect(settings: Settings) -> Any:
         client = real_connect(settings)
@@ -55,11 +55,11 @@ def test_the_chat_model_loads_while_the_store_opens(
         model = GenericFakeChatModel(messages=iter(["Gulls."]))
         return model, ChatModelInfo("fake", "fake-chat", 2048, default_k=2)
 
-    monkeypatch.setattr(app.session, "connect", connect)
-    monkeypatch.setattr(app.session, "chat_model_for", load_chat_model)
-    monkeypatch.setattr(app.session, "embeddings_for", fake_embeddings)
+    monkeypatch.setattr(app.session.conversation, "connect", connect)
+    monkeypatch.setattr(app.session.conversation, "chat_model_for", load_chat_model)
+    monkeypatch.setattr(app.session.conversation, "embeddings_for", fake_embeddings)
     settings = Settings(docs_dir=tiny_docs(tmp_path), chat_context_tokens=2048)
-    session = app.session.open_session(settings, "rag", [])
+    session = app.session.conversation.open_session(settings, "rag", [])
     assert loaded_in
     assert loaded_in[0] != threading.main_thread().name
     assert session.chain is not None
@@ -74,9 +74,11 @@ def test_a_chat_model_that_fails_stops_the_session_before_an_ingest(
     def missing_model(settings: Settings) -> Any:
         raise ProviderError("Ollama does not have the model 'llama3.2'.")
 
-    monkeypatch.setattr(app.session, "chat_model_for", missing_model)
-    monkeypatch.setattr(app.session, "embeddings_for", fake_embeddings)
-    monkeypatch.setattr(app.session, "ingest_first_run", lambda *a: ingested.append(a[0]))
+    monkeypatch.setattr(app.session.conversation, "chat_model_for", missing_model)
+    monkeypatch.setattr(app.session.conversation, "embeddings_for", fake_embeddings)
+    monkeypatch.setattr(
+        app.session.conversation, "ingest_first_run", lambda *a: ingested.append(a[0])
+    )
     with pytest.raises(ProviderError, match="does not have the model"):
-        app.session.open_session(Settings(docs_dir=tiny_docs(tmp_path)), "rag", [])
+        app.session.conversation.open_session(Settings(docs_dir=tiny_docs(tmp_path)), "rag", [])
     assert ingested == []

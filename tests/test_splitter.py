@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from langchain_core.documents import Document
 
-from app.splitter import ChunkPolicy, chunk_id, split_documents
+from app.indexing.splitter import ChunkPolicy, chunk_id, split_documents
 
 pytestmark = pytest.mark.unit
 
@@ -96,7 +96,7 @@ def test_chinese_is_cut_at_sentence_ends_not_mid_sentence() -> None:
 
 
 def test_a_chinese_character_counts_as_three_in_the_chunk_size() -> None:
-    from app.splitter import chunk_length
+    from app.indexing.splitter import chunk_length
 
     assert chunk_length("ferry timetable") == len("ferry timetable")  # English: unchanged
     assert chunk_length("班车时刻表") == 15

@@ -22,13 +22,13 @@ import pytest
 from chromadb.api.models.Collection import Collection
 from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 
-import app.sync
+import app.indexing.sync
 from app.config import Settings, load_settings
-from app.embeddings import EmbeddingModelInfo, ModelEmbeddings
 from app.errors import StoreError
-from app.library import open_collection
-from app.sync import IngestReport, chunk_policy, file_fingerprint, sync_collection
-from app.vectorstore import MODEL_KEY, collection_name, connect
+from app.indexing.sync import IngestReport, chunk_policy, file_fingerprint, sync_collection
+from app.models.embeddings import EmbeddingModelInfo, ModelEmbeddings
+from app.store.chroma import MODEL_KEY, collection_name, connect
+from app.store.library import open_collection
 from loaders.discovery import SourceFile, discover
 from loaders.parsers import UnreadableFile, parse_file
 from loaders.pool import Failed, Parsed, PoolLimits
@@ -241,7 +241,9 @@ class WriteRecorder:
         for name in ("upsert", "update", "delete", "add", "modify"):
             monkeypatch.setattr(Collection, name, self._wrap(name, getattr(Collection, name)))
         for name in ("create_collection", "drop_collection"):
-            monkeypatch.setattr(app.sync, name, self._wrap(name, getattr(app.sync, name)))
+            monkeypatch.setattr(
+                app.indexing.sync, name, self._wrap(name, getattr(app.indexing.sync, name))
+            )
         real_get = Collection.get
 
         def get(collection: Collection, *args: Any, **kwargs: Any) -> Any:
@@ -298,7 +300,7 @@ def folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> ParseSpy:
     parse_spy = ParseSpy()
-    monkeypatch.setattr(app.sync, "parse_in_workers", parse_spy)
+    monkeypatch.setattr(app.indexing.sync, "parse_in_workers", parse_spy)
     return parse_spy
 
 
@@ -338,7 +340,7 @@ def test_first_run_adds_every_chunk(settings: Settings, folder: Path, spy: Parse
 def test_unchanged_folder_is_neither_parsed_nor_embedded(
     settings: Settings, folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app.sync, "parse_in_workers", ParseSpy())
+    monkeypatch.setattr(app.indexing.sync, "parse_in_workers", ParseSpy())
     ingest(settings, folder)
     before = read_store(collection_of(settings))
     # Touching a file changes its mtime, not its content: still unchanged (a content hash).
@@ -347,7 +349,7 @@ def test_unchanged_folder_is_neither_parsed_nor_embedded(
     # The real parse_in_workers this time, with a pool and parser that must not be used.
     import loaders.pool
 
-    monkeypatch.setattr(app.sync, "parse_in_workers", loaders.pool.parse_in_workers)
+    monkeypatch.setattr(app.indexing.sync, "parse_in_workers", loaders.pool.parse_in_workers)
 
     def forbidden(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("an unchanged folder started the parsing pool")
@@ -634,14 +636,14 @@ class BatchLimit:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, value: int) -> None:
         self.value = value
-        real_connect = app.sync.connect
+        real_connect = app.indexing.sync.connect
 
         def connect_small(settings: Settings) -> Any:
             client = real_connect(settings)
             monkeypatch.setattr(client, "get_max_batch_size", lambda: self.value)
             return client
 
-        monkeypatch.setattr(app.sync, "connect", connect_small)
+        monkeypatch.setattr(app.indexing.sync, "connect", connect_small)
 
 
 @pytest.mark.unit
@@ -650,7 +652,7 @@ def test_writes_are_split_under_the_stores_max_batch_size(
 ) -> None:
     limit = 5
     BatchLimit(monkeypatch, limit)
-    monkeypatch.setattr("app.vectorstore.READ_PAGE", 7)  # reading back pages, too
+    monkeypatch.setattr("app.store.chroma.READ_PAGE", 7)  # reading back pages, too
     recorder = WriteRecorder(monkeypatch)
 
     first, _ = ingest(settings, folder)

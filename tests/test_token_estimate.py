@@ -18,7 +18,8 @@ from pydantic import Field
 
 from app.config import Settings
 from app.paths import SAMPLE_BEIR_ZH
-from chains import budget, rag
+from chains import rag
+from chains.core import budget
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,7 @@ PASSAGES = [
 def smollm2_tokens() -> Callable[[str], int]:
     from llama_cpp import Llama
 
-    from app.chat_model import local_chat_model_path
+    from app.models.chat_model import local_chat_model_path
 
     vocab = Llama(model_path=local_chat_model_path(), vocab_only=True, verbose=False)
     return lambda text: len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True))

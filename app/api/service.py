@@ -21,13 +21,13 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from app.config import Settings
 from app.errors import ConfigError, LocalragError, ProviderError, StoreError
-from app.retrieval import SourceFilter
-from app.session import Session, explain_failure
-from app.vectorstore import describe_store
-from chains.answering import is_not_found
-from chains.context import number_sources
-from chains.output_safety import SafeStream, allowed_hosts
-from chains.registry import ChainSpec, all_chains, get_chain
+from app.retrieval.retriever import SourceFilter
+from app.session.conversation import Session, explain_failure
+from app.store.chroma import describe_store
+from chains.core.answering import is_not_found
+from chains.core.context import number_sources
+from chains.core.output_safety import SafeStream, allowed_hosts
+from chains.core.registry import ChainSpec, all_chains, get_chain
 
 log = logging.getLogger("localrag.serve")
 

@@ -20,19 +20,19 @@ from typing import TYPE_CHECKING, Any
 from rich.markup import escape
 from rich.table import Table
 
-from app.cli import out, status
 from app.config import Settings
+from app.console import out, status
 from app.errors import ConfigError
 from app.evaluation.metrics import percentile
-from app.providers import explain_ollama_failure
-from chains.answering import NOT_FOUND, NOT_FOUND_BY_SCRIPT, is_not_found
-from chains.context import number_sources
+from app.models.providers import explain_ollama_failure
+from chains.core.answering import NOT_FOUND, NOT_FOUND_BY_SCRIPT, is_not_found
+from chains.core.context import number_sources
 from loaders.discovery import file_name
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
-    from app.session import Session
+    from app.session.conversation import Session
 
 # "I don't know" in the languages the app answers in: English, Chinese (simplified and
 # traditional), Japanese, Korean.
@@ -158,7 +158,7 @@ def evaluate_answers(
     sampling from that seed, reported as the spread over seeds (see `over_seeds`).
     `model_fields` sets fields of the chat model for the whole evaluation (benchmarks compare
     sampling settings that way, e.g. {"repeat_penalty": 1.0})."""
-    from app.session import open_session
+    from app.session.conversation import open_session
 
     session = open_session(settings, settings.chain, [])
     # Expected sources are relative to DOCS_DIR; stored names start with its label in the library.

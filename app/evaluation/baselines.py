@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app.embeddings import ModelEmbeddings
-from app.keyword_index import index_terms
+from app.models.embeddings import ModelEmbeddings
+from app.store.keyword_index import index_terms
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection

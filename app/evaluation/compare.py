@@ -12,7 +12,7 @@ the model was not trained on is off here: it would measure the keyword index ins
 - ingest throughput: chunks per second through `embed_documents` (batches, prefixes, as ingest
   calls it) over a sample of the collection's own chunks, timed in every run so a reused
   collection still gets a figure; the first ingest's own rate is in the JSON;
-- dimension and maximum tokens as the model reports them (`app.embedding_models`);
+- dimension and maximum tokens as the model reports them (`app.models.catalog`);
 - the vector index on disk (Chroma's HNSW files of the collection; the documents and metadata
   in chroma.sqlite3 are the same text for every model and are not counted).
 """
@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from app.cli import embeddings_for, status
 from app.config import Settings
+from app.console import embeddings_for, status
 from app.errors import ConfigError
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
-    from app.embeddings import ModelEmbeddings
+    from app.models.embeddings import ModelEmbeddings
 
 THROUGHPUT_SAMPLE = 256  # chunks embedded, timed, per model
 
@@ -89,9 +89,9 @@ def compare_embeddings(
     from app.evaluation.metrics import evaluate, percentile
     from app.evaluation.report import load_average, machine, now
     from app.evaluation.runs import DOCS_K, mode_system, run_queries
-    from app.keyword_index import open_keyword_index
-    from app.library import open_collection
-    from app.vectorstore import connect
+    from app.store.chroma import connect
+    from app.store.keyword_index import open_keyword_index
+    from app.store.library import open_collection
 
     load_start = load_average()
     dataset, queries = load_judged(folder, split)

@@ -16,13 +16,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.cli import RichProgress, err, status
 from app.config import Settings
-from app.embeddings import ModelEmbeddings
+from app.console import RichProgress, err, status
 from app.evaluation.beir import BeirDataset, CorpusDoc
-from app.library import Library
-from app.sync import IngestReport, SyncProgress, sync_collection
-from app.vectorstore import connect, get_collection
+from app.indexing.sync import IngestReport, SyncProgress, sync_collection
+from app.models.embeddings import ModelEmbeddings
+from app.store.chroma import connect, get_collection
+from app.store.library import Library
 from loaders.discovery import file_name
 
 SAFE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")

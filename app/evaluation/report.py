@@ -12,7 +12,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from app.cli import out
+from app.console import out
 from app.evaluation.metrics import METRICS, Scores, percentile
 from app.evaluation.runs import SystemRun
 

@@ -21,11 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from app.embeddings import ModelEmbeddings
 from app.evaluation.baselines import Bm25Search, ExactSearch, StoredChunks
 from app.evaluation.metrics import dedupe
-from app.keyword_index import KeywordIndex
-from app.retrieval import VECTOR_WEIGHT, DocumentRetriever, Mode
+from app.models.embeddings import ModelEmbeddings
+from app.retrieval.retriever import VECTOR_WEIGHT, DocumentRetriever, Mode
+from app.store.keyword_index import KeywordIndex
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
-from app.embeddings import EmbeddingModelInfo
 from app.errors import StoreBusy, StoreError
+from app.models.embeddings import EmbeddingModelInfo
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -30,7 +30,7 @@ READ_PAGE = 5000  # metadata rows fetched per request when reading the whole col
 
 def collection_name(settings: Settings, info: EmbeddingModelInfo) -> str:
     """The library's name: one per embedding model by default, so vectors of two models never
-    meet (the library's collections are named after it, see app/library.py)."""
+    meet (the library's collections are named after it, see app/store/library.py)."""
     if settings.collection_name:
         return settings.collection_name
     slug = re.sub(r"[^a-z0-9]+", "-", info.name.lower()).strip("-")

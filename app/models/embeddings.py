@@ -11,7 +11,8 @@ from typing import Any
 from langchain_core.embeddings import Embeddings
 
 from app.config import Settings
-from app.embedding_models import (
+from app.errors import ConfigError
+from app.models.catalog import (
     LocalModel,
     OllamaModelFacts,
     TaskPrefixes,
@@ -19,14 +20,13 @@ from app.embedding_models import (
     prefixes_for,
     resolve_local_model,
 )
-from app.errors import ConfigError
-from app.providers import ProviderChoice, explain_ollama_failure, show_ollama_model
+from app.models.providers import ProviderChoice, explain_ollama_failure, show_ollama_model
 
 
 @dataclass(frozen=True)
 class EmbeddingModelInfo:
     """What the store records about the model that made its vectors, and what the splitter and
-    the report need to know about it. Facts come from the model (`app.embedding_models`)."""
+    the report need to know about it. Facts come from the model (`app.models.catalog`)."""
 
     provider: str
     name: str
@@ -36,10 +36,10 @@ class EmbeddingModelInfo:
     # Cosine relevance below which a chunk does not answer a question; 0 when not measured
     # (see MEASURED_THRESHOLDS).
     default_threshold: float = 0.0
-    # Scripts the model was trained on (app.scripts names: LATIN, CJK, HANGUL...); None when
-    # multilingual or not recorded. A question mostly in other scripts is answered from the
-    # keyword index: the model's vector for it is noise (MiniLM on the Chinese sample set:
-    # nDCG@10 0.48, against 0.89 for keyword search).
+    # Scripts the model was trained on (app.text.writing_systems names: LATIN, CJK, HANGUL...);
+    # None when multilingual or not recorded. A question mostly in other scripts is answered
+    # from the keyword index: the model's vector for it is noise (MiniLM on the Chinese sample
+    # set: nDCG@10 0.48, against 0.89 for keyword search).
     scripts: frozenset[str] | None = None
     dimension: int | None = None  # None: learned from the first vector
     prefix_source: str = ""
@@ -238,8 +238,9 @@ def _local_embeddings(settings: Settings, notify: Callable[[str], None]) -> Mode
             ) from exc
 
     def load_query() -> Embeddings:
-        # Questions go through onnxruntime, so a chat never imports torch (app/onnx_encoder.py).
-        from app.onnx_encoder import query_encoder
+        # Questions go through onnxruntime, so a chat never imports torch
+        # (app/models/onnx_encoder.py).
+        from app.models.onnx_encoder import query_encoder
 
         return query_encoder(
             model.name,

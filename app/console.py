@@ -23,14 +23,14 @@ from rich.text import Text
 
 from app.config import Settings
 from app.errors import LocalragError
-from app.providers import choose_provider
-from chains.output_safety import terminal_safe
+from app.models.providers import choose_provider
+from chains.core.output_safety import terminal_safe
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
-    from app.chat_model import ChatModelInfo
-    from app.embeddings import ModelEmbeddings
+    from app.models.chat_model import ChatModelInfo
+    from app.models.embeddings import ModelEmbeddings
 
 # Answers and reports go to stdout; status lines and errors to stderr, so `-q` and `--json`
 # output can be piped.
@@ -55,7 +55,7 @@ def run(main: Callable[[list[str] | None], int]) -> Callable[..., int]:
 
 
 def embeddings_for(settings: Settings) -> ModelEmbeddings:
-    from app.embeddings import build_embeddings
+    from app.models.embeddings import build_embeddings
 
     choice = choose_provider(settings, "embedding")
     embeddings = build_embeddings(settings, choice, notify=status)
@@ -64,7 +64,7 @@ def embeddings_for(settings: Settings) -> ModelEmbeddings:
 
 
 def chat_model_for(settings: Settings) -> tuple[BaseChatModel, ChatModelInfo]:
-    from app.chat_model import build_chat_model, chat_model_info
+    from app.models.chat_model import build_chat_model, chat_model_info
 
     choice = choose_provider(settings, "chat")
     info = chat_model_info(settings, choice)
@@ -78,7 +78,7 @@ def prepare_for_questions(settings: Settings, embeddings: ModelEmbeddings) -> No
     that will answer."""
     embeddings.prepare_queries()
     if choose_provider(settings, "chat").provider == "local":
-        from app.chat_model import local_gguf
+        from app.models.chat_model import local_gguf
 
         local_gguf(settings, status)
 

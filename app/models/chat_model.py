@@ -12,7 +12,7 @@ from langchain_core.language_models import BaseChatModel
 
 from app.config import Settings
 from app.errors import ConfigError
-from app.providers import ProviderChoice
+from app.models.providers import ProviderChoice
 
 LOCAL_CHAT_MODEL = "SmolLM2-135M-Instruct"
 # Prompt tokens evaluated per llama.cpp step. langchain-community's ChatLlamaCpp used 8, which
@@ -70,7 +70,7 @@ def local_chat_model_path() -> str:
 
 
 def _local_chat_model(settings: Settings, notify: Callable[[str], None]) -> BaseChatModel:
-    from app.llama_chat import ChatLlamaCpp
+    from app.models.llama_chat import ChatLlamaCpp
 
     model = ChatLlamaCpp(
         model_path=str(local_gguf(settings, notify)),
@@ -88,7 +88,7 @@ def _local_chat_model(settings: Settings, notify: Callable[[str], None]) -> Base
 def local_gguf(settings: Settings, notify: Callable[[str], None]) -> Path:
     """The packaged GGUF file in the type LOCAL_CHAT_GGUF_TYPE asks for, converted once into
     the model cache; the packaged file itself if the conversion cannot be written."""
-    from app.llama_chat import prepare_gguf, prepared_gguf_path
+    from app.models.llama_chat import prepare_gguf, prepared_gguf_path
 
     packaged = Path(local_chat_model_path())
     wanted = settings.local_chat_gguf_type

@@ -159,8 +159,8 @@ MEASURED_THRESHOLDS: dict[str, float] = {
     "multilingual-e5-small-q4": 0.82,
 }
 
-# Scripts a model was trained on (app.scripts names), for the models known to be trained on one
-# language: a question in another script is answered from the keyword index (see
+# Scripts a model was trained on (app.text.writing_systems names), for the models known to be
+# trained on one language: a question in another script is answered from the keyword index (see
 # EmbeddingModelInfo.scripts). Not listed: multilingual, or not known.
 TRAINED_SCRIPTS: dict[str, frozenset[str]] = {
     "all-minilm-l6-v2": frozenset({"LATIN"}),  # trained on English sentence pairs

@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.documents import Document
 
 from app.config import Settings
-from app.vectorstore import READ_PAGE, ids_where, make_store_dir, store_key
+from app.store.chroma import READ_PAGE, ids_where, make_store_dir, store_key
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection as ChromaCollection
 
-    from app.library import LibraryRecord
+    from app.store.library import LibraryRecord
 
 # Bump when the tables change; TERMS_VERSION (below) when index_terms does: an index written
 # otherwise is dropped, and every source then reads as behind and is caught up.

@@ -20,24 +20,24 @@ from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from app.cli import chat_model_for, embeddings_for, status
 from app.config import Settings
+from app.console import chat_model_for, embeddings_for, status
 from app.errors import ConfigError, LocalragError, ProviderError, StoreBusy, StoreError
-from app.keyword_index import KeywordIndex, open_keyword_index
-from app.library import Library, find_library
-from app.providers import explain_ollama_failure
-from app.retrieval import DocumentRetriever, SourceFilter, allowed_sources
-from app.sync import ingest_first_run
-from app.vectorstore import collection_name, connect, describe_store, store_errors, writer_lock
-from chains.budget import BudgetError
-from chains.registry import ChainSpec, get_chain
+from app.indexing.sync import ingest_first_run
+from app.models.providers import explain_ollama_failure
+from app.retrieval.retriever import DocumentRetriever, SourceFilter, allowed_sources
+from app.store.chroma import collection_name, connect, describe_store, store_errors, writer_lock
+from app.store.keyword_index import KeywordIndex, open_keyword_index
+from app.store.library import Library, find_library
+from chains.core.budget import BudgetError
+from chains.core.registry import ChainSpec, get_chain
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
     from langchain_core.language_models import BaseChatModel
 
-    from app.chat_model import ChatModelInfo
-    from app.embeddings import ModelEmbeddings
+    from app.models.chat_model import ChatModelInfo
+    from app.models.embeddings import ModelEmbeddings
 
 
 @dataclass

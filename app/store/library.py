@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from app.config import Settings
-from app.embeddings import EmbeddingModelInfo, ModelEmbeddings
 from app.errors import ConfigError, LocalragError, ProviderError, StoreError
-from app.providers import probe_ollama
-from app.vectorstore import check_model, collection_name, get_collection
+from app.models.embeddings import EmbeddingModelInfo, ModelEmbeddings
+from app.models.providers import probe_ollama
+from app.store.chroma import check_model, collection_name, get_collection
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI

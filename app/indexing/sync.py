@@ -10,7 +10,7 @@ was writing are left incomplete by that rule, and the next run repairs them.
 
 A run syncs only the sources it was given (every source when given none); the chunks of the
 others are never read or touched. The keyword index is written in the same steps, under the same
-lock. The library record (app/library.py) is saved before the first chunk is written (new
+lock. The library record (app/store/library.py) is saved before the first chunk is written (new
 sources, a rebuild's new collection) and after the last (counts, generation, the switch).
 """
 
@@ -28,10 +28,25 @@ from typing import TYPE_CHECKING, Any, Protocol
 from langchain_core.documents import Document
 
 from app.config import Settings
-from app.embeddings import ModelEmbeddings
 from app.errors import ConfigError
-from app.keyword_index import DIRTY, KeywordIndex, delete_keyword_index, open_keyword_index
-from app.library import (
+from app.indexing.splitter import ChunkPolicy, split_documents
+from app.models.embeddings import ModelEmbeddings
+from app.store.chroma import (
+    check_dimension,
+    check_model,
+    collection_name,
+    connect,
+    create_collection,
+    describe_store,
+    drop_collection,
+    get_collection,
+    ids_where,
+    iter_metadatas,
+    store_errors,
+    writer_lock,
+)
+from app.store.keyword_index import DIRTY, KeywordIndex, delete_keyword_index, open_keyword_index
+from app.store.library import (
     Library,
     LibrarySource,
     SyncPlan,
@@ -47,21 +62,6 @@ from app.library import (
     plan_remove,
     plan_sync,
 )
-from app.splitter import ChunkPolicy, split_documents
-from app.vectorstore import (
-    check_dimension,
-    check_model,
-    collection_name,
-    connect,
-    create_collection,
-    describe_store,
-    drop_collection,
-    get_collection,
-    ids_where,
-    iter_metadatas,
-    store_errors,
-    writer_lock,
-)
 from loaders.discovery import SourceFile, discover, file_name
 from loaders.parsers import ParseLimits
 from loaders.pool import Failed, PoolLimits, parse_in_workers
@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
 
-    from app.embeddings import EmbeddingModelInfo
+    from app.models.embeddings import EmbeddingModelInfo
 
 # Bump when parsing or splitting changes what a file turns into: every file is then re-chunked.
 PIPELINE_VERSION = 3

@@ -28,8 +28,8 @@ from langchain_core.runnables import (
     RunnablePassthrough,
 )
 
-from chains.budget import context_window, fit_budget, prompt_budget, token_counter
-from chains.context import format_context
+from chains.core.budget import context_window, fit_budget, prompt_budget, token_counter
+from chains.core.context import format_context
 
 if TYPE_CHECKING:
     from app.config import Settings

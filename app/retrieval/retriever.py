@@ -17,8 +17,8 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 from pydantic import ConfigDict, Field
 
-from app.keyword_index import KeywordIndex
-from app.scripts import covers
+from app.store.keyword_index import KeywordIndex
+from app.text.writing_systems import covers
 
 Mode = Literal["similarity", "mmr", "hybrid"]
 # Hybrid: each leg's scores are divided by that leg's best score, weighted, and added. Dividing
@@ -97,7 +97,8 @@ class DocumentRetriever(BaseRetriever):
     score_threshold: float = 0.0
     mmr_lambda: float = Field(default=0.5, ge=0.0, le=1.0)  # 1: pure relevance, 0: pure variety
     allowed_sources: frozenset[str] | None = None  # None: no filter
-    # Scripts the embedding model was trained on (app.scripts names: LATIN, CJK...); None: any.
+    # Scripts the embedding model was trained on (app.text.writing_systems names: LATIN,
+    # CJK...); None: any.
     model_scripts: frozenset[str] | None = None
     # For questions answered from the keyword index: the share of the question's keyword weight
     # a chunk must hold (KeywordIndex.coverage) to count as found.

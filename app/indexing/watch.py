@@ -20,11 +20,11 @@ from types import FrameType
 from typing import Any
 
 from app.config import Settings
-from app.embeddings import ModelEmbeddings
 from app.errors import StoreBusy
-from app.library import Library, LibrarySource
-from app.sync import IngestReport, sync_collection
-from app.vectorstore import collection_name, connect
+from app.indexing.sync import IngestReport, sync_collection
+from app.models.embeddings import ModelEmbeddings
+from app.store.chroma import collection_name, connect
+from app.store.library import Library, LibrarySource
 
 BUSY_RETRY_SECONDS = 2.0  # another ingest holds the lock: try again this often
 
