@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.documents import Document
-from langchain_core.messages import AIMessage, HumanMessage
 from rich.live import Live
 from rich.markdown import Markdown
 from rich.markup import escape
@@ -19,10 +18,11 @@ from rich.markup import escape
 from app.config import load_settings
 from app.console import err, out, run
 from app.errors import ConfigError, ExitCode, LocalragError
-from app.retrieval.retriever import SourceFilter
-from app.session.conversation import Session, chain_spec, open_session
-from chains.core.answering import is_not_found
+from app.retrieval.filters import SourceFilter
+from app.session.conversation import Conversation, start_conversation
+from app.session.resources import open_resources
 from chains.core.context import number_sources
+from chains.core.events import AnswerReplaced, AnswerText, Retrieved, is_not_found
 from chains.core.output_safety import SafeStream, allowed_hosts, terminal_safe
 from chains.core.registry import all_chains
 
@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def ask(session: Session, question: str) -> None:
+def ask(session: Conversation, question: str) -> None:
     """Stream the answer (sanitized, as Markdown on a terminal), then the numbered sources.
     Ctrl-C stops the answer; a failure raises one LocalragError and changes nothing."""
     context: list[Document] = []
@@ -77,12 +77,16 @@ def ask(session: Session, question: str) -> None:
     try:
         if live:
             live.start()
-        for chunk in session.answer(question):
-            if "context" in chunk:
-                context = chunk["context"]
+        for event in session.answer(question):
+            if isinstance(event, Retrieved):
+                context = list(event.documents)
                 safe = SafeStream(allowed_hosts(context))
-            if chunk.get("answer") and safe is not None:
-                text += _show(safe.feed(chunk["answer"]), text, live)
+            elif isinstance(event, AnswerText) and safe is not None:
+                text += _show(safe.feed(event.text), text, live)
+            elif isinstance(event, AnswerReplaced):
+                safe = SafeStream(allowed_hosts(context))
+                text = _replace(safe.feed(event.text) + safe.close(), event.reason, live)
+                safe = None
         if safe is not None:
             text += _show(safe.close(), text, live)
     except KeyboardInterrupt:
@@ -95,11 +99,21 @@ def ask(session: Session, question: str) -> None:
             live.stop()
     if not live:
         out.print()
-    session.last_context = context
     if context and not is_not_found(context):
         # A stopped answer stays in the conversation as far as it got, marked as stopped.
-        session.history += [HumanMessage(question), AIMessage(text + (" …" if stopped else ""))]
+        session.remember(question, text + (" …" if stopped else ""))
     print_sources(context)
+
+
+def _replace(text: str, reason: str, live: Live | None) -> str:
+    """The answer so far withdrawn: on a terminal it is redrawn; in a pipe the replacement
+    follows it, after a line that says why."""
+    note = f"[{reason}]"
+    if live:
+        live.update(Markdown(f"*{note}*\n\n{text}"), refresh=True)
+    else:
+        out.print(f"\n{note}\n{text}", end="", markup=False, highlight=False, soft_wrap=True)
+    return text
 
 
 def _show(piece: str, before: str, live: Live | None) -> str:
@@ -121,7 +135,7 @@ def print_sources(context: list[Document]) -> None:
         out.print(f"[{src.number}] {terminal_safe(src.label)}", markup=False, soft_wrap=True)
 
 
-def print_chunks(session: Session) -> None:
+def print_chunks(session: Conversation) -> None:
     context = session.last_context
     if not context:
         out.print("No answer yet.")
@@ -141,7 +155,7 @@ def print_chunks(session: Session) -> None:
             out.print(preview[:400] + ("…" if len(preview) > 400 else ""), markup=False)
 
 
-def handle_command(session: Session, line: str) -> bool:
+def handle_command(session: Conversation, line: str) -> bool:
     """Run a /command; returns False when the session should end."""
     command, _, rest = line.partition(" ")
     rest = rest.strip()
@@ -158,12 +172,10 @@ def handle_command(session: Session, line: str) -> bool:
         if not rest:
             list_chains(current=session.spec.name)
         else:
-            session.spec = chain_spec(rest)
-            session.rebuild()
+            session.use_chain(rest)
             out.print(f"Now answering with the {rest} chain.", markup=False)
     elif command == "/where":
-        session.filters = [SourceFilter.parse(part) for part in rest.split()]
-        session.rebuild()
+        session.use_filters([SourceFilter.parse(part) for part in rest.split()])
         out.print(
             "Searching " + (" and ".join(map(str, session.filters)) or "all files") + ".",
             markup=False,
@@ -173,7 +185,7 @@ def handle_command(session: Session, line: str) -> bool:
     return True
 
 
-def describe_search(session: Session) -> str:
+def describe_search(session: Conversation) -> str:
     """How the chunks were found, so the flags and /where can be checked: `hybrid search, k 3,
     threshold 0.30, in folder=ferry`."""
     r = session.retriever()
@@ -191,7 +203,7 @@ def list_chains(current: str | None = None) -> None:
         out.print(f"{mark} {spec.name:<10} {spec.description}", markup=False, soft_wrap=True)
 
 
-def repl(session: Session) -> None:
+def repl(session: Conversation) -> None:
     _enable_line_history()
     # Ctrl-C stops an answer (a KeyboardInterrupt). A chat started by a script in the background
     # inherits SIGINT ignored, and Python leaves it ignored; a person at the terminal still
@@ -273,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         filters = [SourceFilter.parse(text) for text in args.where]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    session = open_session(settings, settings.chain, filters)
+    resources = open_resources(settings)
+    session = start_conversation(resources, settings.chain, filters)
     try:
         if args.question:
             ask(session, args.question)
@@ -281,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             repl(session)
     finally:
         session.close()
+        resources.close()
     return int(ExitCode.OK)
 
 

@@ -12,7 +12,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from app.errors import ConfigError
 from app.paths import DEFAULT_CHROMA_DIR, ENV_FILE, SAMPLE_DOCS_DIR, resolve
 
-Provider = Literal["auto", "ollama", "local"]
 RetrievalMode = Literal["similarity", "mmr", "hybrid"]
 GgufType = Literal["F32", "F16", "Q8_0", "packaged"]
 
@@ -29,11 +28,15 @@ class Settings(BaseSettings):
     )
 
     # --- Providers -------------------------------------------------------------------------
-    embedding_provider: Provider = Field(
-        "auto", description="auto: Ollama when it answers and has the model, else local."
+    embedding_provider: str = Field(
+        "auto",
+        description="auto, ollama, openai or local. auto: the OpenAI-compatible server when "
+        "OPENAI_BASE_URL is set and serves the model, else Ollama when it answers and has the "
+        "model, else local.",
     )
-    chat_provider: Provider = Field(
-        "auto", description="auto: Ollama when it answers and has the model, else local."
+    chat_provider: str = Field(
+        "auto",
+        description="auto, ollama, openai or local; auto chooses as for EMBEDDING_PROVIDER.",
     )
     ollama_base_url: str = Field("http://localhost:11434", description="Where Ollama listens.")
     ollama_embedding_model: str = Field("nomic-embed-text", description="Ollama embedding model.")
@@ -49,6 +52,20 @@ class Settings(BaseSettings):
     )
     ollama_embedding_num_ctx: int = Field(
         2048, ge=128, description="Context window for the Ollama embedding model."
+    )
+    openai_base_url: str = Field(
+        "",
+        description="An OpenAI-compatible server's /v1 address (vLLM, llama.cpp server, LM "
+        "Studio, Ollama's /v1, a hosted API). Empty: not used.",
+    )
+    openai_api_key: SecretStr | None = Field(
+        None, description="Its API key, if it needs one (sent as a Bearer token)."
+    )
+    openai_embedding_model: str = Field(
+        "text-embedding-3-small", description="Embedding model on the OpenAI-compatible server."
+    )
+    openai_chat_model: str = Field(
+        "gpt-4o-mini", description="Chat model on the OpenAI-compatible server."
     )
     embedding_batch_size: int = Field(64, ge=1, le=4096, description="Texts per embedding request.")
     local_embedding_model: str = Field(
@@ -92,6 +109,11 @@ class Settings(BaseSettings):
     )
 
     # --- Vector store ----------------------------------------------------------------------
+    vector_store: str = Field(
+        "chroma",
+        description="Which store holds the vectors: a module of app/store/ (chroma), or a "
+        "dotted module path with an open_store(settings, notify).",
+    )
     chroma_dir: Path = Field(DEFAULT_CHROMA_DIR, description="Persistent Chroma directory.")
     collection_name: str = Field(
         "", description="Empty: one collection per embedding model, named after it."
@@ -206,10 +228,15 @@ class Settings(BaseSettings):
     def _anchor_to_project(cls, path: Path | None) -> Path | None:
         return resolve(path) if path is not None else None
 
-    @field_validator("ollama_base_url")
+    @field_validator("embedding_provider", "chat_provider")
+    @classmethod
+    def _lower(cls, name: str) -> str:
+        return name.strip().lower()
+
+    @field_validator("ollama_base_url", "openai_base_url")
     @classmethod
     def _check_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
+        if url and not url.startswith(("http://", "https://")):
             raise ValueError(f"must start with http:// or https://, got {url!r}")
         return url.rstrip("/")
 

@@ -1,10 +1,9 @@
-"""What the entry points share: the consoles, the error handler, progress bars, and the status
-lines that say which model serves each role."""
+"""What the entry points share: the consoles, the error handler, progress bars and status
+lines."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -21,16 +20,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from app.config import Settings
 from app.errors import LocalragError
-from app.models.providers import choose_provider
 from chains.core.output_safety import terminal_safe
-
-if TYPE_CHECKING:
-    from langchain_core.language_models import BaseChatModel
-
-    from app.models.chat_model import ChatModelInfo
-    from app.models.embeddings import ModelEmbeddings
 
 # Answers and reports go to stdout; status lines and errors to stderr, so `-q` and `--json`
 # output can be piped.
@@ -52,35 +43,6 @@ def run(main: Callable[[list[str] | None], int]) -> Callable[..., int]:
             return 130
 
     return wrapped
-
-
-def embeddings_for(settings: Settings) -> ModelEmbeddings:
-    from app.models.embeddings import build_embeddings
-
-    choice = choose_provider(settings, "embedding")
-    embeddings = build_embeddings(settings, choice, notify=status)
-    status(f"Embeddings: {embeddings.info.key} ({choice.reason})")
-    return embeddings
-
-
-def chat_model_for(settings: Settings) -> tuple[BaseChatModel, ChatModelInfo]:
-    from app.models.chat_model import build_chat_model, chat_model_info
-
-    choice = choose_provider(settings, "chat")
-    info = chat_model_info(settings, choice)
-    status(f"Chat model: {info.provider}/{info.name} ({choice.reason})")
-    return build_chat_model(settings, choice, notify=status), info
-
-
-def prepare_for_questions(settings: Settings, embeddings: ModelEmbeddings) -> None:
-    """What the first question would otherwise wait for, made now (once, then cached): the
-    torch-free query model, and the embedded chat model's faster weights when it is the one
-    that will answer."""
-    embeddings.prepare_queries()
-    if choose_provider(settings, "chat").provider == "local":
-        from app.models.chat_model import local_gguf
-
-        local_gguf(settings, status)
 
 
 def status(line: str) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import Settings, load_settings
-from app.console import embeddings_for, out, run, status
+from app.console import out, run, status
 from app.errors import ConfigError, ExitCode
 
 DEFAULT_CHUNK_K = 20
@@ -128,7 +128,8 @@ def evaluate_dataset(
         overlap,
         run_queries,
     )
-    from app.store.chroma import connect
+    from app.session.resources import open_embeddings
+    from app.store import open_store
     from app.store.keyword_index import open_keyword_index
     from app.store.library import Library
     from app.text.writing_systems import covers
@@ -141,7 +142,7 @@ def evaluate_dataset(
         f"queries, {len(judged)} with relevant judgements"
     )
 
-    embeddings = embeddings_for(settings)
+    embeddings = open_embeddings(settings)
     eval_settings, corpus, report = ingest_corpus(settings, dataset, embeddings)
     files = report.as_dict()["files"]
     status(
@@ -161,11 +162,12 @@ def evaluate_dataset(
         sample = "; ".join(f"{s}: {r}" for s, r in list(report.failed.items())[:3])
         notes.append(f"{len(report.failed)} corpus documents could not be ingested ({sample})")
 
-    library = Library.find(connect(eval_settings), eval_settings.collection_name)
+    store = open_store(eval_settings)
+    library = Library.find(store, eval_settings.collection_name)
     collection = library.collection() if library is not None else None
     if collection is None or collection.count() == 0:
         raise ConfigError(f"No document of {folder / 'corpus.jsonl'} could be ingested.")
-    keyword_index = open_keyword_index(eval_settings, collection)  # the sync kept it in step
+    keyword_index = open_keyword_index(eval_settings, store, collection)  # kept in step by sync
     try:
         runs = [
             mode_system(

@@ -13,10 +13,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from app.config import Settings, load_settings
-from app.console import RichProgress, embeddings_for, out, prepare_for_questions, run, status
+from app.console import RichProgress, out, run, status
 from app.errors import ExitCode
-from app.indexing.sync import IngestReport, RemoveReport, remove_sources, sync_collection
-from app.store.chroma import connect, store_errors
+from app.indexing.maintenance import remove_sources
+from app.indexing.reports import IngestReport, RemoveReport
+from app.indexing.sync import sync_collection
+from app.models import registry
+from app.session.resources import open_embeddings, prepare_for_questions
+from app.store import open_store
 from app.store.library import describe_library, library_to_show
 
 EPILOG = (
@@ -67,14 +71,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--list takes no paths")
     if args.watch and args.json:
         parser.error("--watch prints progress lines, not JSON")
+    if args.rebuild and args.paths:
+        parser.error(
+            "--rebuild re-embeds every source of the library into a new collection, so it takes "
+            "no paths (with some, the other sources would be lost). Run it alone; to re-read one "
+            "source, --remove it and add it again"
+        )
     return args
 
 
 def ingest(settings: Settings, paths: list[Path], *, rebuild: bool = False) -> IngestReport:
-    embeddings = embeddings_for(settings)
+    embeddings = open_embeddings(settings)
+    store = open_store(settings, status)
     progress = RichProgress()
     with progress.display:
-        report = sync_collection(settings, paths, embeddings, rebuild=rebuild, progress=progress)
+        report = sync_collection(
+            settings,
+            paths,
+            embeddings,
+            rebuild=rebuild,
+            progress=progress,
+            advice=registry.advice(settings),
+            store=store,
+        )
     # Torch is loaded now anyway: the export of the query model costs least here.
     prepare_for_questions(settings, embeddings)
     return report
@@ -117,18 +136,28 @@ def watch(settings: Settings, paths: list[Path]) -> int:
     """Sync as a plain run does, then keep syncing what changes until Ctrl-C."""
     from app.indexing.watch import StopRequest, watch_library
 
-    embeddings = embeddings_for(settings)
+    embeddings = open_embeddings(settings)
     request = StopRequest(
         lambda: status("Stopping after the sync under way (Ctrl-C again to stop at once).")
     )
     with request.installed() as stop:
         progress = RichProgress()
         with progress.display:
-            report = sync_collection(settings, paths, embeddings, progress=progress)
+            report = sync_collection(
+                settings, paths, embeddings, progress=progress, advice=registry.advice(settings)
+            )
         print_report(report)
         labels = [s.label for s in report.sources] if paths else None
         if not stop.is_set():
-            watch_library(settings, embeddings, labels, print_sync_line, status, stop)
+            watch_library(
+                settings,
+                embeddings,
+                labels,
+                print_sync_line,
+                status,
+                stop,
+                registry.advice(settings),
+            )
     status("Stopped. Every change reported above is in the library.")
     return int(ExitCode.OK)
 
@@ -152,10 +181,9 @@ def print_sync_line(report: IngestReport) -> None:
 
 
 def list_library(settings: Settings) -> dict[str, Any] | None:
-    info = embeddings_for(settings).info
-    with store_errors(settings):
-        library = library_to_show(connect(settings), settings, info)
-        return describe_library(library) if library is not None else None
+    model = open_embeddings(settings).info.key
+    library = library_to_show(open_store(settings, status), settings, model)
+    return describe_library(library) if library is not None else None
 
 
 def print_library(listing: dict[str, Any] | None) -> None:
@@ -204,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             print_library(listing)
         return int(ExitCode.OK)
     if args.remove:
-        info = embeddings_for(settings).info
-        removed = remove_sources(settings, info, [str(p) for p in args.paths])
+        model = open_embeddings(settings).info.key
+        removed = remove_sources(settings, model, [str(p) for p in args.paths])
         if args.json:
             print(json.dumps(removed.as_dict(), indent=2, ensure_ascii=False))
         else:

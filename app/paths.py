@@ -20,3 +20,27 @@ def resolve(path: Path) -> Path:
     """Relative paths in settings mean relative to the project root, wherever you run from."""
     path = path.expanduser()
     return path if path.is_absolute() else (PROJECT_ROOT / path)
+
+
+def private_dir(path: Path) -> Path:
+    """A folder only its owner can read (0700), created if needed: the store holds the text of
+    every document ingested."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def tighten(path: Path) -> list[Path]:
+    """Make `path` 0700 and everything in it owner-only (folders 0700, files 0600); returns
+    what was wider. A store made by an older version, or under a wide umask, was readable by
+    every local user."""
+    widened = []
+    for here, _folders, files in os.walk(path):
+        for name, mode in [(here, 0o700)] + [(os.path.join(here, f), 0o600) for f in files]:
+            try:
+                current = os.stat(name).st_mode & 0o777
+                if current & 0o077:
+                    os.chmod(name, current & 0o700 | (mode & 0o700))
+                    widened.append(Path(name))
+            except OSError:
+                continue
+    return widened

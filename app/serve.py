@@ -73,10 +73,11 @@ def main(argv: list[str] | None = None) -> int:
 
         from app.api.app import create_app
         from app.api.service import AnswerService
-        from app.session.conversation import open_session
+        from app.session.resources import open_resources
 
-        session = open_session(settings, settings.chain, [])
-        app = create_app(AnswerService(session, settings), settings, loopback=loopback)
+        resources = open_resources(settings)
+        service = AnswerService(resources, settings, settings.chain)
+        app = create_app(service, settings, loopback=loopback)
         shown = f"[{host}]" if ":" in host else host
         status(f"Serving on http://{shown}:{port}/ (the API under /v1 and /api; Ctrl-C stops)")
         server = uvicorn.Server(uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=5))

@@ -3,6 +3,7 @@ nothing outside the source."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ def discover(
     *,
     within: Iterable[str] | None = None,
     include_hidden: bool = False,
+    exclude: Iterable[Path] = (),
 ) -> Discovery:
     """Every supported file of the source at `root`, sorted, named `label/path inside root`.
 
@@ -53,8 +55,10 @@ def discover(
 
     Symbolic links inside a root are never followed: a link out of the root would let a folder
     smuggle in any file on the machine. A root is read even when it is a link: it was named.
+    Folders in `exclude` (the store's own) are passed over in silence. A path the system cannot
+    stat (too long, a link loop) is reported with the reason, never raised.
     """
-    walk = _Walk(Path(root).absolute(), label, include_hidden)
+    walk = _Walk(Path(root).absolute(), label, include_hidden, exclude)
     if not walk.root.is_dir():
         walk.consider(walk.root)
     elif within is None:
@@ -67,12 +71,18 @@ def discover(
 
 
 class _Walk:
-    def __init__(self, root: Path, label: str, include_hidden: bool) -> None:
+    def __init__(
+        self, root: Path, label: str, include_hidden: bool, exclude: Iterable[Path] = ()
+    ) -> None:
         self.root = root
         self.label = label
         self.include_hidden = include_hidden
+        self.excluded = {_real(p) for p in exclude}
         self.found: dict[str, SourceFile] = {}
         self.skipped: list[Skipped] = []
+
+    def is_excluded(self, folder: Path) -> bool:
+        return bool(self.excluded) and _real(folder) in self.excluded
 
     def name(self, path: Path) -> str:
         if path == self.root:
@@ -88,17 +98,22 @@ class _Walk:
         if not self.include_hidden and any(p.startswith(".") for p in parts):
             return
         here = self.root
-        for depth, part in enumerate(parts):
-            here = here / part
-            if here.is_symlink():
-                self.skipped.append(_skipped(self.name(here), _link_reason(here, self.root)))
-                return
-            if depth < len(parts) - 1 and not here.is_dir():
-                return  # gone, or not a folder: nothing of it is in the source any more
-        if here.is_dir():
-            self.folder(here)
-        elif os.path.lexists(here):
-            self.consider(here)
+        try:
+            for depth, part in enumerate(parts):
+                here = here / part
+                if here.is_symlink():
+                    self.skipped.append(_skipped(self.name(here), _link_reason(here, self.root)))
+                    return
+                if self.is_excluded(here):
+                    return
+                if depth < len(parts) - 1 and not here.is_dir():
+                    return  # gone, or not a folder: nothing of it is in the source any more
+            if here.is_dir():
+                self.folder(here)
+            elif os.path.lexists(here):
+                self.consider(here)
+        except OSError as exc:
+            self.skipped.append(_skipped(self.name(here), _os_reason(exc)))
 
     def folder(self, start: Path) -> None:
         def unreadable(error: OSError) -> None:
@@ -106,25 +121,36 @@ class _Walk:
             reason = f"folder cannot be read ({error.strerror})"
             self.skipped.append(_skipped(self.name(Path(error.filename or start)), reason))
 
+        if self.is_excluded(start):
+            return
         for dirpath, dirnames, filenames in os.walk(start, onerror=unreadable, followlinks=False):
             here = Path(dirpath)
             if not self.include_hidden:
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in list(dirnames):
-                if (here / name).is_symlink():
+                try:
+                    link = (here / name).is_symlink()
+                    reason = _link_reason(here / name, self.root) if link else ""
+                    excluded = not link and self.is_excluded(here / name)
+                except OSError as exc:
+                    link, reason, excluded = True, _os_reason(exc), False
+                if link or excluded:
                     dirnames.remove(name)
-                    reason = _link_reason(here / name, self.root)
+                if link:
                     self.skipped.append(_skipped(self.name(here / name), reason))
             dirnames.sort()
             for name in sorted(filenames):
                 if name.startswith(".") and not self.include_hidden:
                     continue
                 path = here / name
-                if path.is_symlink():
-                    reason = _link_reason(path, self.root)
-                    self.skipped.append(_skipped(self.name(path), reason))
-                    continue
-                self.consider(path)
+                try:
+                    if path.is_symlink():
+                        reason = _link_reason(path, self.root)
+                        self.skipped.append(_skipped(self.name(path), reason))
+                        continue
+                    self.consider(path)
+                except OSError as exc:
+                    self.skipped.append(_skipped(self.name(path), _os_reason(exc)))
 
     def consider(self, path: Path) -> None:
         source = self.name(path)
@@ -153,9 +179,23 @@ def _printable(text: str) -> str:
     return os.fsencode(text).decode("utf-8", "replace")
 
 
+def _real(path: Path) -> Path:
+    """Links resolved as far as they go; never raises (a loop stays where it loops)."""
+    return Path(os.path.realpath(path))
+
+
 def _link_reason(path: Path, root: Path) -> str:
-    target = path.resolve()
-    inside = target == root.resolve() or root.resolve() in target.parents
-    if inside:
+    target = _real(path)
+    root = _real(root)
+    if target == root or root in target.parents:
         return "symbolic link (links are not followed)"
-    return f"symbolic link to a path outside the root ({target}); not followed"
+    return f"symbolic link to a path outside the root ({_printable(str(target))}); not followed"
+
+
+def _os_reason(exc: OSError) -> str:
+    """What the system said about a path it could not look at, in words."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return "path too long for the system (ENAMETOOLONG); move it higher up"
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    return f"cannot be read ({exc.strerror or exc})"

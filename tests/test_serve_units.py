@@ -17,17 +17,11 @@ from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from app.api.app import _field
+from app.api.errors import Busy, RequestRejected
+from app.api.events import SourceRef, Sources
+from app.api.gate import GenerationGate
 from app.api.openai_compat import ChatCompletionRequest, answer_request, sources_block
-from app.api.service import (
-    AnswerRequest,
-    AnswerService,
-    Busy,
-    GenerationGate,
-    RequestRejected,
-    SourceRef,
-    Sources,
-    Turn,
-)
+from app.api.service import AnswerRequest, AnswerService, Turn
 from app.config import Settings, load_settings
 from app.errors import ConfigError
 from app.models.chat_model import ChatModelInfo

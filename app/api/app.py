@@ -15,8 +15,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 from app.api import native, openai_compat
+from app.api.errors import AnswerFailed, Busy, RequestRejected
 from app.api.security import page_headers, require_loopback_host, require_token
-from app.api.service import AnswerFailed, AnswerService, Busy, RequestRejected
+from app.api.service import AnswerService
 from app.config import Settings
 
 

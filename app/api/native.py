@@ -19,18 +19,9 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import get_service
-from app.api.service import (
-    AnswerFailed,
-    AnswerRequest,
-    AnswerService,
-    Finished,
-    PreparedAnswer,
-    Question,
-    Queued,
-    Sources,
-    Token,
-    Turn,
-)
+from app.api.errors import AnswerFailed
+from app.api.events import Finished, Question, Queued, Sources, Token
+from app.api.service import AnswerRequest, AnswerService, PreparedAnswer, Turn
 from app.api.streaming import EventStream, sse
 
 router = APIRouter(prefix="/api", tags=["native"])

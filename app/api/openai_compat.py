@@ -19,17 +19,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import get_service
-from app.api.service import (
-    AnswerFailed,
-    AnswerRequest,
-    AnswerService,
-    Finished,
-    PreparedAnswer,
-    RequestRejected,
-    Sources,
-    Token,
-    Turn,
-)
+from app.api.errors import AnswerFailed, RequestRejected
+from app.api.events import Finished, Sources, Token
+from app.api.service import AnswerRequest, AnswerService, PreparedAnswer, Turn
 from app.api.streaming import EventStream, sse, sse_comment
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])

@@ -24,24 +24,16 @@ from app.config import Settings
 from app.console import out, status
 from app.errors import ConfigError
 from app.evaluation.metrics import percentile
-from app.models.providers import explain_ollama_failure
-from chains.core.answering import NOT_FOUND, NOT_FOUND_BY_SCRIPT, is_not_found
 from chains.core.context import number_sources
+from chains.core.events import collect, is_not_found
+from chains.core.wording import says_unknown
 from loaders.discovery import file_name
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
-    from app.session.conversation import Session
+    from app.session.conversation import Conversation
 
-# "I don't know" in the languages the app answers in: English, Chinese (simplified and
-# traditional), Japanese, Korean.
-UNKNOWN = re.compile(
-    r"don't know|do not know|not found|could not find"
-    r"|不知道|无法回答|無法回答|没有找到|沒有找到|找不到|未找到|没有提到|沒有提到|未提及|没有相关|沒有相關"
-    r"|わかりません|分かりません|見つかりません|모르겠습니다|모릅니다|찾지 못했습니다",
-    re.IGNORECASE,
-)
 MISSES_SHOWN = 10
 CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 
@@ -78,12 +70,6 @@ def load_questions(path: Path) -> list[Question]:
     if not questions:
         raise ConfigError(f"{path} holds no questions")
     return questions
-
-
-def says_unknown(answer: str) -> bool:
-    text = answer.replace("\u2019", "'").strip()
-    fixed = (NOT_FOUND, *NOT_FOUND_BY_SCRIPT.values())
-    return text.startswith(fixed) or bool(UNKNOWN.search(text))
 
 
 def cited_numbers(answer: str) -> set[int]:
@@ -158,31 +144,33 @@ def evaluate_answers(
     sampling from that seed, reported as the spread over seeds (see `over_seeds`).
     `model_fields` sets fields of the chat model for the whole evaluation (benchmarks compare
     sampling settings that way, e.g. {"repeat_penalty": 1.0})."""
-    from app.session.conversation import open_session
+    from app.session.conversation import start_conversation
+    from app.session.resources import open_resources
 
-    session = open_session(settings, settings.chain, [])
+    resources = open_resources(settings)
+    session = start_conversation(resources, settings.chain)
     # Expected sources are relative to DOCS_DIR; stored names start with its label in the library.
-    sources = session.library.sources if session.library is not None else []
+    sources = resources.library.sources
     docs = next((s for s in sources if s.relative(settings.docs_dir) == ""), None)
     if docs is not None:
         questions = [
             replace(q, source=file_name(docs.label, q.source)) if q.source else q for q in questions
         ]
-    stored = set(session.keyword_index.sources())
+    stored = set(resources.keyword_index.sources())
     absent = sorted({q.source for q in questions if q.source and q.source not in stored})
     if absent:
         status(
-            f"{len(absent)} expected sources are not in collection {session.collection.name} "
+            f"{len(absent)} expected sources are not in collection {resources.collection.name} "
             f"(ingest {settings.docs_dir} first?): {', '.join(absent[:5])}"
         )
-    model = with_fields(session.model, model_fields or {})
+    model = with_fields(resources.model, model_fields or {})
     header = {
         "kind": "answers",
         "chain": session.spec.name,
-        "chat_model": f"{session.model_info.provider}/{session.model_info.name}",
+        "chat_model": resources.capabilities.key,
         "sampling": sampling(model),
-        "embedding_model": session.embeddings.info.key,
-        "collection": session.collection.name,
+        "embedding_model": resources.embeddings.info.key,
+        "collection": resources.collection.name,
         "retrieval": {
             "mode": session.retriever().mode,
             "k": session.retriever().k,
@@ -190,7 +178,7 @@ def evaluate_answers(
         },
     }
     if not seeds:
-        session.model = model
+        resources.model = model
         session.rebuild()
         records = ask_all(session, questions)
         return header | tally(records) | {"questions": records}
@@ -200,29 +188,21 @@ def evaluate_answers(
     runs = []
     for number, (seed, seeded_model) in enumerate(zip(seeds, seeded, strict=True), 1):
         status(f"Seed {seed} ({number}/{len(seeds)})")
-        session.model = seeded_model
+        resources.model = seeded_model
         session.rebuild()
         runs.append((seed, ask_all(session, questions)))
     return header | over_seeds(runs)
 
 
-def ask_all(session: Session, questions: list[Question]) -> list[dict[str, Any]]:
-    """Each question on its own (no history), through the session's chain, checked."""
-    assert session.chain is not None
+def ask_all(session: Conversation, questions: list[Question]) -> list[dict[str, Any]]:
+    """Each question on its own (no history), through the conversation's chain, checked."""
     records = []
     for index, question in enumerate(questions, 1):
         start = time.perf_counter()
-        try:
-            result = session.chain.invoke({"question": question.question, "history": []})
-        except Exception as exc:
-            explained = explain_ollama_failure(exc, session.settings, "chat")
-            if explained is None:
-                raise
-            raise explained from exc
+        session.history = []
+        answer = collect(session.answer(question.question))
         took = time.perf_counter() - start
-        records.append(
-            check(question, str(result.get("answer") or ""), list(result["context"]), took)
-        )
+        records.append(check(question, answer.text, list(answer.documents), took))
         status(f"[{index}/{len(questions)}] {took:.1f} s  {question.question}")
     return records
 

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from app.models.embeddings import ModelEmbeddings
 from app.store.keyword_index import index_terms
 
 if TYPE_CHECKING:
-    from chromadb.api.models.Collection import Collection
+    from app.store.base import ChunkCollection
 
 READ_PAGE = 2000
 
@@ -32,24 +32,19 @@ class StoredChunks:
     vectors: np.ndarray  # (chunks, dimension), float32, rows normalised
 
 
-def read_chunks(collection: Collection) -> StoredChunks:
+def read_chunks(collection: ChunkCollection) -> StoredChunks:
     """Every chunk's id, text, source and vector, a page at a time."""
     ids: list[str] = []
     texts: list[str] = []
     sources: list[str] = []
     blocks: list[np.ndarray] = []
-    while True:
-        page: Any = collection.get(
-            include=["embeddings", "metadatas", "documents"], limit=READ_PAGE, offset=len(ids)
-        )
-        count = len(page["ids"])
-        if count:
-            ids.extend(page["ids"])
-            texts.extend(t or "" for t in page["documents"])
-            sources.extend(str((m or {}).get("source", "")) for m in page["metadatas"])
-            blocks.append(np.asarray(page["embeddings"], dtype=np.float32))
-        if count < READ_PAGE:
-            break
+    all_ids = sorted(chunk_id for chunk_id, _ in collection.rows())
+    for start in range(0, len(all_ids), READ_PAGE):
+        page = collection.get(all_ids[start : start + READ_PAGE], vectors=True)
+        ids.extend(c.id for c in page)
+        texts.extend(c.text for c in page)
+        sources.extend(str(c.metadata.get("source", "")) for c in page)
+        blocks.append(np.asarray([c.vector for c in page], dtype=np.float32))
     vectors = np.concatenate(blocks) if blocks else np.zeros((0, 0), dtype=np.float32)
     if len(vectors):
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)

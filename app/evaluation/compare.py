@@ -19,21 +19,20 @@ the model was not trained on is off here: it would measure the keyword index ins
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
-from app.console import embeddings_for, status
+from app.console import status
 from app.errors import ConfigError
+from app.models.registry import PROVIDERS, provider
 
 if TYPE_CHECKING:
-    from chromadb.api.models.Collection import Collection
-
     from app.models.embeddings import ModelEmbeddings
+    from app.store.base import ChunkCollection
 
 THROUGHPUT_SAMPLE = 256  # chunks embedded, timed, per model
 
@@ -41,7 +40,7 @@ THROUGHPUT_SAMPLE = 256  # chunks embedded, timed, per model
 @dataclass(frozen=True)
 class EmbeddingSpec:
     text: str  # as the user wrote it
-    provider: Literal["local", "ollama"]
+    provider: str  # a registered provider (app.models.registry)
     model: str  # empty: the model the settings name
 
 
@@ -50,13 +49,14 @@ def parse_specs(value: str) -> list[EmbeddingSpec]:
     for raw in (part.strip() for part in value.split(",")):
         if not raw:
             continue
-        provider, _, model = raw.partition(":")
-        if provider not in ("local", "ollama"):
+        name, _, model = raw.partition(":")
+        if name not in PROVIDERS:
             raise ConfigError(
-                f"--embeddings: '{raw}' is not a model spec. Write local, local:FOLDER_OR_PACKAGE, "
-                "ollama or ollama:MODEL, separated by commas."
+                f"--embeddings: '{raw}' is not a model spec. Write PROVIDER or PROVIDER:MODEL "
+                f"({', '.join(PROVIDERS)}; e.g. local, local:FOLDER_OR_PACKAGE, ollama:bge-m3), "
+                "separated by commas."
             )
-        specs.append(EmbeddingSpec(raw, provider, model.strip()))  # type: ignore[arg-type]
+        specs.append(EmbeddingSpec(raw, name, model.strip()))
     if not specs:
         raise ConfigError("--embeddings: name at least one model, e.g. local,ollama:bge-m3")
     seen = [s.text for s in specs]
@@ -70,8 +70,7 @@ def settings_for(settings: Settings, spec: EmbeddingSpec) -> Settings:
     back, so a missing Ollama model stops the run before anything is ingested."""
     update: dict[str, Any] = {"embedding_provider": spec.provider}
     if spec.model:
-        key = "local_embedding_model" if spec.provider == "local" else "ollama_embedding_model"
-        update[key] = spec.model
+        update[provider(spec.provider).model_setting("embedding")] = spec.model
     return settings.model_copy(update=update)
 
 
@@ -89,9 +88,10 @@ def compare_embeddings(
     from app.evaluation.metrics import evaluate, percentile
     from app.evaluation.report import load_average, machine, now
     from app.evaluation.runs import DOCS_K, mode_system, run_queries
-    from app.store.chroma import connect
+    from app.session.resources import open_embeddings
+    from app.store import open_store
     from app.store.keyword_index import open_keyword_index
-    from app.store.library import open_collection
+    from app.store.library import Library
 
     load_start = load_average()
     dataset, queries = load_judged(folder, split)
@@ -102,7 +102,7 @@ def compare_embeddings(
     )
     # Every model is checked (folder readable, Ollama has it) before the first one ingests.
     models = [(spec, settings_for(settings, spec)) for spec in specs]
-    built = [(spec, s, embeddings_for(s)) for spec, s in models]
+    built = [(spec, s, open_embeddings(s)) for spec, s in models]
     keys = [e.info.key for _, _, e in built]
     if len(set(keys)) != len(keys):
         raise ConfigError(f"--embeddings: two specs name the same model ({', '.join(keys)})")
@@ -111,10 +111,12 @@ def compare_embeddings(
     for spec, model_settings, embeddings in built:
         status(f"Model {embeddings.info.key} ({spec.text})")
         eval_settings, corpus, report = ingest_corpus(model_settings, dataset, embeddings)
-        collection = open_collection(connect(eval_settings), eval_settings, embeddings.info)
+        store = open_store(eval_settings)
+        library = Library.find(store, eval_settings.collection_name)
+        collection = library.collection() if library is not None else None
         if collection is None or collection.count() == 0:
             raise ConfigError(f"No document of {folder / 'corpus.jsonl'} could be ingested.")
-        keyword_index = open_keyword_index(eval_settings, collection)
+        keyword_index = open_keyword_index(eval_settings, store, collection)
         try:
             system = mode_system(
                 "similarity",
@@ -153,7 +155,11 @@ def compare_embeddings(
                     "query": embeddings.info.query_prefix,
                     "source": embeddings.info.prefix_source,
                 },
-                "index_mb": index_megabytes(eval_settings, collection),
+                "index_mb": (
+                    round(size / 2**20, 2)
+                    if (size := store.index_bytes(collection)) is not None
+                    else None
+                ),
                 "chunks": collection.count(),
                 "collection": collection.name,
                 "ingest": report.as_dict(),
@@ -177,11 +183,11 @@ def compare_embeddings(
     }
 
 
-def embedding_throughput(collection: Collection, embeddings: ModelEmbeddings) -> float:
+def embedding_throughput(collection: ChunkCollection, embeddings: ModelEmbeddings) -> float:
     """Chunks per second through `embed_documents`, over up to THROUGHPUT_SAMPLE stored chunks
     (after one small untimed call, so loading the model is not counted)."""
-    page: Any = collection.get(include=["documents"], limit=THROUGHPUT_SAMPLE)
-    texts = [t for t in page["documents"] or [] if t]
+    ids = [chunk_id for chunk_id, _ in itertools.islice(collection.rows(), THROUGHPUT_SAMPLE)]
+    texts = [c.text for c in collection.get(ids) if c.text]
     if not texts:
         return 0.0
     embeddings.embed_documents(texts[:2])
@@ -190,30 +196,9 @@ def embedding_throughput(collection: Collection, embeddings: ModelEmbeddings) ->
     return len(texts) / (time.perf_counter() - start)
 
 
-def stored_dimension(collection: Collection) -> int | None:
-    page: Any = collection.get(include=["embeddings"], limit=1)
-    vectors = page.get("embeddings")
-    return len(vectors[0]) if vectors is not None and len(vectors) else None
-
-
-def index_megabytes(settings: Settings, collection: Collection) -> float | None:
-    """Size of the collection's vector segment folder (HNSW files) in a persistent store; None
-    for a Chroma server, whose disk we cannot see."""
-    if settings.chroma_host:
+def stored_dimension(collection: ChunkCollection) -> int | None:
+    first = next(iter(collection.rows()), None)
+    if first is None:
         return None
-    database = settings.chroma_dir / "chroma.sqlite3"
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
-            found = db.execute(
-                "SELECT id FROM segments WHERE collection = ? AND scope = 'VECTOR'",
-                (str(collection.id),),
-            ).fetchone()
-    except sqlite3.Error:
-        return None
-    if found is None:
-        return None
-    folder = settings.chroma_dir / str(found[0])
-    if not folder.is_dir():  # Chroma writes HNSW files once enough vectors arrive (1,000)
-        return None
-    size = sum(p.stat().st_size for p in folder.glob("*") if p.is_file())
-    return round(size / 2**20, 2)
+    found = collection.get([first[0]], text=False, vectors=True)
+    return len(found[0].vector or []) if found else None

@@ -19,9 +19,10 @@ from pathlib import Path
 from app.config import Settings
 from app.console import RichProgress, err, status
 from app.evaluation.beir import BeirDataset, CorpusDoc
-from app.indexing.sync import IngestReport, SyncProgress, sync_collection
+from app.indexing.reports import IngestReport, SyncProgress
+from app.indexing.sync import sync_collection
 from app.models.embeddings import ModelEmbeddings
-from app.store.chroma import connect, get_collection
+from app.store import open_store
 from app.store.library import Library
 from loaders.discovery import file_name
 
@@ -140,17 +141,19 @@ def ingest_corpus(
         f"({corpus.written} written, {corpus.removed} removed); "
         f"syncing collection {eval_settings.collection_name}"
     )
-    # A collection from before libraries is derived data like the rest: rebuilt into one.
-    client = connect(eval_settings)
+    # A collection from before libraries is derived data like the rest: made again.
+    store = open_store(eval_settings)
     name = eval_settings.collection_name
-    rebuild = Library.find(client, name) is None and get_collection(client, name) is not None
+    if Library.find(store, name) is None and store.collection(name) is not None:
+        store.drop_collection(name)
     progress: SyncProgress = RichProgress() if err.is_terminal else LogProgress()
     with progress.display if isinstance(progress, RichProgress) else contextlib.nullcontext():
         report = sync_collection(
-            eval_settings, [corpus.folder], embeddings, rebuild=rebuild, progress=progress
+            eval_settings, [corpus.folder], embeddings, progress=progress, store=store
         )
     # Stored names start with the folder's label in the library (`docs/`).
-    library = Library.find(client, name)
+    store.refresh()
+    library = Library.find(store, name)
     assert library is not None
     label = next(s.label for s in library.sources if Path(s.path) == corpus.folder.absolute())
     corpus.source_to_id = {file_name(label, k): v for k, v in corpus.source_to_id.items()}

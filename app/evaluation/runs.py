@@ -28,7 +28,7 @@ from app.retrieval.retriever import VECTOR_WEIGHT, DocumentRetriever, Mode
 from app.store.keyword_index import KeywordIndex
 
 if TYPE_CHECKING:
-    from chromadb.api.models.Collection import Collection
+    from app.store.base import ChunkCollection
 
 MODES: tuple[Mode, ...] = ("similarity", "mmr", "hybrid")
 DOCS_K = 10
@@ -52,7 +52,7 @@ class SystemRun:
 def mode_system(
     mode: Mode,
     *,
-    collection: Collection,
+    collection: ChunkCollection,
     embeddings: ModelEmbeddings,
     keyword_index: KeywordIndex,
     chunk_k: int,

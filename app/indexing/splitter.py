@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,16 +10,14 @@ from dataclasses import dataclass
 from langchain_core.documents import Document
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+from app.text.writing_systems import WIDE_CHARACTER
+
 # Paragraphs, lines, then the sentence and clause ends of scripts that put no space between
 # words (Chinese, Japanese), then spaces. The CJK ones are zero-width look-behinds, so "。" stays
 # at the end of its sentence; text without them (English) splits exactly as it did before.
 SEPARATORS = ["\n\n", "\n", "(?<=[。！？｡])", "(?<=[；])", "(?<=[，、])", " ", ""]
-# Han, kana, Hangul and full-width forms: one of these carries about what 3 Latin characters do
-# (a Chinese character is one MiniLM word piece, an English one about a fifth of one), so a
-# chunk of CHUNK_SIZE "characters" holds about the same amount of text in either script.
-WIDE_CHARACTER = re.compile(
-    "[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]"
-)
+# A wide character (Han, kana, Hangul, full-width) counts as 3, so a chunk of CHUNK_SIZE
+# "characters" holds about the same amount of text in either script.
 WIDE_WEIGHT = 3
 
 

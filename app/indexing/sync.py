@@ -8,10 +8,14 @@ embedded. Each embedded batch is written at once (a killed run loses at most one
 and a file's writes go add -> update -> delete; whatever point a run is killed at, the files it
 was writing are left incomplete by that rule, and the next run repairs them.
 
+The fingerprint is of what was parsed: a file is hashed before it is parsed and again after,
+and one that changed meanwhile (an editor saving it) is parsed again, never stored under a
+fingerprint its text does not have.
+
 A run syncs only the sources it was given (every source when given none); the chunks of the
 others are never read or touched. The keyword index is written in the same steps, under the same
-lock. The library record (app/store/library.py) is saved before the first chunk is written (new
-sources, a rebuild's new collection) and after the last (counts, generation, the switch).
+lock. The library record is saved before the first chunk is written (new sources, a rebuild's new
+collection) and after the last (counts, generation, the switch).
 """
 
 from __future__ import annotations
@@ -19,144 +23,47 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from langchain_core.documents import Document
 
 from app.config import Settings
 from app.errors import ConfigError
+from app.indexing.maintenance import finish_interrupted, purge_removed
+from app.indexing.planning import SyncPlan, Target, check_paths, describe_missing, plan_sync
+from app.indexing.reports import IngestReport, NoProgress, SourceReport, StageClock, SyncProgress
 from app.indexing.splitter import ChunkPolicy, split_documents
 from app.models.embeddings import ModelEmbeddings
-from app.store.chroma import (
-    check_dimension,
-    check_model,
-    collection_name,
-    connect,
-    create_collection,
-    describe_store,
-    drop_collection,
-    get_collection,
-    ids_where,
-    iter_metadatas,
-    store_errors,
-    writer_lock,
-)
-from app.store.keyword_index import DIRTY, KeywordIndex, delete_keyword_index, open_keyword_index
+from app.store import open_store
+from app.store.base import ChunkCollection, ChunkStore, Selection
+from app.store.keyword_index import DIRTY, KeywordIndex, open_keyword_index
 from app.store.library import (
+    Advice,
     Library,
     LibrarySource,
-    SyncPlan,
-    Target,
     any_library,
-    check_paths_exist,
-    describe_missing,
+    check_dimension,
+    check_model,
     find_library,
-    library_to_show,
+    library_name,
     normalize,
     now,
     other_libraries,
-    plan_remove,
-    plan_sync,
+    plain_advice,
 )
+from app.store.lock import writer_lock
 from loaders.discovery import SourceFile, discover, file_name
 from loaders.parsers import ParseLimits
 from loaders.pool import Failed, PoolLimits, parse_in_workers
-
-if TYPE_CHECKING:
-    from chromadb.api import ClientAPI
-    from chromadb.api.models.Collection import Collection
-
-    from app.models.embeddings import EmbeddingModelInfo
 
 # Bump when parsing or splitting changes what a file turns into: every file is then re-chunked.
 PIPELINE_VERSION = 3
 FLUSH_CHUNKS = 512  # chunks gathered across files before they are embedded and written
 FIRST_RUN_LOCK_WAIT = 900.0  # seconds a chat waits for another chat's first-run ingest
-
-
-class SyncProgress(Protocol):
-    def files_to_parse(self, count: int) -> None: ...
-    def file_parsed(self) -> None: ...
-    def chunks_to_embed(self, count: int) -> None: ...
-    def chunks_embedded(self, count: int) -> None: ...
-
-
-class NoProgress:
-    def files_to_parse(self, count: int) -> None: ...
-    def file_parsed(self) -> None: ...
-    def chunks_to_embed(self, count: int) -> None: ...
-    def chunks_embedded(self, count: int) -> None: ...
-
-
-@dataclass
-class SourceReport:
-    label: str
-    path: str
-    status: str  # added, synced, missing, unreadable, empty (kept), taken over, removed
-    files: int = 0
-    chunks: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "path": self.path,
-            "status": self.status,
-            "files": self.files,
-            "chunks": self.chunks,
-        }
-
-
-@dataclass
-class IngestReport:
-    collection: str
-    store: str
-    embedding_model: str
-    library: str = ""
-    new: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # source -> reason
-    chunks_added: int = 0
-    chunks_kept: int = 0  # chunks of changed files whose text did not change: not re-embedded
-    chunks_removed: int = 0
-    sources: list[SourceReport] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # one message per source kept unsynced
-    notes: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.missing
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "library": self.library,
-            "collection": self.collection,
-            "store": self.store,
-            "embedding_model": self.embedding_model,
-            "sources": [s.as_dict() for s in self.sources],
-            "files": {
-                "new": len(self.new),
-                "changed": len(self.changed),
-                "unchanged": len(self.unchanged),
-                "deleted": len(self.deleted),
-                "failed": len(self.failed),
-            },
-            "chunks": {
-                "added": self.chunks_added,
-                "kept": self.chunks_kept,
-                "removed": self.chunks_removed,
-            },
-            "failed": [{"source": s, "reason": r} for s, r in sorted(self.failed.items())],
-            "missing": self.missing,
-            "notes": self.notes,
-            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
-        }
+PARSE_ROUNDS = 3  # a file that keeps changing while it is read is left for the next sync
 
 
 @dataclass
@@ -208,17 +115,9 @@ def root_of(name: str) -> str:
     return name.split("/", 1)[0]
 
 
-class StageClock:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+def never_indexed(settings: Settings) -> list[Path]:
+    """The store's own folders: never a source's files, wherever the user keeps them."""
+    return [settings.chroma_dir, settings.model_cache_path]
 
 
 def sync_collection(
@@ -229,13 +128,23 @@ def sync_collection(
     rebuild: bool = False,
     progress: SyncProgress | None = None,
     scopes: dict[str, list[str]] | None = None,
+    advice: Advice = plain_advice,
+    store: ChunkStore | None = None,
 ) -> IngestReport:
     """Add the paths that are new as sources and sync them (every source when none is given),
     leaving every other source's chunks as they are. `--rebuild`: re-embed every source into a
-    new collection and switch to it once complete. `scopes` (label -> paths inside the source)
-    limits a sync to what a watcher saw change."""
-    with writer_lock(settings):
-        return _Sync(settings, embeddings, progress or NoProgress()).run(
+    new collection and switch to it once complete (it takes no paths: it would drop the other
+    sources). `scopes` (label -> paths inside the source) limits a sync to what a watcher saw
+    change."""
+    if rebuild and paths:
+        raise ConfigError(
+            "--rebuild re-embeds every source of the library into a new collection, so it takes "
+            "no paths (with some, the others would be lost). Run `python -m app.ingest "
+            "--rebuild` alone; to re-read one source, `--remove` it and add it again."
+        )
+    store = store or open_store(settings)
+    with writer_lock(settings, store):
+        return _Sync(settings, store, embeddings, progress or NoProgress(), advice).run(
             [normalize(p) for p in paths], rebuild=rebuild, scopes=scopes
         )
 
@@ -245,130 +154,44 @@ def ingest_first_run(
 ) -> IngestReport | None:
     """The sample documents (DOCS_DIR), only into a store that holds no library at all; None
     when it holds one (another chat may have made it while this one waited for the lock)."""
-    with writer_lock(settings, wait=FIRST_RUN_LOCK_WAIT):
-        if any_library(connect(settings), settings, embeddings.info):
+    store = open_store(settings)
+    with writer_lock(settings, store, wait=FIRST_RUN_LOCK_WAIT):
+        store.refresh()
+        if any_library(store, settings, embeddings.info.key):
             return None
-        return _Sync(settings, embeddings, progress or NoProgress()).run(
+        return _Sync(settings, store, embeddings, progress or NoProgress(), plain_advice).run(
             [settings.docs_dir], rebuild=False
         )
 
 
-@dataclass
-class RemoveReport:
-    library: str
-    removed: list[SourceReport]
-    chunks_removed: int
-    notes: list[str]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "library": self.library,
-            "removed": [s.as_dict() for s in self.removed],
-            "chunks_removed": self.chunks_removed,
-            "notes": self.notes,
-        }
-
-
-def remove_sources(settings: Settings, info: EmbeddingModelInfo, args: list[str]) -> RemoveReport:
-    """Forget sources and delete their chunks (no embedding model needed). The record drops them
-    first, so a run killed half-way finishes the deletion next time instead of re-adding them."""
-    with writer_lock(settings), store_errors(settings):
-        client = connect(settings)
-        library = library_to_show(client, settings, info)
-        if library is None or not library.sources:
-            raise ConfigError("The library has no sources to remove.")
-        notes = finish_interrupted(settings, library)
-        chosen = plan_remove(library, args)
-        for source in chosen:
-            library.drop(source.label)
-        library.save()
-        removed = purge_removed(settings, library)
-        return RemoveReport(
-            library.name,
-            [SourceReport(s.label, s.path, "removed", s.files, s.chunks) for s in chosen],
-            removed,
-            notes,
-        )
-
-
-def finish_interrupted(settings: Settings, library: Library) -> list[str]:
-    """Complete what a killed run left half done: a --rebuild's partial collection is deleted
-    (the library still points at the complete one), replaced collections and removed sources'
-    chunks are deleted."""
-    notes = []
-    record = library.record
-    if record.building:
-        drop_collection(library.client, record.building)
-        delete_keyword_index(settings, record.building)
-        notes.append(
-            f"Deleted the partial collection {record.building} left by an interrupted --rebuild; "
-            f"the library still uses {record.active}."
-        )
-        record.building = None
-        library.save()
-    if record.retired:
-        for name in record.retired:
-            drop_collection(library.client, name)
-            delete_keyword_index(settings, name)
-        record.retired = []
-        library.save()
-    if record.removing:
-        purge_removed(settings, library)
-    return notes
-
-
-def purge_removed(settings: Settings, library: Library) -> int:
-    """Delete the chunks (and keyword rows) of the sources the record lists as being removed."""
-    record = library.record
-    removed = 0
-    collection = library.collection()
-    index = open_keyword_index(settings, collection) if collection is not None else None
-    for label in list(record.removing):
-        if collection is not None:
-            ids = ids_where(collection, {"root": label})
-            if index is not None:
-                index.mark(label, DIRTY)
-            removed += _delete_ids(library.client, collection, ids)
-        if index is not None:
-            index.forget(label)
-        record.removing.remove(label)
-    if removed:
-        record.generation += 1
-    library.save()
-    if index is not None:
-        index.close()
-    return removed
-
-
-def _delete_ids(client: ClientAPI, collection: Collection, ids: Sequence[str]) -> int:
-    ordered = sorted(ids)
-    limit = client.get_max_batch_size()
-    for start in range(0, len(ordered), limit):
-        collection.delete(ids=ordered[start : start + limit])
-    return len(ordered)
-
-
 class _Sync:
     def __init__(
-        self, settings: Settings, embeddings: ModelEmbeddings, progress: SyncProgress
+        self,
+        settings: Settings,
+        store: ChunkStore,
+        embeddings: ModelEmbeddings,
+        progress: SyncProgress,
+        advice: Advice,
     ) -> None:
         self.settings = settings
+        self.store = store
         self.embeddings = embeddings
         self.progress = progress
+        self.advice = advice
         self.policy = chunk_policy(settings, embeddings)
         self.clock = StageClock()
-        self.client = connect(settings)
-        self.collection: Collection | None = None
+        self.collection: ChunkCollection | None = None
         self.collection_name = ""
         self.index: KeywordIndex | None = None
         self.stored: dict[str, StoredFile] = {}
         self.touched: set[str] = set()  # sources whose chunks this run changed
         self.written_chunks: dict[str, int] = {}  # file -> chunks it has now (files written)
+        self.unsettled: set[str] = set()  # files that kept changing while read: left as stored
         self.report = IngestReport(
             collection="",
-            store=describe_store(settings),
+            store=store.location,
             embedding_model=embeddings.info.key,
-            library=collection_name(settings, embeddings.info),
+            library=library_name(settings, embeddings.info.key),
         )
 
     def run(
@@ -380,7 +203,7 @@ class _Sync:
     ) -> IngestReport:
         started = time.perf_counter()
         report = self.report
-        with self.store("read store"):
+        with self.clock("read store"):
             library = self._open_library(paths, rebuild)
             report.notes += finish_interrupted(self.settings, library)
             if scopes is not None:
@@ -402,10 +225,10 @@ class _Sync:
                 self.collection_name = library.record.active
             library.save()  # new sources and the rebuild's collection, before any chunk
             report.collection = self.collection_name
-            self.collection = get_collection(self.client, self.collection_name)
+            self.collection = self.store.collection(self.collection_name)
             if self.collection is not None:
                 check_model(self.collection, self.embeddings.info.key)
-                self.index = open_keyword_index(self.settings, self.collection)
+                self.index = open_keyword_index(self.settings, self.store, self.collection)
                 # A killed run may have left the index behind the vectors: catch up first.
                 self.index.catch_up(self.collection, library.record)
 
@@ -425,12 +248,15 @@ class _Sync:
                     target.source.label,
                     within=target.within,
                     include_hidden=self.settings.include_hidden,
+                    exclude=never_indexed(self.settings),
                 )
-            with self.store("read store"):
+            with self.clock("read store"):
                 stored = self._read_stored(target)
-            if target.within is None and stored and not found.files and not found.skipped:
-                # A folder that still exists but lost every file is an unmounted drive far
-                # more often than a user who deleted everything: keep, and say how to drop it.
+            present = {f.source for f in found.files} | {s.source for s in found.skipped}
+            if target.within is None and stored and not present & stored.keys():
+                # A folder that still exists but holds none of its files is an unmounted drive
+                # (perhaps with a placeholder file in the mount point) far more often than a
+                # user who deleted everything: keep, and say how to drop it.
                 self._kept(target.source, "empty")
                 continue
             report.failed.update({s.source: s.reason for s in found.skipped})
@@ -461,9 +287,9 @@ class _Sync:
             to_parse.append((file, fingerprint))
 
         written = self._ingest(to_parse)
-        keep = written | set(report.unchanged)
+        keep = written | set(report.unchanged) | self.unsettled
         report.deleted = sorted(set(self.stored) - set(fingerprints))
-        with self.store("store"):
+        with self.clock("store"):
             for source in sorted(set(self.stored) - keep):
                 self._delete(self.stored[source].ids, root_of(source))
             self._finish(library, plan, synced, before, keep, rebuild=rebuild)
@@ -473,14 +299,16 @@ class _Sync:
         return report
 
     def _open_library(self, paths: list[Path], rebuild: bool) -> Library:
-        info = self.embeddings.info
-        library = find_library(self.client, self.settings, info, rebuild=rebuild)
-        check_paths_exist(paths, library)
+        model = self.embeddings.info.key
+        library = find_library(
+            self.store, self.settings, model, rebuild=rebuild, advice=self.advice
+        )
+        check_paths(paths, library)
         if library is not None:
             return library
-        name = collection_name(self.settings, info)
+        name = library_name(self.settings, model)
         # A --rebuild under another model re-embeds the sources of the user's library.
-        others = [] if self.settings.collection_name else other_libraries(self.client, name)
+        others = [] if self.settings.collection_name else other_libraries(self.store, name)
         sources = [
             LibrarySource(s.label, s.path, s.kind, s.added)
             for s in (others[0].sources if others else [])
@@ -488,11 +316,11 @@ class _Sync:
         if others:
             self.report.notes.append(
                 f"Re-embedding the {len(sources)} sources of {others[0].name} "
-                f"({others[0].record.model}) with {info.key}; that library stays as it is."
+                f"({others[0].record.model}) with {model}; that library stays as it is."
             )
-        library = Library.create(self.client, name, info.key, sources)
-        legacy = get_collection(self.client, name)
-        if legacy is not None:  # made before libraries: replaced once the rebuild completes
+        library = Library.create(self.store, name, model, sources)
+        if self.store.collection(name) is not None:
+            # Made before libraries: replaced once the rebuild completes.
             library.record.retired.append(name)
         return library
 
@@ -544,7 +372,7 @@ class _Sync:
             now_files[label] = now_files.get(label, 0) + 1
             chunks = self.written_chunks.get(name)
             if chunks is None:
-                chunks = len(self.stored[name].ids)
+                chunks = len(self.stored[name].ids) if name in self.stored else 0
             now_chunks[label] = now_chunks.get(label, 0) + chunks
         if self.touched or rebuild:
             record.generation += 1
@@ -599,40 +427,30 @@ class _Sync:
         if record.retired:
             finish_interrupted(self.settings, library)
 
-    @contextmanager
-    def store(self, stage: str) -> Iterator[None]:
-        """A stage that talks to the store: timed, and a lost server is a StoreError."""
-        with self.clock(stage), store_errors(self.settings):
-            yield
-
     def _read_stored(self, target: Target) -> dict[str, StoredFile]:
         """The stored files of the target's source (only those in its scope, when it has one).
 
         A scope (what a watcher saw change) is read file by file where it names files, so a
         change in a big source does not read all of its records; a folder, or a path that is
         gone and was not a stored file (a deleted folder), reads the source's and keeps what
-        is under it."""
+        is under it. A path is read both ways when it was a file and is now a folder (or the
+        reverse)."""
         stored: dict[str, StoredFile] = {}
         if self.collection is None:
             return stored
         label = target.source.label
         if target.within is None or "" in target.within:
-            self._add_rows(stored, iter_metadatas(self.collection, {"root": label}))
+            self._add_rows(stored, self.collection.rows(Selection(root=label)))
             return stored
         paths = {file_name(label, rel): target.source.location / rel for rel in target.within}
-        files = [name for name, path in paths.items() if not path.is_dir()]  # or gone
-        if files:
-            where = {"$and": [{"root": label}, {"source": {"$in": files}}]}
-            self._add_rows(stored, iter_metadatas(self.collection, where))
-        # Only a folder, or a gone path that was not a stored file (a deleted folder), can
-        # have stored files below it.
+        self._add_rows(stored, self.collection.rows(Selection(root=label, sources=set(paths))))
         below = tuple(
             f"{name}/"
             for name, path in paths.items()
             if path.is_dir() or (not os.path.lexists(path) and name not in stored)
         )
         if below:
-            rows = iter_metadatas(self.collection, {"root": label})
+            rows = self.collection.rows(Selection(root=label))
             self._add_rows(
                 stored, ((i, m) for i, m in rows if str(m.get("source", "")).startswith(below))
             )
@@ -656,11 +474,37 @@ class _Sync:
                 self.index.mark(root, DIRTY)
             self.touched.add(root)
 
-    def _ingest(self, to_parse: list[tuple[Any, str]]) -> set[str]:
-        """Parse, split, embed and write; returns the sources now complete in the store."""
-        fingerprints = {file.source: fp for file, fp in to_parse}
+    def _ingest(self, to_parse: list[tuple[SourceFile, str]]) -> set[str]:
+        """Parse, split, embed and write; returns the files now complete in the store. A file
+        whose bytes changed while it was parsed is parsed again (PARSE_ROUNDS in all); one that
+        never holds still keeps what the store had, and the next sync reads it."""
         self.progress.files_to_parse(len(to_parse))
         written: set[str] = set()
+        for round_number in range(1, PARSE_ROUNDS + 1):
+            moved = self._parse_round(to_parse, written)
+            if not moved:
+                return written
+            if round_number == PARSE_ROUNDS:
+                for file, _ in moved:
+                    self.unsettled.add(file.source)
+                    self.report.notes.append(
+                        f"{file.source} kept changing while it was read: it keeps what the "
+                        "library had, and the next sync reads it again."
+                    )
+                return written
+            to_parse = []
+            for file, _ in moved:
+                try:
+                    to_parse.append((file, file_fingerprint(file.path, self.policy)))
+                except OSError as exc:
+                    self.report.failed[file.source] = f"cannot be read ({exc.strerror or exc})"
+        return written
+
+    def _parse_round(
+        self, to_parse: list[tuple[SourceFile, str]], written: set[str]
+    ) -> list[tuple[SourceFile, str]]:
+        fingerprints = {file.source: fp for file, fp in to_parse}
+        moved: list[tuple[SourceFile, str]] = []
         pending: list[tuple[str, list[Document]]] = []
         pending_chunks = 0
         results = parse_in_workers([f for f, _ in to_parse], pool_limits(self.settings))
@@ -669,14 +513,23 @@ class _Sync:
                 result = next(results, None)
             if result is None:
                 break
-            self.progress.file_parsed()
             source = result.file.source
             if isinstance(result, Failed):
+                self.progress.file_parsed()
                 self.report.failed[source] = result.reason
                 for listed in (self.report.new, self.report.changed):
                     if source in listed:
                         listed.remove(source)  # a file is new, changed or failed: one of them
                 continue
+            with self.clock("discover"):
+                try:
+                    settled = file_fingerprint(result.file.path, self.policy)
+                except OSError:
+                    settled = ""
+            if settled != fingerprints[source]:
+                moved.append((result.file, settled))
+                continue
+            self.progress.file_parsed()
             with self.clock("split"):
                 chunks = split_documents(result.documents, self.policy)
                 for chunk in chunks:
@@ -688,13 +541,13 @@ class _Sync:
                 written |= self._flush(pending)
                 pending, pending_chunks = [], 0
         written |= self._flush(pending)
-        return written
+        return moved
 
     def _flush(self, pending: list[tuple[str, list[Document]]]) -> set[str]:
         if not pending:
             return set()
         chunks = [chunk for _, file_chunks in pending for chunk in file_chunks]
-        with self.store("store"):
+        with self.clock("store"):
             existing = self._existing([c.id for c in chunks if c.id])
         # Shortest first: each batch then holds texts of similar length, so the model pads
         # little (in file order, batches of MS MARCO passages padded to 2.1x their tokens).
@@ -712,19 +565,15 @@ class _Sync:
             batch = missing[start : start + step]
             with self.clock("embed"):
                 vectors = self.embeddings.embed_documents([c.page_content for c in batch])
-            with self.store("store"):
+            with self.clock("store"):
                 self._upsert(batch, vectors)
             self.progress.chunks_embedded(len(batch))
-        with self.store("store"):
+        with self.clock("store"):
             if kept:
                 assert self.collection is not None  # kept chunks were found in it
-                limit = self.client.get_max_batch_size()
-                for start in range(0, len(kept), limit):
-                    batch = kept[start : start + limit]
-                    self.collection.update(
-                        ids=[str(c.id) for c in batch],
-                        metadatas=[_replacing(existing[str(c.id)], c.metadata) for c in batch],
-                    )
+                self.collection.replace_metadata(
+                    [str(c.id) for c in kept], [c.metadata for c in kept]
+                )
             for source, file_chunks in pending:
                 old = self.stored.get(source)
                 if old is not None:
@@ -735,51 +584,30 @@ class _Sync:
         return {source for source, _ in pending}
 
     def _upsert(self, chunks: list[Document], vectors: list[list[float]]) -> None:
-        """Write embedded chunks, in requests no larger than the store accepts."""
         if not chunks:
             return
         if self.collection is None:
-            self.collection = create_collection(
-                self.client, self.collection_name, self.embeddings.info, len(vectors[0])
+            self.collection = self.store.create_collection(
+                self.collection_name, self.embeddings.info.key, len(vectors[0])
             )
-            self.index = open_keyword_index(self.settings, self.collection)
+            self.index = open_keyword_index(self.settings, self.store, self.collection)
         check_dimension(self.collection, len(vectors[0]))
         self._touch({root_of(str(c.metadata["source"])) for c in chunks})
-        limit = self.client.get_max_batch_size()
-        for start in range(0, len(chunks), limit):
-            batch = chunks[start : start + limit]
-            self.collection.upsert(
-                ids=[str(c.id) for c in batch],
-                embeddings=vectors[start : start + limit],  # type: ignore[arg-type]
-                documents=[c.page_content for c in batch],
-                metadatas=[c.metadata for c in batch],
-            )
-            assert self.index is not None
-            self.index.add(batch)
+        self.collection.upsert(chunks, vectors)
+        assert self.index is not None
+        self.index.add(chunks)
 
     def _existing(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         """The metadata of those of `ids` that the store holds."""
         if self.collection is None or not ids:
             return {}
-        limit = self.client.get_max_batch_size()
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(ids), limit):
-            page = self.collection.get(ids=ids[start : start + limit], include=["metadatas"])
-            metadatas = page["metadatas"] or [{}] * len(page["ids"])
-            for chunk_id, metadata in zip(page["ids"], metadatas, strict=True):
-                found[chunk_id] = dict(metadata or {})
-        return found
+        return {c.id: c.metadata for c in self.collection.get(ids, text=False)}
 
     def _delete(self, ids: set[str], root: str) -> None:
         if not ids or self.collection is None:
             return
         self._touch({root})
-        self.report.chunks_removed += _delete_ids(self.client, self.collection, sorted(ids))
+        self.collection.delete(sorted(ids))
+        self.report.chunks_removed += len(ids)
         if self.index is not None:
             self.index.remove(ids)
-
-
-def _replacing(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Metadata for `update` that replaces `old` with `new`: Chroma merges an update into the
-    stored metadata, and only a None value removes a key."""
-    return new | {key: None for key in old.keys() - new.keys()}

@@ -10,6 +10,7 @@ finish, then stops; a second Ctrl-C stops at once, like a kill, and the next run
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -21,10 +22,11 @@ from typing import Any
 
 from app.config import Settings
 from app.errors import StoreBusy
-from app.indexing.sync import IngestReport, sync_collection
+from app.indexing.reports import IngestReport
+from app.indexing.sync import never_indexed, sync_collection
 from app.models.embeddings import ModelEmbeddings
-from app.store.chroma import collection_name, connect
-from app.store.library import Library, LibrarySource
+from app.store import open_store
+from app.store.library import Advice, Library, LibrarySource, library_name, plain_advice
 
 BUSY_RETRY_SECONDS = 2.0  # another ingest holds the lock: try again this often
 
@@ -53,13 +55,22 @@ class StopRequest:
 
 
 def scopes_of(
-    changes: Iterable[tuple[Any, str]], sources: list[LibrarySource], include_hidden: bool
+    changes: Iterable[tuple[Any, str]],
+    sources: list[LibrarySource],
+    include_hidden: bool,
+    exclude: Iterable[Path] = (),
 ) -> dict[str, list[str]]:
     """label -> paths inside the source that changed (whatever the kind of change: a sync of a
-    path looks at what is there now). Hidden names are dropped unless INCLUDE_HIDDEN."""
+    path looks at what is there now). Hidden names are dropped unless INCLUDE_HIDDEN, and so is
+    anything in `exclude` (the store's own folders: its writes must not wake the watcher)."""
+    excluded = [Path(os.path.realpath(p)) for p in exclude]
     scopes: dict[str, set[str]] = {}
     for _, raw in changes:
         path = Path(raw)
+        if excluded and any(
+            e == (real := Path(os.path.realpath(path))) or e in real.parents for e in excluded
+        ):
+            continue
         for source in sources:
             inside = source.relative(path)
             if inside is None:
@@ -87,11 +98,13 @@ def watch_library(
     on_sync: Callable[[IngestReport], None],
     on_status: Callable[[str], None],
     stop: threading.Event,
+    advice: Advice = plain_advice,
 ) -> None:
     """Watch the sources (`labels`, or all) until `stop` is set."""
     import watchfiles
 
-    library = Library.find(connect(settings), collection_name(settings, embeddings.info))
+    store = open_store(settings)
+    library = Library.find(store, library_name(settings, embeddings.info.key))
     sources = [
         s for s in (library.sources if library else []) if labels is None or s.label in labels
     ]
@@ -118,12 +131,15 @@ def watch_library(
         yield_on_timeout=True,  # come back now and then to retry a sync the lock held up
         raise_interrupt=False,
     ):
-        for label, paths in scopes_of(changes, present, settings.include_hidden).items():
+        changed = scopes_of(changes, present, settings.include_hidden, never_indexed(settings))
+        for label, paths in changed.items():
             pending[label] = sorted(set(pending.get(label, [])) | set(paths))
         if not pending:
             continue
         try:
-            report = sync_collection(settings, [], embeddings, scopes=pending)
+            report = sync_collection(
+                settings, [], embeddings, scopes=pending, advice=advice, store=store
+            )
         except StoreBusy as exc:
             on_status(f"{exc} Retrying in {BUSY_RETRY_SECONDS:g} s.")
             time.sleep(BUSY_RETRY_SECONDS)

@@ -5,8 +5,6 @@ index in every mode: the model's vectors for it are noise."""
 
 from __future__ import annotations
 
-import fnmatch
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -17,6 +15,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 from pydantic import ConfigDict, Field
 
+from app.store.base import ChunkCollection, Selection
 from app.store.keyword_index import KeywordIndex
 from app.text.writing_systems import covers
 
@@ -39,42 +38,6 @@ SEARCH_PARAMETERS = (
 )
 
 
-@dataclass(frozen=True)
-class SourceFilter:
-    """`file=PATTERN`, `folder=PATH` or `type=EXT`, as typed after --where."""
-
-    field: Literal["file", "folder", "type"]
-    value: str
-
-    @classmethod
-    def parse(cls, text: str) -> SourceFilter:
-        key, sep, value = text.partition("=")
-        key, value = key.strip().lower(), value.strip()
-        if key == "source":
-            key = "file"
-        if not sep or key not in ("file", "folder", "type") or not value:
-            raise ValueError(
-                f"Cannot read the filter {text!r}: use file=PATH (wildcards allowed), "
-                "folder=PATH or type=EXT, e.g. folder=ferry or type=pdf."
-            )
-        return cls(key, value)  # type: ignore[arg-type]
-
-    def matches(self, source: str) -> bool:
-        """Paths count from the library (`docs/ferry`) or from inside a source (`ferry`)."""
-        inside = source.partition("/")[2]
-        return any(self._matches(name) for name in (source, inside) if name)
-
-    def _matches(self, source: str) -> bool:
-        if self.field == "file":
-            return source == self.value or fnmatch.fnmatch(source, self.value)
-        if self.field == "folder":
-            return source.startswith(self.value.strip("/") + "/")
-        return source.lower().endswith("." + self.value.lower().lstrip("."))
-
-    def __str__(self) -> str:
-        return f"{self.field}={self.value}"
-
-
 class DocumentRetriever(BaseRetriever):
     """Every returned Document carries `score`, its cosine relevance to the query, in its
     metadata: in every mode, keyword-only hybrid hits included. The threshold applies to that
@@ -88,7 +51,7 @@ class DocumentRetriever(BaseRetriever):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    collection: Any
+    collection: ChunkCollection
     embeddings: Embeddings
     keyword_index: KeywordIndex | None = None
     mode: Mode = "similarity"
@@ -153,40 +116,20 @@ class DocumentRetriever(BaseRetriever):
             return [candidates[passing[i]] for i in chosen]
         return [candidates[i] for i in passing[: self.k]]
 
-    def _where(self) -> dict[str, Any] | None:
-        if self.allowed_sources is None:
-            return None
-        return {"source": {"$in": sorted(self.allowed_sources)}}
+    def _selection(self) -> Selection:
+        return Selection(sources=self.allowed_sources)
 
     def _vector_candidates(
         self, query_vector: list[float]
     ) -> tuple[list[Document], list[list[float]]]:
-        include = ["documents", "metadatas", "distances"]
-        if self.mode == "mmr":
-            include.append("embeddings")
-        result = self.collection.query(
-            query_embeddings=[query_vector],
-            n_results=max(self.fetch_k, self.k),
-            where=self._where(),
-            include=include,
+        found = self.collection.search(
+            query_vector,
+            max(self.fetch_k, self.k),
+            self._selection(),
+            vectors=self.mode == "mmr",
         )
-        docs = [
-            Document(
-                id=chunk_id,
-                page_content=text or "",
-                # The collection's space is cosine, so 1 - distance is the cosine similarity.
-                metadata=dict(meta or {}) | {"score": round(1.0 - float(distance), 4)},
-            )
-            for chunk_id, text, meta, distance in zip(
-                result["ids"][0],
-                result["documents"][0],
-                result["metadatas"][0],
-                result["distances"][0],
-                strict=True,
-            )
-        ]
-        vectors = [list(v) for v in result["embeddings"][0]] if self.mode == "mmr" else []
-        return docs, vectors
+        vectors = [c.vector or [] for c in found] if self.mode == "mmr" else []
+        return [c.document() for c in found], vectors
 
     def _fuse(
         self,
@@ -254,41 +197,24 @@ class DocumentRetriever(BaseRetriever):
         return picked
 
     def _fetch(self, chunk_ids: list[str]) -> dict[str, Document]:
+        """The chunks of those ids that still exist with their text."""
         if not chunk_ids:
             return {}
-        found = self.collection.get(ids=chunk_ids, include=["documents", "metadatas"])
-        return {
-            chunk_id: Document(id=chunk_id, page_content=text or "", metadata=dict(meta or {}))
-            for chunk_id, text, meta in zip(
-                found["ids"], found["documents"], found["metadatas"], strict=True
-            )
-        }
+        return {c.id: c.document() for c in self.collection.get(chunk_ids) if c.text}
 
     def _scored(self, chunk_ids: list[str], query_vector: np.ndarray) -> dict[str, Document]:
         """Chunks found by keyword only, with the cosine relevance the vector search would have
         given them, computed from their stored vectors."""
         if not chunk_ids:
             return {}
-        found = self.collection.get(ids=chunk_ids, include=["documents", "metadatas", "embeddings"])
         query_norm = float(np.linalg.norm(query_vector)) or 1.0
         scored = {}
-        for chunk_id, text, meta, vector in zip(
-            found["ids"], found["documents"], found["metadatas"], found["embeddings"], strict=True
-        ):
-            stored = np.asarray(vector, dtype=float)
-            cosine = float(stored @ query_vector) / (
+        for chunk in self.collection.get(chunk_ids, vectors=True):
+            if not chunk.text:
+                continue
+            stored = np.asarray(chunk.vector, dtype=float)
+            chunk.score = float(stored @ query_vector) / (
                 (float(np.linalg.norm(stored)) or 1.0) * query_norm
             )
-            scored[chunk_id] = Document(
-                id=chunk_id,
-                page_content=text or "",
-                metadata=dict(meta or {}) | {"score": round(cosine, 4)},
-            )
+            scored[chunk.id] = chunk.document()
         return scored
-
-
-def allowed_sources(filters: list[SourceFilter], known_sources: list[str]) -> frozenset[str] | None:
-    """The stored files every filter accepts; None when there is no filter."""
-    if not filters:
-        return None
-    return frozenset(s for s in known_sources if all(f.matches(s) for f in filters))

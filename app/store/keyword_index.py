@@ -26,16 +26,16 @@ import re
 import sqlite3
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from langchain_core.documents import Document
 
 from app.config import Settings
-from app.store.chroma import READ_PAGE, ids_where, make_store_dir, store_key
+from app.paths import private_dir
+from app.store.base import ChunkCollection, ChunkStore, Selection
+from app.text.writing_systems import HAN_KANA, UNSPACED
 
 if TYPE_CHECKING:
-    from chromadb.api.models.Collection import Collection as ChromaCollection
-
     from app.store.library import LibraryRecord
 
 # Bump when the tables change; TERMS_VERSION (below) when index_terms does: an index written
@@ -43,19 +43,12 @@ if TYPE_CHECKING:
 SCHEMA = "2"
 TOKENIZER = "porter unicode61"
 DIRTY = -1  # a source's generation while the ingest is writing its chunks
+READ_PAGE = 5000  # chunks read from the store per request when catching up
 WORD = re.compile(r"\w+", re.UNICODE)
-# Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, kana, Han (with its
-# extension A, compatibility and supplementary planes) and Hangul (whose spaces separate
-# phrases with their particles attached, so bigrams help there too).
-UNSPACED = (
-    "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
-    "\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003134f"
-)
 UNSPACED_RUN = re.compile(f"[{UNSPACED}]+")
 # A line break between two Han or kana characters is layout (PDF lines, wrapped text), not a
 # word boundary: "竹\n编" is "竹编".
-HAN_KANA = "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]"
-LAYOUT_BREAK = re.compile(f"(?<={HAN_KANA})\\s+(?={HAN_KANA})")
+LAYOUT_BREAK = re.compile(f"(?<=[{HAN_KANA}])\\s+(?=[{HAN_KANA}])")
 # Bump when index_terms changes: an index written with other terms is dropped and rebuilt.
 TERMS_VERSION = 2
 
@@ -123,6 +116,10 @@ class KeywordIndex:
         self.db.execute("CREATE TABLE sources (root TEXT PRIMARY KEY, generation INTEGER NOT NULL)")
         self.db.execute("DELETE FROM meta")
         self.db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+
+    @property
+    def collection_name(self) -> str:
+        return self.path.stem
 
     def close(self) -> None:
         self.db.close()
@@ -244,7 +241,7 @@ class KeywordIndex:
 
     # --- Catching up (under the writer lock) --------------------------------------------------
 
-    def catch_up(self, collection: ChromaCollection | None, record: LibraryRecord) -> int:
+    def catch_up(self, collection: ChunkCollection | None, record: LibraryRecord) -> int:
         """Bring the sources that are behind in step with the collection, by chunk id: read
         their ids (not their text) and fetch only the chunks missing here. Returns the number
         of sources caught up."""
@@ -257,42 +254,39 @@ class KeywordIndex:
                 if source is not None:
                     self.mark(root, source.generation)
                 continue
-            stored = set(ids_where(collection, {"root": root}))
+            stored = {chunk_id for chunk_id, _ in collection.rows(Selection(root=root))}
             indexed = self.ids(root)
             self.remove(indexed - stored)
             missing = sorted(stored - indexed)
             for start in range(0, len(missing), READ_PAGE):
-                page: Any = collection.get(
-                    ids=missing[start : start + READ_PAGE], include=["documents", "metadatas"]
-                )
+                chunks = collection.get(missing[start : start + READ_PAGE])
                 self.add(
-                    Document(id=i, page_content=text or "", metadata=dict(meta or {}))
-                    for i, text, meta in zip(
-                        page["ids"], page["documents"], page["metadatas"], strict=True
-                    )
+                    Document(id=c.id, page_content=c.text, metadata=c.metadata) for c in chunks
                 )
             self.mark(root, source.generation)
         return len(stale)
 
 
-def index_path(settings: Settings, collection_name: str) -> Path:
+def index_path(settings: Settings, store_key: str, collection_name: str) -> Path:
     """Beside the store; per store, so a server's index never mixes with the local one's."""
     return (
-        make_store_dir(settings)
+        private_dir(settings.chroma_dir)
         / "keyword-index"
-        / store_key(settings)
+        / store_key
         / f"{collection_name}.sqlite3"
     )
 
 
-def open_keyword_index(settings: Settings, collection: ChromaCollection) -> KeywordIndex:
+def open_keyword_index(
+    settings: Settings, store: ChunkStore, collection: ChunkCollection
+) -> KeywordIndex:
     """The index of a physical collection. One left by an earlier collection of the same name
     (a server that was wiped and filled again) is started afresh."""
-    return KeywordIndex(index_path(settings, collection.name), str(collection.id))
+    return KeywordIndex(index_path(settings, store.key, collection.name), collection.uid)
 
 
-def delete_keyword_index(settings: Settings, collection_name: str) -> None:
-    path = index_path(settings, collection_name)
+def delete_keyword_index(settings: Settings, store: ChunkStore, collection_name: str) -> None:
+    path = index_path(settings, store.key, collection_name)
     for suffix in ("", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             Path(f"{path}{suffix}").unlink()

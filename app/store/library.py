@@ -1,10 +1,9 @@
-"""The library: the folders and files a user added (its sources), and which Chroma collection
-holds their chunks.
+"""The library: the folders and files a user added (its sources), and which collection holds
+their chunks.
 
-The record lives in Chroma itself, as the metadata of a small companion collection
-(`<name>.library`, no records of its own), so ingest and chat on any machine that reaches the
-store read the same one, and one metadata write changes it atomically. It points at the
-physical collection that holds the chunks (`<name>.<n>`): `--rebuild` fills a new one and
+The record is kept in the store itself (`ChunkStore.write_record`), so ingest and chat on any
+machine that reaches the store read the same one, and one write changes it atomically. It points
+at the physical collection that holds the chunks (`<name>.<n>`): `--rebuild` fills a new one and
 switches the pointer only when it is complete. Its `generation` goes up whenever chunks change,
 and each source remembers the generation of its last change, so a keyword index elsewhere
 catches up on just the sources that changed.
@@ -14,26 +13,37 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from app.config import Settings
-from app.errors import ConfigError, LocalragError, ProviderError, StoreError
-from app.models.embeddings import EmbeddingModelInfo, ModelEmbeddings
-from app.models.providers import probe_ollama
-from app.store.chroma import check_model, collection_name, get_collection
+from app.errors import LocalragError, ProviderError, StoreError
+from app.store.base import ChunkCollection, ChunkStore
 
-if TYPE_CHECKING:
-    from chromadb.api import ClientAPI
-    from chromadb.api.models.Collection import Collection
-    from langchain_chroma import Chroma
-
-RECORD_SUFFIX = ".library"
-RECORD_KEY = "localrag_library"  # the JSON record, in the companion collection's metadata
 RECORD_FORMAT = 1
 DEFAULT_PREFIX = "localrag-"  # default library names (one per model) start with it
+
+
+@dataclass(frozen=True)
+class ModelAdvice:
+    """What to tell a user whose library another embedding model made: the settings that select
+    that model, and why it cannot run now with the fix (when it cannot). The model registry
+    gives it (`app.models.registry.advice`); the store knows nothing of providers."""
+
+    settings: str
+    problem: str | None = None
+    fix: str = ""
+
+
+Advice = Callable[[str], ModelAdvice]
+
+
+def plain_advice(model: str) -> ModelAdvice:
+    return ModelAdvice(f"EMBEDDING_PROVIDER={model.partition('/')[0]}")
 
 
 def now() -> str:
@@ -43,6 +53,20 @@ def now() -> str:
 def normalize(path: Path | str) -> Path:
     """Absolute, `~` expanded, `..` folded; links are kept (a named link is what was added)."""
     return Path(os.path.abspath(os.path.expanduser(path)))
+
+
+def real(path: Path) -> Path:
+    """The path with every link resolved; never raises (a link loop stays as far as it got)."""
+    return Path(os.path.realpath(path))
+
+
+def library_name(settings: Settings, model_key: str) -> str:
+    """One library per embedding model by default, so vectors of two models never meet."""
+    if settings.collection_name:
+        return settings.collection_name
+    provider, _, name = model_key.partition("/")
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return f"{DEFAULT_PREFIX}{provider}-{slug}"[:60].rstrip("-")
 
 
 @dataclass
@@ -78,17 +102,14 @@ class LibrarySource:
         return None
 
     def relative(self, path: Path) -> str | None:
-        """`path` as a path inside this source ("" for the source itself), or None."""
-        for own, other in ((self.location, path), (_real(self.location), _real(path))):
+        """`path` as a path inside this source ("" for the source itself), or None. Links are
+        resolved on both sides too: a link into a source leads to that source's files."""
+        for own, other in ((self.location, path), (real(self.location), real(path))):
             if other == own:
                 return ""
             if own in other.parents:
                 return other.relative_to(own).as_posix()
         return None
-
-
-def _real(path: Path) -> Path:
-    return Path(os.path.realpath(path))
 
 
 @dataclass
@@ -120,56 +141,45 @@ class LibraryRecord:
 class Library:
     """One library's record, read from and written to the store."""
 
-    def __init__(self, client: ClientAPI, name: str, holder: Collection, record: LibraryRecord):
-        self.client = client
+    def __init__(self, store: ChunkStore, name: str, record: LibraryRecord):
+        self.store = store
         self.name = name
-        self.holder = holder
         self.record = record
 
     # --- Finding and saving --------------------------------------------------------------
 
     @classmethod
-    def find(cls, client: ClientAPI, name: str) -> Library | None:
-        holder = get_collection(client, name + RECORD_SUFFIX)
-        if holder is None:
+    def find(cls, store: ChunkStore, name: str) -> Library | None:
+        text = store.read_record(name)
+        if text is None:
             return None
-        text = (holder.metadata or {}).get(RECORD_KEY)
-        if not isinstance(text, str):
-            raise StoreError(
-                f"Collection '{holder.name}' is not a localrag library record. "
-                "Pick another COLLECTION_NAME."
-            )
-        return cls(client, name, holder, LibraryRecord.from_json(text))
+        return cls(store, name, LibraryRecord.from_json(text))
 
     @classmethod
     def create(
-        cls, client: ClientAPI, name: str, model: str, sources: list[LibrarySource] | None = None
+        cls, store: ChunkStore, name: str, model: str, sources: list[LibrarySource] | None = None
     ) -> Library:
         record = LibraryRecord(model=model, active=physical_name(name, 1), updated=now())
         record.sources = list(sources or [])
-        holder = client.create_collection(
-            name + RECORD_SUFFIX,
-            metadata={RECORD_KEY: record.to_json()},
-            embedding_function=None,
-        )
-        return cls(client, name, holder, record)
+        library = cls(store, name, record)
+        library.save()
+        return library
 
     def save(self) -> None:
-        """One metadata write: Chroma replaces a collection's metadata as a whole."""
         self.record.updated = now()
-        self.holder.modify(metadata={RECORD_KEY: self.record.to_json()})
+        self.store.write_record(self.name, self.record.to_json())
 
     def reload(self) -> None:
-        fresh = Library.find(self.client, self.name)
-        if fresh is None:
-            raise StoreError(f"The library record '{self.name}{RECORD_SUFFIX}' disappeared.")
-        self.holder, self.record = fresh.holder, fresh.record
+        text = self.store.read_record(self.name)
+        if text is None:
+            raise StoreError(f"The library record '{self.name}' disappeared.")
+        self.record = LibraryRecord.from_json(text)
 
     # --- Collections -----------------------------------------------------------------------
 
-    def collection(self, name: str | None = None) -> Collection | None:
+    def collection(self, name: str | None = None) -> ChunkCollection | None:
         """The physical collection (the active one by default); None before its first chunk."""
-        collection = get_collection(self.client, name or self.record.active)
+        collection = self.store.collection(name or self.record.active)
         if collection is not None and name is None:
             check_model(collection, self.record.model)
         return collection
@@ -192,11 +202,18 @@ class Library:
         found = [(s, rel) for s in self.sources if (rel := s.relative(path)) is not None]
         if not found:
             return None
-        return min(found, key=lambda pair: len(pair[0].location.parts))
+        return min(found, key=lambda pair: len(real(pair[0].location).parts))
 
     def nested_in(self, path: Path) -> list[LibrarySource]:
-        """Sources strictly inside `path`: a source added there takes them over."""
-        return [s for s in self.sources if _relative(path, s.location) not in (None, "")]
+        """Sources strictly inside `path`, through links too: a source added there takes them
+        over, so no file is stored twice."""
+        inside = []
+        for source in self.sources:
+            for outer, inner in ((path, source.location), (real(path), real(source.location))):
+                if outer != inner and outer in inner.parents:
+                    inside.append(source)
+                    break
+        return inside
 
     def add(self, path: Path) -> LibrarySource:
         source = LibrarySource(
@@ -217,7 +234,7 @@ class Library:
     def _new_label(self, path: Path) -> str:
         """The folder's or file's own name; `-2`, `-3`... when a source already has it. Fixed
         when added: later additions and removals never rename a source's files."""
-        base = os.fsencode(path.name or "root").decode("utf-8", "replace").replace("/", "_")
+        base = (path.name or "root").replace("/", "_")
         taken = {s.label for s in self.sources} | set(self.record.removing)
         label, n = base, 1
         while label in taken:
@@ -226,121 +243,120 @@ class Library:
         return label
 
 
-def _relative(parent: Path, child: Path) -> str | None:
-    if child == parent:
-        return ""
-    if parent in child.parents:
-        return child.relative_to(parent).as_posix()
-    return None
+def physical_name(library: str, build: int) -> str:
+    return f"{library}.{build}"
 
 
-def physical_name(library_name: str, build: int) -> str:
-    return f"{library_name}.{build}"
+def check_model(collection: ChunkCollection, model: str) -> None:
+    if collection.model != model:
+        raise StoreError(
+            f"Collection '{collection.name}' holds vectors of the embedding model "
+            f"'{collection.model or 'unknown'}', but this run embeds with '{model}'. Vectors of "
+            "two models cannot be compared. Leave COLLECTION_NAME empty to get one collection "
+            "per model, pick another COLLECTION_NAME, or rebuild this one with "
+            "`python -m app.ingest --rebuild`."
+        )
+
+
+def check_dimension(collection: ChunkCollection, dimension: int) -> None:
+    if collection.dimension is not None and collection.dimension != dimension:
+        raise StoreError(
+            f"Collection '{collection.name}' holds {collection.dimension}-dimensional vectors, "
+            f"but the embedding model now returns {dimension}. Rebuild it with "
+            "`python -m app.ingest --rebuild`, or pick another COLLECTION_NAME."
+        )
 
 
 # --- Which library a run uses ---------------------------------------------------------------
 
 
 def find_library(
-    client: ClientAPI, settings: Settings, info: EmbeddingModelInfo, *, rebuild: bool = False
+    store: ChunkStore,
+    settings: Settings,
+    model: str,
+    *,
+    rebuild: bool = False,
+    advice: Advice = plain_advice,
 ) -> Library | None:
     """This model's library, or None on a first run. Refuses (with the fix in the message) when
     the user's documents are in a library another model embedded: a run must never quietly
     start an empty library beside the user's. A `--rebuild` may re-embed any library."""
-    name = collection_name(settings, info)
-    library = Library.find(client, name)
+    name = library_name(settings, model)
+    library = Library.find(store, name)
     if library is not None:
-        if library.record.model != info.key and not rebuild:
-            raise model_mismatch(settings, library, info)
+        if library.record.model != model and not rebuild:
+            raise model_mismatch(settings, library, model, advice)
         return library
     if rebuild:
         return None
-    legacy = get_collection(client, name)
-    if legacy is not None:
+    if store.collection(name) is not None:
         raise StoreError(
             f"Collection '{name}' was made by an earlier localrag, before the library of "
             "sources. Re-embed your folders into a library with `python -m app.ingest --rebuild "
             "PATH...`; the old collection is replaced once the new one is complete."
         )
     if not settings.collection_name:
-        others = other_libraries(client, name)
+        others = other_libraries(store, name)
         if others:
-            raise model_mismatch(settings, others[0], info)
+            raise model_mismatch(settings, others[0], model, advice)
     return None
 
 
-def library_to_show(
-    client: ClientAPI, settings: Settings, info: EmbeddingModelInfo
-) -> Library | None:
+def library_to_show(store: ChunkStore, settings: Settings, model: str) -> Library | None:
     """For --list and --remove, which need no model: this model's library, else the most
     recently changed library of another model."""
-    name = collection_name(settings, info)
-    library = Library.find(client, name)
+    name = library_name(settings, model)
+    library = Library.find(store, name)
     if library is None and not settings.collection_name:
-        others = other_libraries(client, name)
+        others = other_libraries(store, name)
         library = others[0] if others else None
     return library
 
 
-def other_libraries(client: ClientAPI, name: str) -> list[Library]:
+def other_libraries(store: ChunkStore, name: str) -> list[Library]:
     """Default-named libraries of other models that hold sources, most recently changed first."""
     found = []
-    for collection in client.list_collections():
-        full = collection.name if hasattr(collection, "name") else str(collection)
-        if not (full.startswith(DEFAULT_PREFIX) and full.endswith(RECORD_SUFFIX)):
+    for other in store.record_names():
+        if other == name or not other.startswith(DEFAULT_PREFIX):
             continue
-        other = full.removesuffix(RECORD_SUFFIX)
-        if other == name:
-            continue
-        library = Library.find(client, other)
+        library = Library.find(store, other)
         if library is not None and library.sources:
             found.append(library)
     return sorted(found, key=lambda lib: lib.record.updated, reverse=True)
 
 
-def any_library(client: ClientAPI, settings: Settings, info: EmbeddingModelInfo) -> bool:
+def any_library(store: ChunkStore, settings: Settings, model: str) -> bool:
     """Whether the store holds anything of the user's: a library (of any model) or a
     collection from before libraries. Only when it holds nothing is a first run a first run."""
-    name = collection_name(settings, info)
-    if Library.find(client, name) is not None or get_collection(client, name) is not None:
+    name = library_name(settings, model)
+    if Library.find(store, name) is not None or store.collection(name) is not None:
         return True
-    return not settings.collection_name and bool(other_libraries(client, name))
+    return not settings.collection_name and bool(other_libraries(store, name))
 
 
-def model_mismatch(settings: Settings, library: Library, info: EmbeddingModelInfo) -> LocalragError:
+def model_mismatch(
+    settings: Settings, library: Library, model: str, advice: Advice
+) -> LocalragError:
     recorded = library.record.model
-    provider, _, model = recorded.partition("/")
     size = (
         f"{len(library.sources)} sources, "
         f"{sum(s.chunks for s in library.sources)} chunks, in '{library.name}'"
     )
     rebuild = (
-        f"re-embed it with {info.key}: `python -m app.ingest --rebuild` (the library embedded "
+        f"re-embed it with {model}: `python -m app.ingest --rebuild` (the library embedded "
         f"with {recorded} stays as it is)"
     )
-    if provider == "ollama":
-        status = probe_ollama(settings.ollama_base_url, settings.ollama_probe_timeout)
-        problem = None
-        if not status.reachable:
-            problem = f"Ollama is not answering at {settings.ollama_base_url}"
-            fix = "start Ollama (`ollama serve`)"
-        elif not status.has(model):
-            problem = f"Ollama at {settings.ollama_base_url} does not have '{model}'"
-            fix = f"`ollama pull {model}`"
-        if problem is not None:
-            return ProviderError(
-                f"Your library ({size}) was embedded with {recorded}, but {problem}, so this "
-                f"run would embed with {info.key} and not see it. To use your library, {fix}; "
-                f"or {rebuild}."
-            )
-    keep = (
-        f"EMBEDDING_PROVIDER=ollama and OLLAMA_EMBEDDING_MODEL={model}"
-        if provider == "ollama"
-        else f"EMBEDDING_PROVIDER={provider}"
-    )
+    told = advice(recorded)
+    if told.problem is not None:
+        return ProviderError(
+            f"Your library ({size}) was embedded with {recorded}, but {told.problem}, so this "
+            f"run would embed with {model} and not see it. To use your library, {told.fix}; "
+            f"or {rebuild}."
+        )
+    keep = told.settings
     return StoreError(
         f"Your library ({size}) holds vectors of the embedding model '{recorded}', but this run "
-        f"embeds with '{info.key}'. Vectors of two models cannot be compared. To use your "
+        f"embeds with '{model}'. Vectors of two models cannot be compared. To use your "
         f"library, set {keep}; or {rebuild}."
         + (
             " Or pick another COLLECTION_NAME for a separate library."
@@ -348,22 +364,6 @@ def model_mismatch(settings: Settings, library: Library, info: EmbeddingModelInf
             else ""
         )
     )
-
-
-def describe_missing(source: LibrarySource) -> str:
-    return (
-        f"Source {source.label} ({source.path}) is missing: its {source.chunks} chunks are kept. "
-        f"Plug in or restore it and run the ingest again; or remove it with "
-        f"`python -m app.ingest --remove {source.path}`."
-    )
-
-
-def check_paths_exist(paths: list[Path], library: Library | None) -> None:
-    """A path that is neither on disk nor a source is a typo: refuse before writing anything."""
-    known = {Path(s.path) for s in library.sources} if library else set()
-    missing = [p for p in paths if not os.path.lexists(p) and p not in known]
-    if missing:
-        raise ConfigError("No such file or folder: " + ", ".join(str(p) for p in missing))
 
 
 def describe_library(library: Library) -> dict[str, Any]:
@@ -388,125 +388,3 @@ def describe_library(library: Library) -> dict[str, Any]:
             for s in record.sources
         ],
     }
-
-
-# --- What a run does to which sources ---------------------------------------------------------
-
-
-@dataclass
-class Target:
-    source: LibrarySource
-    within: list[str] | None = None  # paths inside the source to sync; None: all of it
-    added: bool = False
-
-
-@dataclass
-class SyncPlan:
-    targets: list[Target] = field(default_factory=list)
-    absorbed: dict[str, list[str]] = field(default_factory=dict)  # outer label -> inner labels
-    notes: list[str] = field(default_factory=list)
-
-
-def plan_sync(library: Library, paths: list[Path], default: Path) -> SyncPlan:
-    """Which sources to sync, adding the paths that are new as sources (in the record in
-    memory; the caller saves it). The paths are normalized and exist, or are sources.
-
-    Overlaps, so that no file is ever stored twice: a path inside a source is synced as part of
-    that source; a new folder that holds sources takes them over (its sync stores their files
-    under its own label, then they are removed). With no path, every source is synced, or
-    `default` (DOCS_DIR) is added to a library without sources."""
-    plan = SyncPlan()
-    if not paths:
-        if not library.sources:
-            return plan_sync(library, [default], default)
-        for source in library.sources:
-            outer = library.enclosing(source.location)
-            if outer is not None and outer[0] is not source:
-                plan.absorbed.setdefault(outer[0].label, []).append(source.label)
-            else:
-                plan.targets.append(Target(source))
-        return plan
-    by_label: dict[str, Target] = {}
-    for path in sorted(dict.fromkeys(paths), key=lambda p: len(p.parts)):
-        hit = library.enclosing(path)
-        if hit is None:
-            inner = library.nested_in(path)
-            source = library.add(path)
-            by_label[source.label] = Target(source, added=True)
-            plan.targets.append(by_label[source.label])
-            if inner:
-                plan.absorbed[source.label] = [s.label for s in inner]
-                plan.notes.append(
-                    f"{path} holds the sources {', '.join(s.label for s in inner)}: their files "
-                    f"are stored again under {source.label}/ and those sources removed once "
-                    f"{source.label} is complete (never two copies of a file)."
-                )
-            continue
-        source, inside = hit
-        target = by_label.get(source.label)
-        if target is None:
-            target = by_label[source.label] = Target(source, within=[])
-            plan.targets.append(target)
-        if not inside:
-            target.within = None
-        elif target.within is not None:
-            target.within.append(inside)
-            plan.notes.append(f"{path} is inside the source {source.label} ({source.path}).")
-    for target in plan.targets:  # a source synced whole takes over the sources inside it
-        if target.within is None and not target.added:
-            taken = [s.label for s in library.nested_in(target.source.location)]
-            if taken:
-                plan.absorbed.setdefault(target.source.label, []).extend(taken)
-    return plan
-
-
-def plan_remove(library: Library, args: list[str]) -> list[LibrarySource]:
-    """The sources named by path (or by label); a path inside a source cannot be removed alone."""
-    chosen: list[LibrarySource] = []
-    for arg in args:
-        path = normalize(arg)
-        source = next((s for s in library.sources if s.relative(path) == ""), None)
-        if source is None and "/" not in arg:
-            source = library.source(arg)
-        if source is None:
-            hit = library.enclosing(path)
-            if hit is not None:
-                raise ConfigError(
-                    f"{path} is inside the source {hit[0].label} ({hit[0].path}); only whole "
-                    "sources can be removed. Delete or move those files and run the ingest, or "
-                    f"remove {hit[0].path}."
-                )
-            listed = ", ".join(f"{s.path} ({s.label})" for s in library.sources) or "none"
-            raise ConfigError(f"{arg} is not a source of the library. Its sources: {listed}.")
-        if source not in chosen:
-            chosen.append(source)
-    return chosen
-
-
-def open_collection(
-    client: ClientAPI, settings: Settings, info: EmbeddingModelInfo
-) -> Collection | None:
-    """The collection this model's library points at; None when there is none yet."""
-    library = Library.find(client, collection_name(settings, info))
-    if library is None:
-        return None
-    if library.record.model != info.key:
-        raise model_mismatch(settings, library, info)
-    return library.collection()
-
-
-def as_langchain_store(
-    client: ClientAPI, settings: Settings, embeddings: ModelEmbeddings
-) -> Chroma:
-    """The library's collection as a LangChain `Chroma` vector store (for your own chains)."""
-    from langchain_chroma import Chroma
-
-    collection = open_collection(client, settings, embeddings.info)
-    if collection is None:
-        raise ConfigError("The library holds no documents yet: `python -m app.ingest PATH`.")
-    return Chroma(
-        client=client,
-        collection_name=collection.name,
-        embedding_function=embeddings,
-        create_collection_if_not_exists=False,
-    )

@@ -4,14 +4,14 @@
     fitted to the window) -> retrieve -> not found? fixed message, no model call -> fit the
     token budget -> prompt -> model -> text
 
-Streams {"standalone_question"}, then {"context": [Document]}, then {"answer": token}...
+Streams {"standalone_question"}, then {"context": [Document]}, then {"answer": token}...: the
+dict shape `chains.core.events.answer_events` reads into typed events.
 Both `stream` and `astream` work; the async path (used by the HTTP server) awaits the model's own
 async calls, so cancelling it closes the model's connection.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import AsyncIterator, Iterator
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -30,34 +30,11 @@ from langchain_core.runnables import (
 
 from chains.core.budget import context_window, fit_budget, prompt_budget, token_counter
 from chains.core.context import format_context
+from chains.core.events import is_not_found
+from chains.core.wording import not_found_message
 
 if TYPE_CHECKING:
     from app.config import Settings
-
-NOT_FOUND = "I could not find this in your documents. The nearest passages are listed below."
-# The fixed message in the question's language, by the script most of its letters are in.
-NOT_FOUND_BY_SCRIPT = {
-    "CJK": "在你的文档中没有找到答案。下面列出的是最接近的段落。",
-    "HIRAGANA": "ドキュメントの中に答えが見つかりませんでした。最も近い箇所を下に示します。",
-    "KATAKANA": "ドキュメントの中に答えが見つかりませんでした。最も近い箇所を下に示します。",
-    "HANGUL": "문서에서 답을 찾지 못했습니다. 가장 가까운 구절을 아래에 표시합니다.",
-}
-
-
-def not_found_message(question: str) -> str:
-    """NOT_FOUND in the question's language: the script with most letters wins, a Han, kana or
-    Hangul character counting as 3 Latin letters ("pandas 怎么读取 CSV？" is Chinese); any kana
-    makes Han text Japanese."""
-    weights: dict[str, int] = {}
-    for ch in question:
-        if unicodedata.category(ch).startswith("L"):
-            script = unicodedata.name(ch, "").split(" ", 1)[0]
-            weights[script] = weights.get(script, 0) + (3 if script in NOT_FOUND_BY_SCRIPT else 1)
-    if "HIRAGANA" in weights or "KATAKANA" in weights:
-        weights["HIRAGANA"] = sum(weights.pop(s, 0) for s in ("HIRAGANA", "KATAKANA", "CJK"))
-    top = max(weights, key=lambda s: weights[s], default="")
-    return NOT_FOUND_BY_SCRIPT.get(top, NOT_FOUND)
-
 
 REWRITE_INSTRUCTIONS = (
     "Rewrite the user's last question so it can be understood without the conversation: "
@@ -71,10 +48,6 @@ REWRITE_PROMPT = ChatPromptTemplate.from_messages(
         ("human", "{question}"),
     ]
 )
-
-
-def is_not_found(context: list[Document]) -> bool:
-    return not context or all(d.metadata.get("below_threshold") for d in context)
 
 
 def answering_chain(

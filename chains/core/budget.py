@@ -18,6 +18,8 @@ from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import BaseMessage
 
+from app.text.writing_systems import HAN_KANA_WIDE, HANGUL_ALL
+
 TokenCounter = Callable[[str], int]
 MESSAGE_OVERHEAD = 8  # role markers and separators a chat template adds per message
 
@@ -29,8 +31,8 @@ class BudgetError(ValueError):
 
 # Han and kana; Hangul: byte-level tokenizers of English-centred models spend up to a token per
 # UTF-8 byte (3) on a character they do not know.
-_HAN_KANA = re.compile("[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
-_HANGUL = re.compile("[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
+_HAN_KANA = re.compile(f"[{HAN_KANA_WIDE}]")
+_HANGUL = re.compile(f"[{HANGUL_ALL}]")
 
 
 def estimate_tokens(text: str) -> int:

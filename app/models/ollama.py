@@ -1,17 +1,23 @@
-"""Which provider serves each model (auto, ollama, local), and Ollama's failures in plain words."""
+"""Ollama: embeddings and chat from a model server, with what `langchain-ollama` leaves to the
+app (task prefixes, batches, an explicit `num_ctx`, timeouts) and its failures in plain words."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from app.config import Settings
-from app.errors import ProviderError
+from app.errors import LocalragError, ProviderError
+from app.models.catalog import ollama_facts_from_show, prefixes_for
+from app.models.embeddings import ModelEmbeddings, chosen_prefixes, ollama_model_info
+from app.models.registry import Availability, ChatCapabilities, Notify, Role
 
-Resolved = Literal["ollama", "local"]
+if TYPE_CHECKING:
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.language_models import BaseChatModel
 
 
 @dataclass(frozen=True)
@@ -75,36 +81,6 @@ def show_ollama_model(settings: Settings, model: str) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-@dataclass(frozen=True)
-class ProviderChoice:
-    provider: Resolved
-    model: str  # the Ollama model name when provider is ollama
-    reason: str  # one line for the user: which and why
-
-
-def choose_provider(settings: Settings, role: Literal["embedding", "chat"]) -> ProviderChoice:
-    """Resolve `auto`; an explicit `ollama` is checked up front and never falls back."""
-    requested = settings.embedding_provider if role == "embedding" else settings.chat_provider
-    model = settings.ollama_embedding_model if role == "embedding" else settings.ollama_chat_model
-    setting = f"{role.upper()}_PROVIDER"
-    if requested == "local":
-        return ProviderChoice("local", model, f"{setting}=local")
-
-    status = probe_ollama(settings.ollama_base_url, settings.ollama_probe_timeout)
-    if status.reachable and status.has(model):
-        return ProviderChoice("ollama", model, f"Ollama at {status.base_url} has {model}")
-    if requested == "ollama":
-        if not status.reachable:
-            raise ProviderError(ollama_down_message(settings, setting, status.problem))
-        raise ProviderError(model_missing_message(settings, setting, model))
-    why = (
-        f"Ollama is not answering at {status.base_url}"
-        if not status.reachable
-        else f"Ollama at {status.base_url} does not have {model} (`ollama pull {model}`)"
-    )
-    return ProviderChoice("local", model, why)
-
-
 def ollama_down_message(settings: Settings, setting: str, detail: str | None = None) -> str:
     detail = f" ({detail})" if detail else ""
     return (
@@ -122,8 +98,8 @@ def model_missing_message(settings: Settings, setting: str, model: str) -> str:
 
 
 def explain_ollama_failure(
-    exc: BaseException, settings: Settings, role: Literal["embedding", "chat"]
-) -> ProviderError | None:
+    exc: BaseException, settings: Settings, role: Role
+) -> LocalragError | None:
     """Translate what the ollama client raises into a ProviderError, or None if it is not ours."""
     import ollama  # the core dependency behind langchain-ollama
 
@@ -159,3 +135,94 @@ def explain_ollama_failure(
             f"'{model}': {text}"
         )
     return None
+
+
+class OllamaProvider:
+    name = "ollama"
+
+    def model_name(self, settings: Settings, role: Role) -> str:
+        return (
+            settings.ollama_embedding_model if role == "embedding" else settings.ollama_chat_model
+        )
+
+    def model_setting(self, role: Role) -> str:
+        return "ollama_embedding_model" if role == "embedding" else "ollama_chat_model"
+
+    def availability(self, settings: Settings, role: Role) -> Availability:
+        model = self.model_name(settings, role)
+        setting = f"{role.upper()}_PROVIDER"
+        status = probe_ollama(settings.ollama_base_url, settings.ollama_probe_timeout)
+        if not status.reachable:
+            detail = f" ({status.problem})" if status.problem else ""
+            return Availability(
+                False,
+                model,
+                f"Ollama is not answering at {status.base_url}{detail}",
+                "Start it with `ollama serve` (or point OLLAMA_BASE_URL at it), or use the "
+                f"offline embedded models with {setting}=local.",
+            )
+        if not status.has(model):
+            return Availability(
+                False,
+                model,
+                f"Ollama at {status.base_url} does not have the model '{model}' "
+                f"(`ollama pull {model}`)",
+                f"Run `ollama pull {model}`, or use the offline embedded models with "
+                f"{setting}=local.",
+            )
+        return Availability(True, model, f"Ollama at {status.base_url} has {model}")
+
+    def embeddings(self, settings: Settings, notify: Notify) -> ModelEmbeddings:
+        model = settings.ollama_embedding_model
+
+        def load() -> Embeddings:
+            from langchain_ollama import OllamaEmbeddings
+
+            return OllamaEmbeddings(
+                model=model,
+                base_url=settings.ollama_base_url,
+                num_ctx=settings.ollama_embedding_num_ctx,
+                client_kwargs={"timeout": settings.ollama_timeout},
+            )
+
+        facts = ollama_facts_from_show(show_ollama_model(settings, model))
+        prefixes = chosen_prefixes(settings, prefixes_for(model))
+        return ModelEmbeddings(
+            ollama_model_info(model, settings.ollama_embedding_num_ctx, facts, prefixes),
+            load,
+            batch_size=settings.embedding_batch_size,
+            explain=lambda exc: explain_ollama_failure(exc, settings, "embedding"),
+        )
+
+    def chat_capabilities(self, settings: Settings) -> ChatCapabilities:
+        return ChatCapabilities(
+            "ollama", settings.ollama_chat_model, settings.ollama_num_ctx, default_k=4, seeded=True
+        )
+
+    def chat_model(
+        self, settings: Settings, notify: Notify
+    ) -> tuple[BaseChatModel, ChatCapabilities]:
+        from langchain_ollama import ChatOllama
+
+        model = ChatOllama(
+            model=settings.ollama_chat_model,
+            base_url=settings.ollama_base_url,
+            # Ollama's default window silently drops the start of long prompts.
+            num_ctx=settings.ollama_num_ctx,
+            num_predict=settings.max_answer_tokens,
+            temperature=settings.chat_temperature,
+            client_kwargs={"timeout": settings.ollama_timeout},
+        )
+        return model, self.chat_capabilities(settings)
+
+    def prepare(self, settings: Settings, notify: Notify) -> None:
+        """Nothing to prepare: the server holds the model."""
+
+    def explain(self, exc: BaseException, settings: Settings, role: Role) -> LocalragError | None:
+        return explain_ollama_failure(exc, settings, role)
+
+    def settings_for(self, model: str) -> str:
+        return f"EMBEDDING_PROVIDER=ollama and OLLAMA_EMBEDDING_MODEL={model}"
+
+
+PROVIDER = OllamaProvider()

@@ -1,0 +1,95 @@
+"""What the HTTP API streams for one answer: typed events that the routes turn into SSE (native)
+or OpenAI chunks. They are the answer stream's events (`chains.core.events`) plus what only a
+server has: a place in the queue, numbered sources with scores, token usage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.documents import Document
+
+from chains.core.context import number_sources
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    number: int
+    file: str
+    page: int | None
+    score: float | None  # best cosine relevance among the source's chunks
+
+    @property
+    def label(self) -> str:
+        return self.file + (f" (page {self.page})" if self.page is not None else "")
+
+    def as_json(self) -> dict[str, Any]:
+        return {"number": self.number, "file": self.file, "page": self.page, "score": self.score}
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class Queued:
+    ahead: int  # requests waiting before this one
+
+
+@dataclass(frozen=True)
+class Question:
+    standalone: str  # the question as retrieval saw it (a follow-up rewritten)
+
+
+@dataclass(frozen=True)
+class Sources:
+    sources: list[SourceRef]
+    not_found: bool  # nothing reached the relevance threshold: these are only the nearest
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str  # already sanitized
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """The answer so far is withdrawn; `text` stands instead (already sanitized)."""
+
+    text: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    answer: str
+    usage: Usage | None  # None: the model reported no token counts (or was not asked)
+
+
+Event = Queued | Question | Sources | Token | Replaced | Finished
+
+
+@dataclass(frozen=True)
+class CompletedAnswer:
+    answer: str
+    sources: Sources
+    usage: Usage | None
+
+
+def source_refs(context: list[Document]) -> list[SourceRef]:
+    refs = []
+    for src in number_sources(context):
+        scores = [
+            d.metadata["score"] for d in src.chunks if isinstance(d.metadata.get("score"), float)
+        ]
+        refs.append(SourceRef(src.number, src.source, src.page, max(scores) if scores else None))
+    return refs
