@@ -81,7 +81,7 @@ def _isolated_settings(
     monkeypatch.setenv("OLLAMA_BASE_URL", f"http://127.0.0.1:{closed_port()}")
     monkeypatch.setenv("OLLAMA_PROBE_TIMEOUT", "5")  # a loaded CI machine answers slowly
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from app.models.providers import probe_ollama
+    from app.models.ollama import probe_ollama
 
     probe_ollama.cache_clear()
 
