@@ -4,22 +4,20 @@ model is not asked at all."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import InMemoryVectorStore
-from pydantic import Field
 
 from app.config import Settings
 from chains import rag, research, support
-from chains.core.answering import NOT_FOUND
 from chains.core.context import format_context, number_sources
 from chains.core.registry import all_chains, get_chain
+from chains.core.wording import NOT_FOUND
+from tests.fakes import FailingChatModel, FixedRetriever, scripted
 
 pytestmark = pytest.mark.unit
 # LangChain's fake chat models report no context window, so the setting gives one.
@@ -31,36 +29,6 @@ DOCS = [
     Document("More from page two.", metadata={"source": "r.pdf", "page": 2}),
     Document("Page three fact.", metadata={"source": "r.pdf", "page": 3}),
 ]
-
-
-class RecordingChatModel(GenericFakeChatModel):
-    """Answers from a script and keeps every prompt it was shown."""
-
-    seen: list = Field(default_factory=list)
-
-    def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[no-untyped-def]
-        self.seen.append(messages)
-        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
-
-
-class FailingChatModel(GenericFakeChatModel):
-    def _generate(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the chat model must not be called")
-
-
-class FixedRetriever(BaseRetriever):
-    documents: list[Document]
-    queries: list[str] = Field(default_factory=list)
-
-    def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
-        self.queries.append(query)
-        return [
-            Document(d.page_content, metadata=dict(d.metadata), id=d.id) for d in self.documents
-        ]
-
-
-def scripted(*replies: str) -> RecordingChatModel:
-    return RecordingChatModel(messages=iter([AIMessage(r) for r in replies]))
 
 
 def test_sources_are_numbered_per_file_and_page_in_rank_order() -> None:

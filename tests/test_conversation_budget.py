@@ -10,7 +10,6 @@ from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.retrievers import BaseRetriever
 from pydantic import Field
 
 from app.config import Settings
@@ -24,6 +23,7 @@ from chains.core.budget import (
     token_counter,
 )
 from chains.core.context import format_context
+from tests.fakes import FixedRetriever
 
 pytestmark = pytest.mark.unit
 
@@ -61,13 +61,6 @@ class WindowedChatModel(BaseChatModel):
             else " ".join(f"answer-word{i}" for i in range(self.answer_words))
         )
         return ChatResult(generations=[ChatGeneration(message=AIMessage(text))])
-
-
-class FixedRetriever(BaseRetriever):
-    documents: list[Document]
-
-    def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
-        return [Document(d.page_content, metadata=dict(d.metadata)) for d in self.documents]
 
 
 SOURCES = [

@@ -13,13 +13,13 @@ from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.retrievers import BaseRetriever
 from pydantic import Field
 
 from app.config import Settings
 from app.paths import SAMPLE_BEIR_ZH
 from chains import rag
 from chains.core import budget
+from tests.fakes import FixedRetriever
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ PASSAGES = [
 def smollm2_tokens() -> Callable[[str], int]:
     from llama_cpp import Llama
 
-    from app.models.chat_model import local_chat_model_path
+    from app.models.local import local_chat_model_path
 
     vocab = Llama(model_path=local_chat_model_path(), vocab_only=True, verbose=False)
     return lambda text: len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True))
@@ -55,13 +55,6 @@ class SilentModel(BaseChatModel):
         self.prompts.append(messages)
         reply = "竹编市集在听雨桥两岸举行，需要二十四名志愿者[1]。" * 6
         return ChatResult(generations=[ChatGeneration(message=AIMessage(reply))])
-
-
-class FixedRetriever(BaseRetriever):
-    documents: list[Document]
-
-    def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
-        return [Document(d.page_content, metadata=dict(d.metadata)) for d in self.documents]
 
 
 def converse(turns: int) -> SilentModel:
