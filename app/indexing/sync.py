@@ -218,7 +218,7 @@ class _Sync:
                 plan = plan_sync(library, paths, self.settings.docs_dir)
             report.notes += plan.notes
             if rebuild:
-                self._check_all_present(plan)
+                self._check_all_present(plan, library)
                 library.record.building = library.next_physical()
                 self.collection_name = library.record.building
             else:
@@ -324,8 +324,16 @@ class _Sync:
             library.record.retired.append(name)
         return library
 
-    def _check_all_present(self, plan: SyncPlan) -> None:
-        gone = [t.source for t in plan.targets if t.source.problem() is not None]
+    def _check_all_present(self, plan: SyncPlan, library: Library) -> None:
+        """A rebuild re-embeds every source into a new collection: one that cannot be read now
+        (gone, or a mount point without its drive) would lose its chunks."""
+        active = library.collection()
+        gone = [
+            t.source
+            for t in plan.targets
+            if t.source.problem() is not None
+            or (active is not None and not self._any_file_there(active, t.source))
+        ]
         if gone:
             raise ConfigError(
                 "A rebuild re-embeds every source, and these cannot be read now: "
@@ -333,6 +341,19 @@ class _Sync:
                 + ". Restore them, or remove them with `python -m app.ingest --remove PATH`, "
                 "then rebuild. Nothing was changed."
             )
+
+    @staticmethod
+    def _any_file_there(collection: ChunkCollection, source: LibrarySource) -> bool:
+        """Whether any file stored for the source is on disk (True when none is stored)."""
+        names = {str(m.get("source", "")) for _, m in collection.rows(Selection(root=source.label))}
+        if not names:
+            return True
+        base = source.location
+        for name in names:
+            inside = name.partition("/")[2]
+            if os.path.lexists(base / inside if inside else base):
+                return True
+        return False
 
     def _kept(self, source: LibrarySource, problem: str) -> None:
         report = self.report

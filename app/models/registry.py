@@ -137,7 +137,7 @@ def choose(settings: Settings, role: Role) -> ProviderChoice:
         candidate = provider(name)
         found = candidate.availability(settings, role)
         if found.ok:
-            why = "; ".join([*reasons, found.reason])
+            why = "; ".join(r for r in [*reasons, found.reason] if r)
             return ProviderChoice(candidate, found.model, why)
         if found.reason:
             reasons.append(found.reason)
