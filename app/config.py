@@ -290,3 +290,56 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError(
             "Invalid configuration (check .env and your environment):\n" + "\n".join(lines)
         ) from None
+
+
+def env_example() -> str:
+    """`.env.example` as the settings define it: every key, grouped by stage as the `# --- X`
+    comments in `Settings` group them, with its description and default. A key without a
+    default is written commented out. tests/test_docs.py checks the file equals this."""
+    import inspect
+    import re
+    import textwrap
+
+    from app.paths import PROJECT_ROOT
+
+    groups: dict[str, list[str]] = {}
+    group = "Settings"
+    for line in inspect.getsource(Settings).splitlines():
+        if header := re.match(r"\s*# -{3} (.+?) -+\s*$", line):
+            group = header.group(1)
+        elif (field := re.match(r" {4}(\w+):", line)) and field.group(1) in Settings.model_fields:
+            groups.setdefault(group, []).append(field.group(1))
+    listed = {name for names in groups.values() for name in names}
+    missing = [name for name in Settings.model_fields if name not in listed]
+    if missing:  # declared some way the source reading does not see: still listed
+        groups.setdefault("Other", []).extend(missing)
+
+    def shown(value: object) -> str:
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, Path):
+            return str(
+                value.relative_to(PROJECT_ROOT) if value.is_relative_to(PROJECT_ROOT) else value
+            )
+        if isinstance(value, dict | list):
+            return json.dumps(value) if value else ""
+        return "" if value is None else str(value)
+
+    lines = [
+        "# localrag settings, generated from app/config.py; regenerate after changing a setting:",
+        "#   python -c 'from app.config import env_example; "
+        'open(".env.example", "w").write(env_example())\'',
+        "# Copy to .env and change what you need; environment variables override .env. A key",
+        "# written commented out is empty by default. Relative paths start at the project root.",
+    ]
+    for title, names in groups.items():
+        lines += ["", f"# --- {title} ".ljust(72, "-")]
+        for name in names:
+            info = Settings.model_fields[name]
+            default = info.get_default(call_default_factory=True)
+            lines += textwrap.wrap(
+                info.description or "", 98, initial_indent="# ", subsequent_indent="# "
+            )
+            value = shown(default)
+            lines.append(f"{name.upper()}={value}" if value else f"# {name.upper()}=")
+    return "\n".join(lines) + "\n"
