@@ -24,10 +24,9 @@ from app.api.openai_compat import ChatCompletionRequest, answer_request, sources
 from app.api.service import AnswerRequest, AnswerService, Turn
 from app.config import Settings, load_settings
 from app.errors import ConfigError
-from app.models.chat_model import ChatModelInfo
-from app.session.conversation import Session
-from chains.core.registry import get_chain
-from tests.test_chain import FixedRetriever
+from app.models.registry import ChatCapabilities
+from app.session.conversation import Conversation
+from tests.fakes import FixedRetriever
 
 pytestmark = pytest.mark.unit
 
@@ -165,9 +164,11 @@ def test_serve_settings_token_length_and_origins(monkeypatch: pytest.MonkeyPatch
 def test_the_embedded_model_answers_one_at_a_time_ollama_as_set(
     provider: str, setting: int, slots: int
 ) -> None:
-    session = SimpleNamespace(model_info=ChatModelInfo(provider, "m", 2048, 2))
+    resources = SimpleNamespace(
+        capabilities=ChatCapabilities(provider, "m", 2048, 2, serialized=provider == "local")
+    )
     settings = Settings(serve_concurrency=setting, serve_queue_size=5)
-    service = AnswerService(session, settings)  # type: ignore[arg-type]
+    service = AnswerService(resources, settings, "rag")  # type: ignore[arg-type]
     assert service.gate.status() == {"slots": slots, "queue": 5, "running": 0, "waiting": 0}
 
 
@@ -206,23 +207,36 @@ class SlowSyncModel(BaseChatModel):
 STEP_LOCK = threading.Lock()
 
 
-class FixedSession(Session):
-    def retriever(self) -> Any:
-        return FixedRetriever(documents=[Document("Ferry at 07:15.", metadata={"source": "f.txt"})])
+class FakeResources:
+    """What a conversation shares, without a store: the library never changes, and every
+    conversation's retriever returns one fixed document (see `fixed_retriever`)."""
+
+    def __init__(self, settings: Settings, model: BaseChatModel, provider: str = "local") -> None:
+        self.settings = settings
+        self.model = model
+        self.capabilities = ChatCapabilities(
+            provider, "slow", 4096, 2, serialized=provider == "local"
+        )
+        self.model_lock = threading.Lock()
+
+    def follow_library(self, *, after_failure: bool = False) -> bool:
+        return False
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+@pytest.fixture(autouse=True)
+def fixed_retriever(monkeypatch: pytest.MonkeyPatch) -> None:
+    document = Document("Ferry at 07:15.", metadata={"source": "f.txt"})
+    monkeypatch.setattr(
+        Conversation, "retriever", lambda self: FixedRetriever(documents=[document])
+    )
 
 
 def embedded_service(model: BaseChatModel) -> AnswerService:
     settings = Settings(chat_context_tokens=4096)  # the fake model reports no window
-    session = FixedSession(
-        settings,
-        None,  # type: ignore[arg-type]  # embeddings, store and keyword index: not used here
-        None,
-        None,  # type: ignore[arg-type]
-        model,
-        ChatModelInfo("local", "slow", 4096, 2),
-        get_chain("rag"),
-    )
-    return AnswerService(session, settings)
+    return AnswerService(FakeResources(settings, model), settings, "rag")  # type: ignore[arg-type]
 
 
 def test_a_cancelled_answer_on_the_embedded_model_never_overlaps_the_next() -> None:
