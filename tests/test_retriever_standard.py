@@ -1,7 +1,9 @@
 """The retriever against LangChain's standard retriever tests in every mode, plus what the
 standard tests do not cover: search parameters per call, the true cosine relevance of hybrid
-keyword-only hits, and one threshold for every mode. A small Chroma collection with
-bag-of-words vectors (texts sharing words are similar), so relevance is known in advance."""
+keyword-only hits, and one threshold for every mode. A small collection with bag-of-words
+vectors (texts sharing words are similar), so relevance is known in advance, opened through the
+store seam: in Chroma and in the in-memory store (`tests.fakes.MemoryStore`), with the same
+results."""
 
 from __future__ import annotations
 
@@ -12,16 +14,15 @@ from typing import Any
 
 import pytest
 from langchain_core.documents import Document
-from langchain_core.embeddings import Embeddings
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.models.embeddings import EmbeddingModelInfo
 from app.retrieval.retriever import DocumentRetriever
-from app.store.chroma import connect, create_collection
+from app.store import open_store
+from app.store.base import ChunkStore
 from app.store.keyword_index import KeywordIndex
-from tests.ollama_server import bag_of_words_embedding
+from tests.fakes import BagOfWords, MemoryStore, bag_of_words_vector
 
 pytestmark = pytest.mark.integration
 
@@ -43,41 +44,44 @@ TEXTS = {
 }
 
 
-class BagOfWords(Embeddings):
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return [bag_of_words_embedding(t, DIM) for t in texts]
-
-    def embed_query(self, text: str) -> list[float]:
-        return bag_of_words_embedding(text, DIM)
-
-
 def cosine(a: str, b: str) -> float:
-    u, v = bag_of_words_embedding(a, DIM), bag_of_words_embedding(b, DIM)
+    u, v = bag_of_words_vector(a, DIM), bag_of_words_vector(b, DIM)
     return sum(x * y for x, y in zip(u, v, strict=True)) / math.sqrt(
         sum(x * x for x in u) * sum(y * y for y in v)
     )
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def open_test_store(kind: str, directory: Path) -> ChunkStore:
+    """The store the retriever reads through the seam: Chroma as the app opens it, or the
+    in-memory one (any store must give the retriever the same answers)."""
+    if kind == "memory":
+        return MemoryStore()
+    return open_store(Settings(chroma_dir=directory))
+
+
+@pytest.fixture(scope="module", params=["memory", "chroma"])
+def store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     directory: Path = tmp_path_factory.mktemp("standard")
-    settings = Settings(chroma_dir=directory, collection_name="standard")
-    collection = create_collection(
-        connect(settings), "standard", EmbeddingModelInfo("test", "bag-of-words"), DIM
-    )
-    collection.add(
-        ids=list(TEXTS),
-        documents=list(TEXTS.values()),
-        metadatas=[{"source": f"{name}.txt"} for name in TEXTS],
-        embeddings=BagOfWords().embed_documents(list(TEXTS.values())),  # type: ignore[arg-type]
+    chunk_store = open_test_store(request.param, directory)
+    collection = chunk_store.create_collection("standard", "test/bag-of-words", DIM)
+    embeddings = BagOfWords(DIM)
+    collection.upsert(
+        [
+            Document(id=name, page_content=text, metadata={"source": f"{name}.txt"})
+            for name, text in TEXTS.items()
+        ],
+        embeddings.embed_documents(list(TEXTS.values())),
     )
     index = KeywordIndex(directory / "keywords.sqlite3")
     index.add(
         Document(id=name, page_content=text, metadata={"source": f"{name}.txt", "root": "test"})
         for name, text in TEXTS.items()
     )
-    yield {"collection": collection, "embeddings": BagOfWords(), "keyword_index": index}
+    yield {"collection": collection, "embeddings": embeddings, "keyword_index": index}
     index.close()
+    chunk_store.close()
 
 
 class StandardTests(RetrieversIntegrationTests):
