@@ -2,8 +2,11 @@
 
 In-process and fast: a deterministic fake embedder that counts what it embeds, and parsing done
 serially in this process by a spy standing in for the worker pool (so a test can see which files
-were parsed). The helpers at the top (`read_store`, `assert_same_store`, `check_bookkeeping`,
-`assert_store_matches_folder`) are shared with the subprocess and server tests.
+were parsed). The core sync tests run against both stores behind the seam: Chroma and the
+in-memory store of tests/fakes.py (VECTOR_STORE=tests.fakes), so the seam is proven by the same
+tests. The helpers at the top (`read_store`, `assert_same_store`, `check_bookkeeping`,
+`assert_store_matches_folder`) read through the seam and are shared with the subprocess and
+server tests.
 """
 
 from __future__ import annotations
@@ -19,31 +22,36 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chromadb.api.models.Collection import Collection
-from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
+from langchain_core.documents import Document
 
 import app.indexing.sync
 from app.config import Settings, load_settings
-from app.errors import StoreError
-from app.indexing.sync import IngestReport, chunk_policy, file_fingerprint, sync_collection
+from app.errors import ConfigError, StoreError
+from app.indexing.reports import IngestReport
+from app.indexing.sync import chunk_policy, file_fingerprint, sync_collection
 from app.models.embeddings import EmbeddingModelInfo, ModelEmbeddings
-from app.store.chroma import MODEL_KEY, collection_name, connect
-from app.store.library import open_collection
+from app.store import open_store
+from app.store.base import ChunkCollection, ChunkStore
+from app.store.chroma import ChromaStore
+from app.store.library import Library, library_name
 from loaders.discovery import SourceFile, discover
 from loaders.parsers import UnreadableFile, parse_file
 from loaders.pool import Failed, Parsed, PoolLimits
+from tests.fakes import DIM, FAKE_INFO, SimulatedCrash, fake_embeddings
 
-FAKE_INFO = EmbeddingModelInfo("fake", "fake-64")
-DIM = 64
+pytestmark = pytest.mark.unit
+
+# The stores behind the seam: the core sync tests run against each.
+STORES = [pytest.param("chroma", id="chroma"), pytest.param("tests.fakes", id="memory")]
 
 # --- Shared helpers ---------------------------------------------------------------------------
 
 
 @dataclass
 class StoreSnapshot:
-    """Everything a collection holds, read back from Chroma."""
+    """Everything a collection holds, read back through the store seam."""
 
-    ids: list[str] = field(default_factory=list)  # in the order Chroma returned them
+    ids: list[str] = field(default_factory=list)  # in the order the store listed them
     documents: dict[str, str] = field(default_factory=dict)
     metadatas: dict[str, dict[str, Any]] = field(default_factory=dict)
     embeddings: dict[str, list[float]] = field(default_factory=dict)
@@ -56,28 +64,39 @@ class StoreSnapshot:
         return {i for i, m in self.metadatas.items() if m.get("source") == source}
 
 
-def read_store(collection: Collection | None, page: int = 500) -> StoreSnapshot:
-    """Read every record (ids, documents, metadatas, embeddings), a page at a time."""
+def fresh_store(settings: Settings) -> ChunkStore:
+    """The store the settings name, seeing what other processes wrote: Chroma caches one
+    System per directory per process, and a cached one keeps serving its old vector index."""
+    if settings.vector_store == "chroma" and not settings.chroma_host:
+        from chromadb.api.client import SharedSystemClient
+
+        SharedSystemClient.clear_system_cache()
+    return open_store(settings)
+
+
+def library_of(settings: Settings, model: str = FAKE_INFO.key) -> Library | None:
+    """The library of that embedding model in the store the settings name (None: none yet)."""
+    return Library.find(fresh_store(settings), library_name(settings, model))
+
+
+def collection_of(settings: Settings, model: str = FAKE_INFO.key) -> ChunkCollection | None:
+    """The collection the model's library points at; None before its first chunk."""
+    library = library_of(settings, model)
+    return library.collection() if library is not None else None
+
+
+def read_store(collection: ChunkCollection | None) -> StoreSnapshot:
+    """Read every chunk (ids, texts, metadatas, vectors) through the seam."""
     snapshot = StoreSnapshot()
     if collection is None:
         return snapshot
-    offset = 0
-    while True:
-        got = collection.get(
-            include=["documents", "metadatas", "embeddings"], limit=page, offset=offset
-        )
-        ids = list(got["ids"])
-        documents = got["documents"] or []
-        metadatas = got["metadatas"] or []
-        embeddings = got["embeddings"] if got["embeddings"] is not None else []
-        for i, chunk_id in enumerate(ids):
-            snapshot.ids.append(chunk_id)
-            snapshot.documents[chunk_id] = documents[i]
-            snapshot.metadatas[chunk_id] = dict(metadatas[i] or {})
-            snapshot.embeddings[chunk_id] = [float(x) for x in embeddings[i]]
-        if len(ids) < page:
-            return snapshot
-        offset += len(ids)
+    snapshot.ids = [chunk_id for chunk_id, _ in collection.rows()]
+    for chunk in collection.get(snapshot.ids, text=True, vectors=True):
+        snapshot.documents[chunk.id] = chunk.text
+        snapshot.metadatas[chunk.id] = dict(chunk.metadata)
+        snapshot.embeddings[chunk.id] = [float(x) for x in chunk.vector or []]
+    assert set(snapshot.documents) == set(snapshot.ids), "rows() and get() disagree"
+    return snapshot
 
 
 def assert_same_store(actual: StoreSnapshot, expected: StoreSnapshot, what: str = "") -> None:
@@ -144,7 +163,7 @@ def check_bookkeeping(
 
 
 def assert_store_matches_folder(
-    collection: Collection | None,
+    collection: ChunkCollection | None,
     folder: Path,
     *,
     settings: Settings | None = None,
@@ -152,7 +171,8 @@ def assert_store_matches_folder(
     failed: AbstractSet[str] = frozenset(),
 ) -> StoreSnapshot:
     """The store agrees with its own bookkeeping and equals a clean ingest of `folder` into a
-    fresh local CHROMA_DIR: same ids, metadatas, documents and vectors. Returns the snapshot."""
+    fresh local CHROMA_DIR (the same kind of store): same ids, metadatas, documents and
+    vectors. Returns the snapshot."""
     settings = settings or load_settings()
     make_embeddings = make_embeddings or (lambda: fake_embeddings(settings)[0])
     actual = read_store(collection)
@@ -163,46 +183,12 @@ def assert_store_matches_folder(
         )
         embeddings = make_embeddings()
         sync_collection(reference_settings, [folder], embeddings)
-        client = connect(reference_settings)
-        expected = read_store(open_collection(client, reference_settings, embeddings.info))
+        expected = read_store(collection_of(reference_settings, embeddings.info.key))
     assert_same_store(actual, expected, "store vs a clean ingest of the folder")
     return actual
 
 
-# --- Fakes and spies --------------------------------------------------------------------------
-
-
-class SimulatedCrash(Exception):
-    pass
-
-
-class CountingEmbeddings(Embeddings):
-    """DeterministicFakeEmbedding that counts texts and calls, and can fail on a given call."""
-
-    def __init__(self, size: int = DIM) -> None:
-        self.inner = DeterministicFakeEmbedding(size=size)
-        self.texts = 0
-        self.calls = 0
-        self.queries = 0
-        self.fail_on_call: int | None = None
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        self.calls += 1
-        if self.fail_on_call == self.calls:
-            raise SimulatedCrash(f"embedding call {self.calls}")
-        self.texts += len(texts)
-        return self.inner.embed_documents(texts)
-
-    def embed_query(self, text: str) -> list[float]:
-        self.queries += 1
-        return self.inner.embed_query(text)
-
-
-def fake_embeddings(
-    settings: Settings, info: EmbeddingModelInfo = FAKE_INFO, size: int = DIM
-) -> tuple[ModelEmbeddings, CountingEmbeddings]:
-    counter = CountingEmbeddings(size)
-    return ModelEmbeddings(info, lambda: counter, batch_size=settings.embedding_batch_size), counter
+# --- Spies ------------------------------------------------------------------------------------
 
 
 class ParseSpy:
@@ -232,18 +218,19 @@ class ParseSpy:
 
 
 class WriteRecorder:
-    """Wraps every call that changes the store; can raise SimulatedCrash at write number N."""
+    """Wraps every Chroma call that changes the store (each one atomic in Chroma); can raise
+    SimulatedCrash at write number N. Chroma only: it checks Chroma's own calls."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from chromadb.api.models.Collection import Collection
+
         self.writes: list[tuple[str, int]] = []  # (operation, number of ids)
         self.gets: list[int] = []
         self.crash_at: int | None = None
         for name in ("upsert", "update", "delete", "add", "modify"):
             monkeypatch.setattr(Collection, name, self._wrap(name, getattr(Collection, name)))
         for name in ("create_collection", "drop_collection"):
-            monkeypatch.setattr(
-                app.indexing.sync, name, self._wrap(name, getattr(app.indexing.sync, name))
-            )
+            monkeypatch.setattr(ChromaStore, name, self._wrap(name, getattr(ChromaStore, name)))
         real_get = Collection.get
 
         def get(collection: Collection, *args: Any, **kwargs: Any) -> Any:
@@ -266,6 +253,15 @@ class WriteRecorder:
         return sum(1 for op, _ in self.writes if op == name)
 
 
+class BatchLimit:
+    """Makes every Chroma store opened report `value` as its server's max batch size."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, value: int) -> None:
+        self.value = value
+        limit = property(lambda store: self.value, lambda store, value: None)
+        monkeypatch.setattr(ChromaStore, "max_batch", limit, raising=False)
+
+
 # --- Fixtures ---------------------------------------------------------------------------------
 
 
@@ -281,10 +277,23 @@ def write_doc(path: Path, topic: str, paragraphs: int = 5) -> None:
     path.write_text("\n\n".join(paragraph(topic, n) for n in range(paragraphs)) + "\n")
 
 
+def sync_settings(vector_store: str = "chroma") -> Settings:
+    # ~150-character paragraphs and 200-character chunks: one paragraph per chunk.
+    return load_settings(
+        chunk_size=200, chunk_overlap=20, embedding_batch_size=8, vector_store=vector_store
+    )
+
+
 @pytest.fixture
 def settings() -> Settings:
-    # ~150-character paragraphs and 200-character chunks: one paragraph per chunk.
-    return load_settings(chunk_size=200, chunk_overlap=20, embedding_batch_size=8)
+    """Chroma, for the tests that check Chroma's own calls."""
+    return sync_settings()
+
+
+@pytest.fixture(params=STORES)
+def any_store(request: pytest.FixtureRequest) -> Settings:
+    """Each store behind the seam in turn: Chroma, then the in-memory store."""
+    return sync_settings(request.param)
 
 
 @pytest.fixture
@@ -304,10 +313,6 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> ParseSpy:
     return parse_spy
 
 
-def collection_of(settings: Settings, info: EmbeddingModelInfo = FAKE_INFO) -> Collection | None:
-    return open_collection(connect(settings), settings, info)
-
-
 def all_sources(folder: Path) -> list[str]:
     return [f.source for f in discover(folder, folder.name).files]
 
@@ -319,11 +324,18 @@ def ingest(settings: Settings, folder: Path, **kwargs: Any) -> tuple[IngestRepor
     return report, counter.texts
 
 
-# --- Sync semantics ---------------------------------------------------------------------------
+def rebuild(settings: Settings) -> tuple[IngestReport, int]:
+    """`--rebuild`: every source of the library, re-embedded (it takes no paths)."""
+    embeddings, counter = fake_embeddings(settings)
+    report = sync_collection(settings, [], embeddings, rebuild=True)
+    return report, counter.texts
 
 
-@pytest.mark.unit
-def test_first_run_adds_every_chunk(settings: Settings, folder: Path, spy: ParseSpy) -> None:
+# --- Sync semantics, on every store -----------------------------------------------------------
+
+
+def test_first_run_adds_every_chunk(any_store: Settings, folder: Path, spy: ParseSpy) -> None:
+    settings = any_store
     report, embedded = ingest(settings, folder)
 
     assert report.ok
@@ -336,10 +348,10 @@ def test_first_run_adds_every_chunk(settings: Settings, folder: Path, spy: Parse
     assert {"source", "file_hash", "chunk_index", "chunk_count", "type"} <= set(metadata)
 
 
-@pytest.mark.unit
 def test_unchanged_folder_is_neither_parsed_nor_embedded(
-    settings: Settings, folder: Path, monkeypatch: pytest.MonkeyPatch
+    any_store: Settings, folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    settings = any_store
     monkeypatch.setattr(app.indexing.sync, "parse_in_workers", ParseSpy())
     ingest(settings, folder)
     before = read_store(collection_of(settings))
@@ -366,10 +378,10 @@ def test_unchanged_folder_is_neither_parsed_nor_embedded(
     assert_same_store(read_store(collection_of(settings)), before, "after an unchanged run")
 
 
-@pytest.mark.unit
 def test_edited_file_is_rechunked_alone_and_its_stale_chunks_removed(
-    settings: Settings, folder: Path, spy: ParseSpy
+    any_store: Settings, folder: Path, spy: ParseSpy
 ) -> None:
+    settings = any_store
     ingest(settings, folder)
     before = read_store(collection_of(settings))
     old_ids = before.ids_of("corpus/sub/epsilon.txt")
@@ -402,8 +414,8 @@ def test_edited_file_is_rechunked_alone_and_its_stale_chunks_removed(
     assert_store_matches_folder(collection_of(settings), folder, settings=settings)
 
 
-@pytest.mark.unit
-def test_deleted_and_added_files(settings: Settings, folder: Path, spy: ParseSpy) -> None:
+def test_deleted_and_added_files(any_store: Settings, folder: Path, spy: ParseSpy) -> None:
+    settings = any_store
     ingest(settings, folder)
     gone = read_store(collection_of(settings)).ids_of("corpus/beta.txt")
     (folder / "beta.txt").unlink()
@@ -422,22 +434,53 @@ def test_deleted_and_added_files(settings: Settings, folder: Path, spy: ParseSpy
     assert "corpus/beta.txt" not in snapshot.sources
 
 
-@pytest.mark.unit
-def test_rebuild_re_embeds_everything(settings: Settings, folder: Path, spy: ParseSpy) -> None:
+def test_rebuild_re_embeds_everything(any_store: Settings, folder: Path, spy: ParseSpy) -> None:
+    settings = any_store
     first, _ = ingest(settings, folder)
+    old = library_of(settings)
+    assert old is not None
     spy.reset()
 
-    report, embedded = ingest(settings, folder, rebuild=True)
+    report, embedded = rebuild(settings)
 
     assert sorted(report.new) == sorted(spy.parsed) == all_sources(folder)
     assert embedded == report.chunks_added == first.chunks_added
+    new = library_of(settings)
+    assert new is not None
+    assert new.record.active != old.record.active  # a new collection, switched to once complete
+    assert fresh_store(settings).collection(old.record.active) is None  # the old one deleted
     assert_store_matches_folder(collection_of(settings), folder, settings=settings)
 
 
-@pytest.mark.unit
-def test_a_file_that_stops_parsing_loses_its_chunks(
-    settings: Settings, folder: Path, spy: ParseSpy
+def test_rebuild_with_paths_is_refused_and_changes_nothing(
+    any_store: Settings, folder: Path, spy: ParseSpy, tmp_path: Path
 ) -> None:
+    """--rebuild re-embeds every source into a new collection: with paths, the other sources
+    would be lost, so it takes none."""
+    settings = any_store
+    other = tmp_path / "other"
+    write_doc(other / "omega.txt", "omega", 2)
+    ingest(settings, folder)
+    ingest(settings, other)
+    before = read_store(collection_of(settings))
+    library = library_of(settings)
+    assert library is not None
+    embeddings, counter = fake_embeddings(settings)
+
+    with pytest.raises(ConfigError, match="takes no paths"):
+        sync_collection(settings, [folder], embeddings, rebuild=True)
+
+    assert counter.texts == 0
+    after = library_of(settings)
+    assert after is not None
+    assert after.record == library.record  # same sources, same collection, no build started
+    assert_same_store(read_store(collection_of(settings)), before, "after a refused --rebuild")
+
+
+def test_a_file_that_stops_parsing_loses_its_chunks(
+    any_store: Settings, folder: Path, spy: ParseSpy
+) -> None:
+    settings = any_store
     ingest(settings, folder)
     (folder / "gamma.txt").write_bytes(b"")  # parses no more: "empty file"
 
@@ -450,27 +493,31 @@ def test_a_file_that_stops_parsing_loses_its_chunks(
     )
 
 
-@pytest.mark.unit
 def test_bookkeeping_repairs_damaged_records(
-    settings: Settings, folder: Path, spy: ParseSpy
+    any_store: Settings, folder: Path, spy: ParseSpy
 ) -> None:
     """Whatever a half-finished run leaves (missing chunks, old fingerprints, strays), the next
     run parses just those files and ends equal to a clean ingest."""
+    settings = any_store
     ingest(settings, folder)
     collection = collection_of(settings)
     assert collection is not None
     snapshot = read_store(collection)
-    collection.delete(ids=sorted(snapshot.ids_of("corpus/alpha.txt"))[:2])  # chunks missing
+    collection.delete(sorted(snapshot.ids_of("corpus/alpha.txt"))[:2])  # chunks missing
     beta = sorted(snapshot.ids_of("corpus/beta.txt"))[0]
     # An old fingerprint, and a key the current pipeline no longer writes (the chunk is kept:
     # its metadata must end up as a clean ingest writes it, not merged with the old).
     old_metadata = snapshot.metadatas[beta] | {"file_hash": "old", "obsolete": "x"}
-    collection.update(ids=[beta], metadatas=[old_metadata])
+    collection.replace_metadata([beta], [old_metadata])
     stray = snapshot.metadatas[sorted(snapshot.ids_of("corpus/gamma.txt"))[0]] | {"chunk_index": 9}
-    vectors: Any = [[0.1] * DIM]
-    collection.upsert(ids=["stray"], documents=["stray"], metadatas=[stray], embeddings=vectors)
     orphan = {"source": "corpus/gone.txt", "root": "corpus"}
-    collection.upsert(ids=["orphan"], documents=["x"], metadatas=[orphan], embeddings=vectors)
+    collection.upsert(
+        [
+            Document("stray", metadata=stray, id="stray"),
+            Document("x", metadata=orphan, id="orphan"),
+        ],
+        [[0.1] * DIM, [0.1] * DIM],
+    )
     spy.reset()
 
     report, embedded = ingest(settings, folder)
@@ -482,6 +529,82 @@ def test_bookkeeping_repairs_damaged_records(
     )
     assert report.deleted == ["corpus/gone.txt"]
     assert embedded == 2
+    assert_store_matches_folder(collection_of(settings), folder, settings=settings)
+
+
+# --- A file that changes while it is read -----------------------------------------------------
+
+
+def edited_while_parsed(
+    monkeypatch: pytest.MonkeyPatch, target: Path, versions: list[str]
+) -> ParseSpy:
+    """The spy, with an editor that saves `target` again (the next of `versions`) each time
+    the file has just been parsed: what the parser read is then no longer what is on disk."""
+    spy = ParseSpy()
+    pending = list(versions)
+
+    def parse(files: list[SourceFile], limits: PoolLimits) -> Iterator[Parsed | Failed]:
+        for result in spy(files, limits):
+            if result.file.path == target and pending:
+                target.write_text(pending.pop(0))
+            yield result
+
+    monkeypatch.setattr(app.indexing.sync, "parse_in_workers", parse)
+    return spy
+
+
+def test_a_file_edited_while_it_is_parsed_is_parsed_again(
+    any_store: Settings, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fingerprint is of what was parsed: a file saved while the sync read it is read
+    again, and stored with the text and fingerprint of its final bytes (never the old text
+    under the new fingerprint, nor the new fingerprint's file left with the old text)."""
+    settings = any_store
+    alpha = folder / "alpha.txt"
+    final = "\n\n".join(paragraph("the final alpha", n) for n in range(3)) + "\n"
+    spy = edited_while_parsed(monkeypatch, alpha, [final])
+
+    report, _ = ingest(settings, folder)
+
+    assert spy.parsed.count("corpus/alpha.txt") == 2
+    assert sorted(report.new) == all_sources(folder)  # reported once
+    assert report.ok
+    stored = read_store(collection_of(settings))
+    alpha_ids = stored.ids_of("corpus/alpha.txt")
+    texts = [stored.documents[i] for i in alpha_ids]
+    assert len(texts) == 3
+    assert all("the final alpha" in text for text in texts), texts
+    embeddings, _ = fake_embeddings(settings)
+    final_hash = file_fingerprint(alpha, chunk_policy(settings, embeddings))
+    assert {stored.metadatas[i]["file_hash"] for i in alpha_ids} == {final_hash}
+    assert_store_matches_folder(collection_of(settings), folder, settings=settings)
+
+    # And the next run finds it unchanged: nothing is read again.
+    spy.reset()
+    again, embedded = ingest(settings, folder)
+    assert (spy.parsed, embedded) == ([], 0)
+    assert sorted(again.unchanged) == all_sources(folder)
+
+
+def test_a_file_that_never_holds_still_keeps_what_the_library_had(
+    settings: Settings, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app.indexing.sync, "parse_in_workers", ParseSpy())
+    ingest(settings, folder)
+    before = read_store(collection_of(settings))
+    alpha = folder / "alpha.txt"
+    versions = [f"Version {n} of alpha, saved while it was read.\n" for n in range(1, 10)]
+    alpha.write_text("Version 0 of alpha.\n")
+    spy = edited_while_parsed(monkeypatch, alpha, versions)
+
+    report, _ = ingest(settings, folder)
+
+    assert spy.parsed.count("corpus/alpha.txt") == app.indexing.sync.PARSE_ROUNDS
+    assert any("corpus/alpha.txt kept changing" in note for note in report.notes)
+    assert_same_store(read_store(collection_of(settings)), before, "the old text is kept")
+    monkeypatch.setattr(app.indexing.sync, "parse_in_workers", ParseSpy())
+    settled, _ = ingest(settings, folder)  # once it holds still, the next sync reads it
+    assert settled.changed == ["corpus/alpha.txt"]
     assert_store_matches_folder(collection_of(settings), folder, settings=settings)
 
 
@@ -516,14 +639,13 @@ def make_versions(tmp_path: Path) -> tuple[Path, Path]:
     return a, b
 
 
-@pytest.mark.unit
-@pytest.mark.parametrize("rebuild", [False, True], ids=["sync", "rebuild"])
+@pytest.mark.parametrize("rebuilding", [False, True], ids=["sync", "rebuild"])
 def test_a_run_stopped_before_any_write_is_repaired_by_the_next(
     settings: Settings,
     tmp_path: Path,
     spy: ParseSpy,
     monkeypatch: pytest.MonkeyPatch,
-    rebuild: bool,
+    rebuilding: bool,
 ) -> None:
     """Version A is in the store; a run for version B stops before its 1st, 2nd, ... write
     (writes are the only steps that change the store, so this visits every state a killed run
@@ -545,7 +667,10 @@ def test_a_run_stopped_before_any_write_is_repaired_by_the_next(
         recorder.writes.clear()
         recorder.crash_at, limit.value = crash_at, 3
         try:
-            ingest(store, folder, rebuild=rebuild)
+            if rebuilding:
+                rebuild(store)
+            else:
+                ingest(store, folder)
         except SimulatedCrash:
             stopped_runs += 1
         else:
@@ -564,19 +689,19 @@ def test_a_run_stopped_before_any_write_is_repaired_by_the_next(
     assert stopped_runs == len(recorder.writes) >= 10
     # modify: the library record (new sources or the rebuild's collection; then the counts,
     # the generation, the switch).
-    if rebuild:
+    if rebuilding:
         assert kinds == {"modify", "create_collection", "upsert", "drop_collection"}
     else:
         assert kinds == {"modify", "upsert", "update", "delete"}
     assert len(states) >= stopped_runs - 1  # the stops really left different states
 
 
-@pytest.mark.unit
 def test_a_run_failing_in_the_embedder_keeps_what_it_wrote(
-    settings: Settings, tmp_path: Path, spy: ParseSpy
+    any_store: Settings, tmp_path: Path, spy: ParseSpy
 ) -> None:
     """An embedding failure mid-run (a model server that goes away) keeps the batches already
     written, and the next run embeds only what is missing."""
+    settings = any_store
     _, folder = make_versions(tmp_path)
     embeddings, counter = fake_embeddings(settings)
     counter.fail_on_call = 3
@@ -595,10 +720,10 @@ def test_a_run_failing_in_the_embedder_keeps_what_it_wrote(
 # --- Model guard and batch limits -------------------------------------------------------------
 
 
-@pytest.mark.unit
 def test_another_model_never_writes_into_a_collection(
-    settings: Settings, folder: Path, spy: ParseSpy
+    any_store: Settings, folder: Path, spy: ParseSpy
 ) -> None:
+    settings = any_store
     shared = settings.model_copy(update={"collection_name": "shared"})
     ingest(shared, folder)
     before = read_store(collection_of(shared))
@@ -611,19 +736,19 @@ def test_another_model_never_writes_into_a_collection(
     assert counter.texts == counter.queries == 0
     assert_same_store(read_store(collection_of(shared)), before, "after the refused run")
     # --rebuild is what the message suggests: it replaces the collection with the new model's.
-    report = sync_collection(shared, [folder], other, rebuild=True)
+    report = sync_collection(shared, [], other, rebuild=True)
     assert sorted(report.new) == all_sources(folder)
-    collection = collection_of(shared, other.info)
+    collection = collection_of(shared, other.info.key)
     assert collection is not None
-    assert collection.metadata[MODEL_KEY] == "fake/other-64"
+    assert collection.model == "fake/other-64"
     # Default names are per model, so two models never even meet in one collection.
-    assert collection_name(settings, FAKE_INFO) != collection_name(settings, other.info)
+    assert library_name(settings, FAKE_INFO.key) != library_name(settings, other.info.key)
 
 
-@pytest.mark.unit
 def test_a_model_whose_dimension_changed_is_refused(
-    settings: Settings, folder: Path, spy: ParseSpy
+    any_store: Settings, folder: Path, spy: ParseSpy
 ) -> None:
+    settings = any_store
     ingest(settings, folder)
     (folder / "alpha.txt").write_text("Edited, so there is something to embed.\n")
     embeddings, _ = fake_embeddings(settings, size=32)
@@ -631,22 +756,6 @@ def test_a_model_whose_dimension_changed_is_refused(
         sync_collection(settings, [folder], embeddings)
 
 
-class BatchLimit:
-    """Patches the clients sync_collection opens to report `value` as their max batch size."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, value: int) -> None:
-        self.value = value
-        real_connect = app.indexing.sync.connect
-
-        def connect_small(settings: Settings) -> Any:
-            client = real_connect(settings)
-            monkeypatch.setattr(client, "get_max_batch_size", lambda: self.value)
-            return client
-
-        monkeypatch.setattr(app.indexing.sync, "connect", connect_small)
-
-
-@pytest.mark.unit
 def test_writes_are_split_under_the_stores_max_batch_size(
     settings: Settings, folder: Path, spy: ParseSpy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
