@@ -16,15 +16,18 @@ from langchain_core.embeddings import Embeddings
 
 from app.config import Settings
 from app.indexing.sync import sync_collection
-from app.models.embeddings import EmbeddingModelInfo, build_embeddings
-from app.models.providers import ProviderChoice
+from app.models.local import local_embeddings
 from app.paths import SAMPLE_DOCS_ZH_DIR, SAMPLE_QUESTIONS_ZH
 from app.retrieval.retriever import DocumentRetriever
-from app.store.chroma import connect, create_collection
+from app.store import open_store
 from app.store.keyword_index import KeywordIndex, index_terms, open_keyword_index, query_terms
-from app.store.library import open_collection
+from app.store.library import find_library
 from app.text.writing_systems import covers
-from tests.ollama_server import bag_of_words_embedding
+from tests.fakes import BagOfWords, MemoryStore
+
+# Unit tests below carry their own mark; the module's default is the integration layer (the
+# embedded model, Chroma).
+pytestmark = pytest.mark.integration
 
 QUESTIONS = [json.loads(line) for line in SAMPLE_QUESTIONS_ZH.read_text("utf-8").splitlines()]
 # Expected sources are relative to the folder; stored names start with its label, `docs-zh`.
@@ -99,24 +102,23 @@ class Constant(Embeddings):
         return [1.0] + [0.0] * 15
 
 
-class BagOfWords(Embeddings):
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return [bag_of_words_embedding(t, 16) for t in texts]
-
-    def embed_query(self, text: str) -> list[float]:
-        return bag_of_words_embedding(text, 16)
+@pytest.fixture(params=["memory", "chroma"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Fusion is the retriever's, whatever store holds the vectors: run on both."""
+    return str(request.param)
 
 
-def small_store(tmp_path: Path, texts: dict[str, str], embeddings: Embeddings) -> dict[str, Any]:
-    settings = Settings(chroma_dir=tmp_path, collection_name="fusion")
-    collection = create_collection(
-        connect(settings), "fusion", EmbeddingModelInfo("test", "fusion"), 16
-    )
-    collection.add(
-        ids=list(texts),
-        documents=list(texts.values()),
-        metadatas=[{"source": f"{name}.txt"} for name in texts],
-        embeddings=embeddings.embed_documents(list(texts.values())),  # type: ignore[arg-type]
+def small_store(
+    tmp_path: Path, kind: str, texts: dict[str, str], embeddings: Embeddings
+) -> dict[str, Any]:
+    store = MemoryStore() if kind == "memory" else open_store(Settings(chroma_dir=tmp_path))
+    collection = store.create_collection("fusion", "test/fusion", 16)
+    collection.upsert(
+        [
+            Document(id=name, page_content=text, metadata={"source": f"{name}.txt"})
+            for name, text in texts.items()
+        ],
+        embeddings.embed_documents(list(texts.values())),
     )
     index = KeywordIndex(tmp_path / "keywords.sqlite3")
     index.add(
@@ -127,7 +129,7 @@ def small_store(tmp_path: Path, texts: dict[str, str], embeddings: Embeddings) -
 
 
 @pytest.mark.integration
-def test_a_leg_with_flat_scores_does_not_reorder_the_other(tmp_path: Path) -> None:
+def test_a_leg_with_flat_scores_does_not_reorder_the_other(tmp_path: Path, store_kind: str) -> None:
     # Vectors that cannot tell the chunks apart: hybrid must keep BM25's order exactly.
     texts = {
         "one": "lantern lantern lantern tide festival",
@@ -135,7 +137,7 @@ def test_a_leg_with_flat_scores_does_not_reorder_the_other(tmp_path: Path) -> No
         "three": "tide tables for the harbour and the quay",
         "four": "the quay cafe sells tea and cake",
     }
-    store = small_store(tmp_path / "flat-vectors", texts, Constant())
+    store = small_store(tmp_path / "flat-vectors", store_kind, texts, Constant())
     question = "lantern tide"
     keyword_order = [i for i, _ in store["keyword_index"].search(question, 10)]
     hybrid = DocumentRetriever(**store, mode="hybrid", k=3, fetch_k=4).invoke(question)
@@ -144,7 +146,7 @@ def test_a_leg_with_flat_scores_does_not_reorder_the_other(tmp_path: Path) -> No
 
 @pytest.mark.integration
 def test_hybrid_keeps_the_vector_order_when_keywords_match_everything_alike(
-    tmp_path: Path,
+    tmp_path: Path, store_kind: str
 ) -> None:
     # Every chunk holds the query's keyword once and has the same length: BM25 is flat.
     texts = {
@@ -153,7 +155,7 @@ def test_hybrid_keeps_the_vector_order_when_keywords_match_everything_alike(
         "c": "quay alpha beta theta",
         "d": "quay iota kappa lambda",
     }
-    store = small_store(tmp_path / "flat-keywords", texts, BagOfWords())
+    store = small_store(tmp_path / "flat-keywords", store_kind, texts, BagOfWords(16))
     question = "quay alpha beta gamma"
     similarity = DocumentRetriever(**store, mode="similarity", k=4, fetch_k=4).invoke(question)
     hybrid = DocumentRetriever(**store, mode="hybrid", k=4, fetch_k=4).invoke("quay")
@@ -170,13 +172,16 @@ def test_hybrid_keeps_the_vector_order_when_keywords_match_everything_alike(
 
 @pytest.fixture(scope="module")
 def chinese(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    store = tmp_path_factory.mktemp("zh")
-    settings = Settings(chroma_dir=store, _env_file=None)  # type: ignore[call-arg]
-    embeddings = build_embeddings(settings, ProviderChoice("local", "", "test"))
-    report = sync_collection(settings, [SAMPLE_DOCS_ZH_DIR], embeddings)
+    settings = Settings(chroma_dir=tmp_path_factory.mktemp("zh"), _env_file=None)  # type: ignore[call-arg]
+    embeddings = local_embeddings(settings, lambda line: None)
+    store = open_store(settings)
+    report = sync_collection(settings, [SAMPLE_DOCS_ZH_DIR], embeddings, store=store)
     assert not report.failed
-    collection = open_collection(connect(settings), settings, embeddings.info)
-    index = open_keyword_index(settings, collection)  # the sync wrote it
+    library = find_library(store, settings, embeddings.info.key)
+    assert library is not None
+    collection = library.collection()
+    assert collection is not None
+    index = open_keyword_index(settings, store, collection)  # the sync wrote it
     yield {
         "collection": collection,
         "embeddings": embeddings,
@@ -185,6 +190,7 @@ def chinese(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         "settings": settings,
     }
     index.close()
+    store.close()
 
 
 def chinese_retriever(chinese: dict[str, Any], **fields: Any) -> DocumentRetriever:
@@ -250,8 +256,7 @@ def test_default_thresholds_find_every_answerable_chinese_question(chinese: dict
     ],
 )
 def test_the_not_found_message_speaks_the_questions_language(question: str, expected: str) -> None:
-    from app.evaluation.answers import says_unknown
-    from chains.core.answering import not_found_message
+    from chains.core.wording import not_found_message, says_unknown
 
     message = not_found_message(question)
     assert message.startswith(expected)
@@ -290,14 +295,14 @@ def test_a_chinese_question_below_the_threshold_gets_the_chinese_message_without
     ],
 )
 def test_the_evaluation_reads_i_do_not_know_in_chinese_japanese_korean(answer: str) -> None:
-    from app.evaluation.answers import says_unknown
+    from chains.core.wording import says_unknown
 
     assert says_unknown(answer)
 
 
 @pytest.mark.unit
 def test_answers_that_know_are_not_read_as_not_knowing() -> None:
-    from app.evaluation.answers import says_unknown
+    from chains.core.wording import says_unknown
 
     assert not says_unknown("听雨桥全长86米[1]。")
     assert not says_unknown("The Long Mole is 612 metres long [1].")
