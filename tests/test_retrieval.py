@@ -1,5 +1,7 @@
 """Retrieval on the sample corpus with the real embedded model: every mode finds the file that
-answers, the threshold separates answerable questions, filters and the keyword index work."""
+answers, the threshold separates answerable questions, filters and the keyword index work. The
+chunks are ingested into Chroma once and read through the store seam, from Chroma and from the
+in-memory store (`tests.fakes.MemoryStore`) holding the same chunks."""
 
 from __future__ import annotations
 
@@ -8,17 +10,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from langchain_core.documents import Document
 
 from app.config import Settings
 from app.indexing.sync import sync_collection
-from app.models.embeddings import ModelEmbeddings, build_embeddings
-from app.models.providers import ProviderChoice
-from app.paths import SAMPLE_QUESTIONS
-from app.retrieval.retriever import DocumentRetriever, SourceFilter, allowed_sources
-from app.store.chroma import collection_name, connect
+from app.models.local import local_embeddings
+from app.paths import SAMPLE_DOCS_DIR, SAMPLE_QUESTIONS
+from app.retrieval.filters import SourceFilter, allowed_sources
+from app.retrieval.retriever import DocumentRetriever
+from app.store import open_store
+from app.store.base import EVERYTHING, ChunkCollection, ChunkStore, Selection
 from app.store.keyword_index import open_keyword_index
-from app.store.library import Library, open_collection
+from app.store.library import find_library
+from tests.fakes import MemoryStore, fake_embeddings
 
 pytestmark = pytest.mark.integration
 
@@ -31,21 +34,49 @@ OUTSIDE = [q for q in QUESTIONS if not q["source"]]
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory, shared_model_cache: Path) -> Iterator[tuple]:
-    store = tmp_path_factory.mktemp("store")
+def chroma_corpus(
+    tmp_path_factory: pytest.TempPathFactory, shared_model_cache: Path
+) -> Iterator[tuple]:
+    """The sample documents ingested once with the embedded model, into Chroma."""
     settings = Settings(
-        chroma_dir=store,
+        chroma_dir=tmp_path_factory.mktemp("store"),
         model_cache_dir=shared_model_cache,
         _env_file=None,  # type: ignore[call-arg]
     )
-    embeddings = build_embeddings(settings, ProviderChoice("local", "", "test"))
-    from app.paths import SAMPLE_DOCS_DIR
-
-    sync_collection(settings, [SAMPLE_DOCS_DIR], embeddings)
-    collection = open_collection(connect(settings), settings, embeddings.info)
-    index = open_keyword_index(settings, collection)  # the sync wrote it
+    embeddings = local_embeddings(settings, lambda line: None)
+    store = open_store(settings)
+    sync_collection(settings, [SAMPLE_DOCS_DIR], embeddings, store=store)
+    library = find_library(store, settings, embeddings.info.key)
+    assert library is not None
+    collection = library.collection()
+    assert collection is not None
+    index = open_keyword_index(settings, store, collection)  # the sync wrote it
     yield settings, embeddings, collection, index
     index.close()
+    store.close()
+
+
+def in_memory(collection: ChunkCollection) -> ChunkCollection:
+    """The same chunks, vectors and metadata, in the in-memory store."""
+    assert collection.dimension is not None
+    copy = MemoryStore().create_collection(
+        collection.name, str(collection.model), collection.dimension
+    )
+    ids = [chunk_id for chunk_id, _ in collection.rows()]
+    chunks = collection.get(ids, vectors=True)
+    copy.upsert([c.document() for c in chunks], [c.vector or [] for c in chunks])
+    assert copy.count() == collection.count()
+    return copy
+
+
+@pytest.fixture(scope="module", params=["chroma", "memory"])
+def corpus(request: pytest.FixtureRequest, chroma_corpus: tuple) -> tuple:
+    """Retrieval is the retriever's, whatever store holds the vectors: each test runs on
+    Chroma and on the in-memory store holding the same chunks."""
+    settings, embeddings, collection, index = chroma_corpus
+    if request.param == "memory":
+        collection = in_memory(collection)
+    return settings, embeddings, collection, index
 
 
 def retriever(corpus: tuple, **fields) -> DocumentRetriever:
@@ -125,48 +156,42 @@ def test_bad_filter_syntax_says_what_to_type() -> None:
         SourceFilter.parse("colour=blue")
 
 
-def test_sync_keeps_the_keyword_index_in_step_with_the_vectors(tmp_path: Path) -> None:
-    from langchain_core.embeddings import DeterministicFakeEmbedding
-
-    from app.models.embeddings import EmbeddingModelInfo
-    from app.store.chroma import ids_where
-
+@pytest.mark.parametrize("kind", ["chroma", "memory"])
+def test_sync_keeps_the_keyword_index_in_step_with_the_vectors(tmp_path: Path, kind: str) -> None:
     settings = Settings(chroma_dir=tmp_path / "s", _env_file=None)  # type: ignore[call-arg]
-    fake = ModelEmbeddings(
-        EmbeddingModelInfo("fake", "fake-16"),
-        lambda: DeterministicFakeEmbedding(size=16),
-        batch_size=8,
-    )
+    store: ChunkStore = MemoryStore() if kind == "memory" else open_store(settings)
+    fake, _ = fake_embeddings(settings)
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.txt").write_text("The lighthouse keeper feeds the gulls.")
     (docs / "b.txt").write_text("Ferries cross the estuary twice an hour.")
-    sync_collection(settings, [docs], fake)
-    library = Library.find(connect(settings), collection_name(settings, fake.info))
+    sync_collection(settings, [docs], fake, store=store)
+    library = find_library(store, settings, fake.info.key)
     assert library is not None
     collection = library.collection()
     assert collection is not None
-    index = open_keyword_index(settings, collection)
-    assert index.ids() == set(collection.get()["ids"])
+
+    def stored_ids(selection: Selection = EVERYTHING) -> set[str]:
+        return {chunk_id for chunk_id, _ in collection.rows(selection)}
+
+    index = open_keyword_index(settings, store, collection)
+    assert index.ids() == stored_ids()
     assert len(index.ids()) == 2
     assert index.behind(library.record) == []  # chat finds it current: nothing to scan
 
     (docs / "b.txt").unlink()
     (docs / "c.txt").write_text("The observatory opens on clear Fridays.")
-    sync_collection(settings, [docs], fake)
+    sync_collection(settings, [docs], fake, store=store)
     library.reload()
-    assert index.ids() == set(collection.get()["ids"])
+    assert index.ids() == stored_ids()
     assert len(index.ids()) == 2
     assert index.behind(library.record) == []
     assert index.search("ferries estuary", 5) == []
     assert index.search("observatory Fridays", 5)
 
     # Writing a chunk twice changes nothing: ids are unique.
-    again = collection.get(include=["documents", "metadatas"])
-    chunks = [
-        Document(id=i, page_content=t, metadata=m)
-        for i, t, m in zip(again["ids"], again["documents"], again["metadatas"], strict=True)
-    ]
+    chunks = [c.document() for c in collection.get(sorted(stored_ids()))]
+    assert len(chunks) == 2
     assert index.add(chunks) == 0
     assert index.db.execute("SELECT count(*) FROM entries").fetchone() == (2,)
 
@@ -175,10 +200,10 @@ def test_sync_keeps_the_keyword_index_in_step_with_the_vectors(tmp_path: Path) -
     index.close()
     for path in index.path.parent.glob(index.path.name + "*"):
         path.unlink()
-    lost = open_keyword_index(settings, collection)
+    lost = open_keyword_index(settings, store, collection)
     assert lost.behind(library.record) == ["docs"]
     assert lost.catch_up(collection, library.record) == 1
-    assert lost.ids() == set(ids_where(collection, {"root": "docs"}))
+    assert lost.ids() == stored_ids(Selection(root="docs"))
     assert lost.behind(library.record) == []
     assert lost.search("observatory Fridays", 5)
     lost.close()
