@@ -301,7 +301,12 @@ class _Sync:
     def _open_library(self, paths: list[Path], rebuild: bool) -> Library:
         model = self.embeddings.info.key
         library = find_library(
-            self.store, self.settings, model, rebuild=rebuild, advice=self.advice
+            self.store,
+            self.settings,
+            model,
+            rebuild=rebuild,
+            adding=bool(paths),
+            advice=self.advice,
         )
         check_paths(paths, library)
         if library is not None:
@@ -320,7 +325,7 @@ class _Sync:
             )
         library = Library.create(self.store, name, model, sources)
         if self.store.collection(name) is not None:
-            # Made before libraries: replaced once the rebuild completes.
+            # Made before libraries: replaced once this run (adding paths, or --rebuild) completes.
             library.record.retired.append(name)
         return library
 
@@ -468,7 +473,8 @@ class _Sync:
         below = tuple(
             f"{name}/"
             for name, path in paths.items()
-            if path.is_dir() or (not os.path.lexists(path) and name not in stored)
+            if path.is_dir()
+            or (name not in stored and (not os.path.lexists(path) or self._held_below(name)))
         )
         if below:
             rows = self.collection.rows(Selection(root=label))
@@ -476,6 +482,12 @@ class _Sync:
                 stored, ((i, m) for i, m in rows if str(m.get("source", "")).startswith(below))
             )
         return stored
+
+    def _held_below(self, name: str) -> bool:
+        """Whether files are stored below `name/` (a folder since replaced by a file of that
+        name). The keyword index answers, caught up with the collection under the same lock
+        at the start of the run, so a new file costs no read of its source's records."""
+        return self.index is not None and self.index.holds_below(name)
 
     @staticmethod
     def _add_rows(

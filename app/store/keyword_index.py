@@ -194,6 +194,15 @@ class KeywordIndex:
         rows = {r[0] for r in self.db.execute("SELECT DISTINCT root FROM entries")}
         return stale + sorted((set(have) | rows) - labels)
 
+    def holds_below(self, folder: str) -> bool:
+        """Whether any chunk of a file below `folder/` is indexed (an index range scan)."""
+        prefix = f"{folder}/"
+        found = self.db.execute(
+            "SELECT 1 FROM entries WHERE source >= ? AND source < ? LIMIT 1",
+            (prefix, f"{folder}0"),  # "0" follows "/": every name that starts with the prefix
+        ).fetchone()
+        return found is not None
+
     def sources(self) -> list[str]:
         return [row[0] for row in self.db.execute("SELECT DISTINCT source FROM entries ORDER BY 1")]
 

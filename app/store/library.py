@@ -276,11 +276,13 @@ def find_library(
     model: str,
     *,
     rebuild: bool = False,
+    adding: bool = False,
     advice: Advice = plain_advice,
 ) -> Library | None:
     """This model's library, or None on a first run. Refuses (with the fix in the message) when
     the user's documents are in a library another model embedded: a run must never quietly
-    start an empty library beside the user's. A `--rebuild` may re-embed any library."""
+    start an empty library beside the user's. A `--rebuild` may re-embed any library. A run
+    `adding` paths starts the library in place of a collection from before libraries."""
     name = library_name(settings, model)
     library = Library.find(store, name)
     if library is not None:
@@ -289,10 +291,10 @@ def find_library(
         return library
     if rebuild:
         return None
-    if store.collection(name) is not None:
+    if store.collection(name) is not None and not adding:
         raise StoreError(
             f"Collection '{name}' was made by an earlier localrag, before the library of "
-            "sources. Re-embed your folders into a library with `python -m app.ingest --rebuild "
+            "sources. Re-embed your folders into a library with `python -m app.ingest "
             "PATH...`; the old collection is replaced once the new one is complete."
         )
     if not settings.collection_name:
