@@ -1,9 +1,9 @@
 """The Ollama provider over real HTTP, against `tests.ollama_server` on 127.0.0.1 only.
 
-In-process tests drive `app.models.providers`, `app.models.embeddings` and
-`app.models.chat_model` and read what the
-test server received. CLI tests run `python -m app.ingest` / `python -m app.chat` in a
-subprocess, as a user would, and check the exit status, the message and what reached the server.
+In-process tests drive the provider registry (`app.models.registry`) and the Ollama provider
+(`app.models.ollama`) and read what the test server received. CLI tests run `python -m
+app.ingest` / `python -m app.chat` in a subprocess, as a user would, and check the exit status,
+the message and what reached the server.
 """
 
 from __future__ import annotations
@@ -19,25 +19,16 @@ import chromadb
 import httpx
 import pytest
 from chromadb.config import Settings as ChromaSettings
+from langchain_core.language_models import BaseChatModel
 
 from app.config import Settings
 from app.errors import ExitCode, ProviderError, StoreError
-from app.models.chat_model import build_chat_model
-from app.models.embeddings import (
-    EmbeddingModelInfo,
-    ModelEmbeddings,
-    build_embeddings,
-    ollama_model_info,
-)
-from app.models.providers import (
-    choose_provider,
-    explain_ollama_failure,
-    has_model_name,
-    probe_ollama,
-)
+from app.models import registry
+from app.models.embeddings import EmbeddingModelInfo, ModelEmbeddings, ollama_model_info
+from app.models.ollama import explain_ollama_failure, has_model_name, probe_ollama
 from app.paths import SAMPLE_DOCS_DIR
-from app.store.chroma import collection_name, connect, create_collection
-from app.store.library import Library, find_library, open_collection
+from app.store import open_store
+from app.store.library import Library, find_library, library_name
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding, fake_embedding
 
 pytestmark = pytest.mark.integration
@@ -79,7 +70,15 @@ def plain_docs(tmp_path: Path) -> Path:
 
 
 def ollama_embeddings(settings: Settings) -> ModelEmbeddings:
-    return build_embeddings(settings, choose_provider(settings, "embedding"))
+    embeddings, _ = registry.build_embeddings(settings, lambda line: None)
+    assert embeddings.info.provider == "ollama"
+    return embeddings
+
+
+def ollama_chat_model(settings: Settings) -> BaseChatModel:
+    model, capabilities, _ = registry.build_chat_model(settings, lambda line: None)
+    assert capabilities.provider == "ollama"
+    return model
 
 
 def embed_inputs(server: OllamaTestServer) -> list[list[str]]:
@@ -209,7 +208,7 @@ def test_chat_model_sends_num_ctx_and_num_predict_from_settings(
         ollama_num_ctx=4096,
         max_answer_tokens=123,
     )
-    model = build_chat_model(settings, choose_provider(settings, "chat"))
+    model = ollama_chat_model(settings)
 
     answer = "".join(chunk.text for chunk in model.stream("Where is Brindlemoor?"))
 
@@ -272,7 +271,7 @@ def test_ollama_timeout_bounds_a_chat_request(
     settings = make_settings(
         chat_provider="ollama", ollama_base_url=server.base_url, ollama_timeout=0.5
     )
-    model = build_chat_model(settings, choose_provider(settings, "chat"))
+    model = ollama_chat_model(settings)
     server.delay = 3
 
     started = time.monotonic()
@@ -293,11 +292,13 @@ def test_auto_picks_ollama_for_both_roles_when_the_server_has_both_models(
 ) -> None:
     settings = make_settings(ollama_base_url=server.base_url)
 
-    embedding = choose_provider(settings, "embedding")
-    chat = choose_provider(settings, "chat")
+    embedding = registry.choose(settings, "embedding")
+    chat = registry.choose(settings, "chat")
 
-    assert (embedding.provider, embedding.model) == ("ollama", "nomic-embed-text")
-    assert (chat.provider, chat.model) == ("ollama", "llama3.2")
+    assert (embedding.provider.name, embedding.model) == ("ollama", "nomic-embed-text")
+    assert (chat.provider.name, chat.model) == ("ollama", "llama3.2")
+    assert embedding.reason == f"Ollama at {server.base_url} has nomic-embed-text"
+    assert chat.reason == f"Ollama at {server.base_url} has llama3.2"
     assert len(server.requests_to("/api/tags")) == 1  # one probe per process serves both roles
 
 
@@ -306,25 +307,25 @@ def test_auto_falls_back_to_local_chat_when_the_server_lacks_the_chat_model(
 ) -> None:
     with OllamaTestServer(models=EMBED_ONLY) as srv:
         settings = make_settings(ollama_base_url=srv.base_url)
-        embedding = choose_provider(settings, "embedding")
-        chat = choose_provider(settings, "chat")
+        embedding = registry.choose(settings, "embedding")
+        chat = registry.choose(settings, "chat")
 
-    assert embedding.provider == "ollama"
-    assert chat.provider == "local"
+    assert embedding.provider.name == "ollama"
+    assert chat.provider.name == "local"
     assert "`ollama pull llama3.2`" in chat.reason
 
 
 def test_auto_falls_back_to_local_when_nothing_listens(make_settings: MakeSettings) -> None:
     with OllamaTestServer() as srv:
         up = make_settings(ollama_base_url=srv.base_url)
-        assert choose_provider(up, "embedding").provider == "ollama"
+        assert registry.choose(up, "embedding").provider.name == "ollama"
         url = srv.base_url
     probe_ollama.cache_clear()  # the probe is cached per process; the server is gone now
 
     down = make_settings(ollama_base_url=url)
     for role in ("embedding", "chat"):
-        choice = choose_provider(down, role)
-        assert choice.provider == "local"
+        choice = registry.choose(down, role)
+        assert choice.provider.name == "local"
         assert f"not answering at {url}" in choice.reason
 
 
@@ -336,7 +337,7 @@ def test_explicit_ollama_with_nothing_listening_fails_fast_with_the_fix(
 
     started = time.monotonic()
     with pytest.raises(ProviderError) as caught:
-        choose_provider(settings, role)
+        registry.choose(settings, role)
     elapsed = time.monotonic() - started
 
     message = str(caught.value)
@@ -355,7 +356,7 @@ def test_explicit_ollama_without_the_model_says_which_model_to_pull(
     with OllamaTestServer(models=()) as srv:
         settings = make_settings(ollama_base_url=srv.base_url, **{f"{role}_provider": "ollama"})
         with pytest.raises(ProviderError) as caught:
-            choose_provider(settings, role)
+            registry.choose(settings, role)
 
     assert f"ollama pull {model}" in str(caught.value)
     assert f"{role.upper()}_PROVIDER=local" in str(caught.value)
@@ -564,17 +565,17 @@ def test_default_collection_name_differs_per_embedding_model(make_settings: Make
         ollama_model_info("all-minilm", 256),
         EmbeddingModelInfo("local", "all-MiniLM-L6-v2"),
     ]
-    names = [collection_name(settings, info) for info in infos]
+    names = [library_name(settings, info.key) for info in infos]
     assert len(set(names)) == len(infos)
 
 
 def make_library(settings: Settings, info: EmbeddingModelInfo, dimension: int) -> Library:
     """A library of `info`'s vectors holding one source and its collection."""
-    client = connect(settings)
-    library = Library.create(client, collection_name(settings, info), info.key)
+    store = open_store(settings)
+    library = Library.create(store, library_name(settings, info.key), info.key)
     library.add(SAMPLE_DOCS_DIR)
     library.save()
-    create_collection(client, library.record.active, info, dimension)
+    store.create_collection(library.record.active, info.key, dimension)
     return library
 
 
@@ -585,12 +586,19 @@ def test_switching_embedding_model_never_opens_the_other_models_collection(
     minilm = ollama_model_info("all-minilm", 256)
     settings = make_settings()
     library = make_library(settings, nomic, 768)
-    client = connect(settings)
+    store = open_store(settings)
 
-    assert open_collection(client, settings, minilm) is None
-    opened = open_collection(client, settings, nomic)
+    assert library_name(settings, minilm.key) != library.name
+    assert Library.find(store, library_name(settings, minilm.key)) is None
+    found = find_library(store, settings, nomic.key)
+    assert found is not None
+    opened = found.collection()
     assert opened is not None
     assert opened.name == library.record.active
+    assert opened.model == nomic.key
+    # The other model's run finds the library and refuses it, rather than open it.
+    with pytest.raises(ProviderError, match="was embedded with ollama/nomic-embed-text"):
+        find_library(store, settings, minilm.key, advice=registry.advice(settings))
 
 
 def test_shared_collection_name_refuses_another_models_vectors_and_says_what_to_do(
@@ -600,10 +608,10 @@ def test_shared_collection_name_refuses_another_models_vectors_and_says_what_to_
     minilm = ollama_model_info("all-minilm", 256)
     settings = make_settings(collection_name="shared", ollama_base_url=ollama_server.base_url)
     make_library(settings, nomic, 768)
-    client = connect(settings)
+    store = open_store(settings)
 
     with pytest.raises(StoreError) as caught:
-        open_collection(client, settings, minilm)
+        find_library(store, settings, minilm.key, advice=registry.advice(settings))
 
     message = str(caught.value)
     assert "'shared'" in message
@@ -624,8 +632,9 @@ def test_a_library_whose_provider_is_down_is_a_provider_error_naming_model_and_f
     settings = make_settings()  # conftest: OLLAMA_BASE_URL is a closed port
     make_library(settings, nomic, 768)
 
+    store = open_store(settings)
     with pytest.raises(ProviderError) as caught:
-        find_library(connect(settings), settings, local)
+        find_library(store, settings, local.key, advice=registry.advice(settings))
 
     message = str(caught.value)
     assert caught.value.exit_code == ExitCode.PROVIDER
@@ -634,7 +643,7 @@ def test_a_library_whose_provider_is_down_is_a_provider_error_naming_model_and_f
     assert "ollama serve" in message
     assert "python -m app.ingest --rebuild" in message
     # A rebuild under the embedded model may go ahead: it re-embeds the library's sources.
-    assert find_library(connect(settings), settings, local, rebuild=True) is None
+    assert find_library(store, settings, local.key, rebuild=True) is None
 
 
 @pytest.mark.unit
@@ -647,4 +656,4 @@ def test_the_same_model_with_or_without_its_latest_tag_shares_one_collection(
     settings = make_settings()
 
     assert tagged.key == bare.key
-    assert collection_name(settings, tagged) == collection_name(settings, bare)
+    assert library_name(settings, tagged.key) == library_name(settings, bare.key)
