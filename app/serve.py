@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import argparse
 import socket
-from typing import Any
+import threading
+import time
+from typing import TYPE_CHECKING, Any
 
 from app.config import Settings, load_settings
 from app.console import run, status
 from app.errors import ConfigError, ExitCode
+
+if TYPE_CHECKING:
+    from app.api.connection import ConnectionLimits
+    from app.indexing.reports import IngestReport
+    from app.session.resources import Resources
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -21,7 +28,70 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--host", help="address to bind (SERVE_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port; 0 picks a free one (SERVE_PORT, 8000)")
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="also keep the library in sync with its folders, as `python -m app.ingest --watch` "
+        "does: a sync at start, then every change; answers follow at once",
+    )
+    limits = parser.add_argument_group(
+        "connection limits",
+        "A client that is slow to send its request, or takes nothing of the answer, is "
+        "dropped after these many seconds (docs/serving.md).",
+    )
+    limits.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="a connection with no request under way (default 5)",
+    )
+    limits.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="a request's headers, from its first byte (default 10)",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="a request's body, after its headers (default 30)",
+    )
+    limits.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="a response the client reads nothing of (default 30)",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        metavar="N",
+        help="connections open at once; more are answered 503 (default 256)",
+    )
     return parser.parse_args(argv)
+
+
+def connection_limits(args: argparse.Namespace) -> ConnectionLimits:
+    from app.api.connection import ConnectionLimits
+
+    for name in ("idle_timeout", "header_timeout", "body_timeout", "stall_timeout"):
+        if getattr(args, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be more than 0 seconds.")
+    if args.max_connections < 1:
+        raise ConfigError("--max-connections must be at least 1.")
+    return ConnectionLimits(
+        idle=args.idle_timeout,
+        headers=args.header_timeout,
+        body=args.body_timeout,
+        stall=args.stall_timeout,
+        max_connections=args.max_connections,
+    )
 
 
 def bind(settings: Settings) -> socket.socket:
@@ -64,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None
     }
     settings = load_settings(**overrides)
+    limits = connection_limits(args)
     sock = bind(settings)
     try:
         host, port = sock.getsockname()[:2]
@@ -78,16 +149,68 @@ def main(argv: list[str] | None = None) -> int:
         resources = open_resources(settings)
         service = AnswerService(resources, settings, settings.chain)
         app = create_app(service, settings, loopback=loopback)
+        config = uvicorn.Config(
+            app, log_level="info", timeout_graceful_shutdown=5, **limits.uvicorn_options()
+        )
+        server = uvicorn.Server(config)
+        stop_watching = threading.Event()
+        watcher = start_watching(settings, resources, stop_watching) if args.watch else None
         shown = f"[{host}]" if ":" in host else host
         status(f"Serving on http://{shown}:{port}/ (the API under /v1 and /api; Ctrl-C stops)")
-        server = uvicorn.Server(uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=5))
         try:
             server.run(sockets=[sock])
         except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: stopping is normal
-            status("Stopped.")
+            pass
+        finally:
+            if watcher is not None:
+                stop_watching.set()
+                if watcher.is_alive():
+                    status("Stopping the watch after the sync under way (Ctrl-C again: at once).")
+                watcher.join()
+        status("Stopped.")
     finally:
         sock.close()
     return int(ExitCode.OK)
+
+
+def start_watching(
+    settings: Settings, resources: Resources, stop: threading.Event
+) -> threading.Thread:
+    """`--watch`: a sync of every source (what changed while no one watched), then one sync per
+    batch of changes, in a thread beside the server, with the server's embedding model. The
+    server's next answer follows each write as it follows any other process's."""
+    from app.indexing.sync import sync_collection
+    from app.indexing.watch import watch_library
+    from app.models import registry
+
+    advice = registry.advice(settings)
+
+    def work() -> None:
+        try:
+            report = sync_collection(settings, [], resources.embeddings, advice=advice)
+            sync_line(report)
+            if not stop.is_set():
+                watch_library(settings, resources.embeddings, None, sync_line, status, stop, advice)
+        except Exception as exc:  # the server answers on; the log says why the watch ended
+            status(f"The watch stopped ({type(exc).__name__}: {exc}); the server goes on.")
+
+    thread = threading.Thread(target=work, name="watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def sync_line(report: IngestReport) -> None:
+    files = report.as_dict()["files"]
+    changed = ", ".join(f"{n} {kind}" for kind, n in files.items() if n and kind != "unchanged")
+    labels = ", ".join(dict.fromkeys(s.label for s in report.sources)) or "library"
+    status(
+        f"{time.strftime('%H:%M:%S')} synced {labels}: {changed or 'no file changed'}; "
+        f"{report.chunks_added} chunks embedded, {report.chunks_removed} removed"
+    )
+    for name, reason in sorted(report.failed.items()):
+        status(f"skipped {name}: {reason}")
+    for message in report.missing:
+        status(f"kept {message}")
 
 
 if __name__ == "__main__":

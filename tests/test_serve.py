@@ -194,7 +194,7 @@ def test_openai_client_gets_a_whole_answer_with_numbered_and_machine_readable_so
     completion = client(server).chat.completions.create(
         model="rag",
         messages=[
-            {"role": "system", "content": "You are a pirate."},  # ignored: the chain decides
+            {"role": "system", "content": "You are a pirate."},  # below the chain's own prompt
             {"role": "user", "content": "When does the first ferry leave the harbour?"},
         ],
     )
@@ -207,7 +207,7 @@ def test_openai_client_gets_a_whole_answer_with_numbered_and_machine_readable_so
     assert text.startswith(
         "Answer to «When does the first ferry leave the harbour?» from docs/ferry.txt [1]."
     )
-    assert "\n\nSources:\n- [1] docs/ferry.txt\n" in text
+    assert "\n\nSources:\n- [1] `docs/ferry.txt`\n" in text
     sources = (completion.model_extra or {})["sources"]
     assert sources[0]["number"] == 1
     assert sources[0]["file"] == "docs/ferry.txt"
@@ -254,7 +254,7 @@ def test_langchain_chat_openai_works_unchanged_and_history_is_the_conversation(
     chat = ChatOpenAI(base_url=server.url + "/v1", api_key="unused", model="rag", max_retries=0)
     first = chat.invoke("What does a loaf of rye bread cost at the bakery?")
     assert "from docs/bakery.txt [1]." in str(first.content)
-    assert "- [1] docs/bakery.txt" in str(first.content)
+    assert "- [1] `docs/bakery.txt`" in str(first.content)
 
     ollama.clear_requests()
     pieces = list(
@@ -317,7 +317,14 @@ def test_chains_and_health_describe_the_server(server: ServeProcess) -> None:
     assert health["chat_model"] == "ollama/llama3.2"
     assert health["embedding_model"] == "ollama/nomic-embed-text"
     assert health["store"]["chunks"] == len(DOCS)
-    assert health["generation"] == {"slots": 4, "queue": 16, "running": 0, "waiting": 0}
+    generation = health["generation"]
+    assert {k: generation[k] for k in ("slots", "queue", "running", "waiting")} == {
+        "slots": 4,
+        "queue": 16,
+        "running": 0,
+        "waiting": 0,
+    }
+    assert generation["seconds_per_answer"] is None or generation["seconds_per_answer"] > 0
     assert health["limits"] == {
         "question_chars": 4000,
         "history_messages": 40,
@@ -411,7 +418,9 @@ def test_a_request_that_waits_for_its_turn_is_told_so_then_answered(
         second = pool.submit(ask, "What does a loaf of rye bread cost at the bakery?")
     assert first.result()[0][0] == "question"  # went straight in
     waited = second.result()
-    assert waited[0] == ("queued", {"ahead": 0})
+    assert waited[0][0] == "queued"
+    assert waited[0][1]["ahead"] == 0
+    assert waited[0][1]["wait_seconds"] >= 0
     assert [name for name, _ in waited[1:3]] == ["question", "sources"]
     assert "from docs/bakery.txt [1]." in dict(waited)["done"]["answer"]
 

@@ -31,6 +31,18 @@ from tests.fakes import FixedRetriever
 pytestmark = pytest.mark.unit
 
 
+def figures(gate: GenerationGate) -> dict[str, object]:
+    return {k: v for k, v in gate.status().items() if k != "seconds_per_answer"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_the_gate_admits_slots_plus_queue_then_says_busy_with_a_retry_hint() -> None:
     gate = GenerationGate(slots=1, queue=2)
     tickets = [gate.admit() for _ in range(3)]
@@ -39,10 +51,76 @@ def test_the_gate_admits_slots_plus_queue_then_says_busy_with_a_retry_hint() -> 
     assert caught.value.status == 503
     assert caught.value.retry_after >= 1
     assert "SERVE_QUEUE_SIZE=2" in caught.value.message
-    tickets[0].release()
-    tickets[0].release()  # twice is once
+    assert "No answer has finished yet" in caught.value.message  # a guess says it is one
+    tickets[1].release()
+    tickets[1].release()  # twice is once
     assert gate.admitted == 2
     gate.admit()  # the place is free again
+
+
+def test_waiting_requests_are_told_their_own_place_first_come_first_served() -> None:
+    gate = GenerationGate(slots=1, queue=3)
+    first, *waiting = [gate.admit() for _ in range(4)]
+    assert not first.must_wait()
+    assert [gate.ahead_of(t) for t in waiting] == [0, 1, 2]
+    waiting[1].release()  # the middle one left
+    assert [gate.ahead_of(t) for t in (waiting[0], waiting[2])] == [0, 1]
+    first.release()
+    assert not waiting[0].must_wait()  # the next in line got the slot
+    assert gate.ahead_of(waiting[2]) == 0
+    assert figures(gate) == {"slots": 1, "queue": 3, "running": 1, "waiting": 1}
+
+
+def test_retry_after_and_expected_waits_come_from_the_measured_pace() -> None:
+    """Answers here took 10 s each; the one running started 4 s ago: the first place frees in
+    6 s, and a request let in now (2 waiting before it) waits 6 + 10 + 10 s."""
+
+    async def scenario() -> None:
+        clock = Clock()
+        gate = GenerationGate(slots=1, queue=2, clock=clock)
+        for _ in range(3):
+            ticket = gate.admit()
+            async with ticket.turn():
+                clock.now += 10
+        assert gate.pace() == 10
+        running = gate.admit()
+        async with running.turn():
+            clock.now += 4
+            gate.admit(), gate.admit()
+            assert gate.retry_after() == 6
+            assert gate.expected_start(0) == 6
+            assert gate.expected_start(2) == 26
+            with pytest.raises(Busy) as caught:
+                gate.admit()
+            assert caught.value.retry_after == 6
+            message = caught.value.message
+            assert "try again then (Retry-After: 6)" in message  # the text says the header
+            assert "about 10 s each here" in message
+            assert "would wait about 26 s" in message
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_hears_each_move_of_its_place() -> None:
+    async def scenario() -> list[int]:
+        gate = GenerationGate(slots=1, queue=3)
+        holders = [gate.admit() for _ in range(3)]
+        last = gate.admit()
+        heard: list[int] = []
+
+        async def listen() -> None:
+            async for ahead in last.places():
+                heard.append(ahead)
+
+        listening = asyncio.create_task(listen())
+        for holder in holders:
+            await asyncio.sleep(0.01)
+            holder.release()
+        await asyncio.wait_for(listening, 1)
+        assert not last.must_wait()
+        return heard
+
+    assert asyncio.run(scenario()) == [2, 1, 0]
 
 
 def test_the_gate_runs_one_at_a_time_and_the_second_waits() -> None:
@@ -64,7 +142,7 @@ def test_the_gate_runs_one_at_a_time_and_the_second_waits() -> None:
         await asyncio.sleep(0.01)
         second_ticket = gate.admit()
         assert second_ticket.must_wait()
-        assert gate.status() == {"slots": 1, "queue": 4, "running": 1, "waiting": 1}
+        assert figures(gate) == {"slots": 1, "queue": 4, "running": 1, "waiting": 1}
         second_ticket.release()
         await asyncio.gather(first, answer("b"))
         assert gate.status()["running"] == gate.status()["waiting"] == 0
@@ -92,8 +170,8 @@ def test_a_waiting_request_that_is_cancelled_leaves_the_queue() -> None:
         return gate
 
     gate = asyncio.run(scenario())
-    assert gate.status() == {"slots": 1, "queue": 1, "running": 0, "waiting": 0}
-    assert not gate._turns.locked()
+    assert figures(gate) == {"slots": 1, "queue": 1, "running": 0, "waiting": 0}
+    assert not gate.measured or gate.pace() < 1  # only the answer that ran was measured
 
 
 def request(*messages: dict[str, object]) -> ChatCompletionRequest:
@@ -132,10 +210,27 @@ def test_a_conversation_that_does_not_end_with_a_question_is_refused() -> None:
 
 def test_the_sources_block_numbers_files_with_pages_and_says_when_only_nearest() -> None:
     found = Sources([SourceRef(1, "a.pdf", 3, 0.8), SourceRef(2, "b.md", None, None)], False)
-    assert sources_block(found) == "\n\nSources:\n- [1] a.pdf (page 3)\n- [2] b.md"
+    assert sources_block(found) == "\n\nSources:\n- [1] `a.pdf` (page 3)\n- [2] `b.md`"
     nearest = Sources([SourceRef(1, "a.pdf", None, 0.1)], True)
-    assert sources_block(nearest) == "\n\nNearest sources:\n- [1] a.pdf"
+    assert sources_block(nearest) == "\n\nNearest sources:\n- [1] `a.pdf`"
     assert sources_block(Sources([], True)) == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("![p](http:evil.example).md", "`![p](http:evil.example).md`"),
+        ("<img src=x onerror=alert(1)>.md", "`<img src=x onerror=alert(1)>.md`"),
+        ("a`b.md", "`` a`b.md ``"),  # a fence longer than any run of backticks inside
+        ("``x", "``` ``x ```"),
+        ("two\nlines [1]: http://evil.example", "`two\\nlines [1]: http://evil.example`"),
+        ("\u202egnp.exe", "`\\u202egnp.exe`"),  # a bidi override shown, not obeyed
+    ],
+)
+def test_file_names_in_the_sources_block_are_markdown_code_spans(name: str, shown: str) -> None:
+    block = sources_block(Sources([SourceRef(1, name, None, 0.5)], False))
+    assert block == f"\n\nSources:\n- [1] {shown}"
+    assert block.count("\n") == 3  # one line per source, whatever the name holds
 
 
 def test_error_locations_read_like_the_request() -> None:
@@ -169,7 +264,7 @@ def test_the_embedded_model_answers_one_at_a_time_ollama_as_set(
     )
     settings = Settings(serve_concurrency=setting, serve_queue_size=5)
     service = AnswerService(resources, settings, "rag")  # type: ignore[arg-type]
-    assert service.gate.status() == {"slots": slots, "queue": 5, "running": 0, "waiting": 0}
+    assert figures(service.gate) == {"slots": slots, "queue": 5, "running": 0, "waiting": 0}
 
 
 class SlowSyncModel(BaseChatModel):

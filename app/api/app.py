@@ -8,15 +8,16 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 from app.api import native, openai_compat
-from app.api.errors import AnswerFailed, Busy, RequestRejected
-from app.api.security import page_headers, require_loopback_host, require_token
+from app.api.errors import AnswerFailed, Busy, RequestRejected, error_body, error_response
+from app.api.guard import RequestGuard
+from app.api.security import page_headers
 from app.api.service import AnswerService
 from app.config import Settings
 
@@ -42,11 +43,14 @@ def create_app(service: AnswerService, settings: Settings, *, loopback: bool) ->
         redoc_url=None,
         openapi_url=None,
         lifespan=lifespan,
-        max_body_size=body_limit,
-        dependencies=[Depends(require_loopback_host)] if loopback else [],
     )
     app.state.service = service
     app.state.settings = settings
+    # Host, token and body checks, before any route reads anything (CORS, added after it, runs
+    # before it: a browser's preflight carries no token).
+    app.add_middleware(
+        RequestGuard, body_limit=body_limit, loopback=loopback, token=settings.api_token
+    )
     if settings.serve_cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -54,11 +58,10 @@ def create_app(service: AnswerService, settings: Settings, *, loopback: bool) ->
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    guarded = [Depends(require_token)]
-    app.include_router(openai_compat.router, dependencies=guarded)
-    app.include_router(native.router, dependencies=guarded)
+    app.include_router(openai_compat.router)
+    app.include_router(native.router)
 
-    @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
+    @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> dict[str, Any]:
         return app.openapi()
 
@@ -66,7 +69,8 @@ def create_app(service: AnswerService, settings: Settings, *, loopback: bool) ->
     headers = page_headers(page)
 
     # The page holds no data and must load before anyone can type a token into it, so it is
-    # the one route served without the token; everything it shows comes from guarded routes.
+    # the one route served without the token (`guard.UNGUARDED`); everything it shows comes
+    # from guarded routes.
     @app.get("/", include_in_schema=False, response_class=HTMLResponse)
     def index() -> HTMLResponse:
         return HTMLResponse(page, headers=headers)
@@ -82,12 +86,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     def respond(
         request: Request, status: int, message: str, param: str | None, headers: Any = None
     ) -> JSONResponse:
-        body: dict[str, Any]
-        if request.url.path.startswith("/v1/"):
-            body = {"error": openai_compat.error_body(status, message, param)}
-        else:
-            body = {"detail": message} if param is None else {"detail": message, "param": param}
-        return JSONResponse(body, status_code=status, headers=headers)
+        return error_response(request.url.path, status, message, param, headers)
 
     @app.exception_handler(RequestRejected)
     async def rejected(request: Request, exc: RequestRejected) -> JSONResponse:
@@ -116,7 +115,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         message = "; ".join(f"{_field(p['loc'])}: {p['msg']}" for p in problems)
         if request.url.path.startswith("/v1/"):
             first = _field(problems[0]["loc"]) if problems else None
-            body: dict[str, Any] = {"error": openai_compat.error_body(422, message, first)}
+            body: dict[str, Any] = {"error": error_body(422, message, first)}
         else:
             body = {"detail": problems, "message": message}
         return JSONResponse(body, status_code=422)

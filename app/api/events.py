@@ -42,7 +42,10 @@ class Usage:
 
 @dataclass(frozen=True)
 class Queued:
-    ahead: int  # requests waiting before this one
+    """Waiting for a turn; sent again each time the place moves."""
+
+    ahead: int  # requests waiting before this one now
+    wait_seconds: int  # expected wait for a turn, at the measured pace
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class Replaced:
 @dataclass(frozen=True)
 class Finished:
     answer: str
-    usage: Usage | None  # None: the model reported no token counts (or was not asked)
+    usage: Usage  # summed over the model's calls; zeros when the model was not called
 
 
 Event = Queued | Question | Sources | Token | Replaced | Finished
@@ -82,7 +85,7 @@ Event = Queued | Question | Sources | Token | Replaced | Finished
 class CompletedAnswer:
     answer: str
     sources: Sources
-    usage: Usage | None
+    usage: Usage
 
 
 def source_refs(context: list[Document]) -> list[SourceRef]:

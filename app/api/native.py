@@ -2,12 +2,19 @@
 
 Events of `/api/chat`, in order (each `data:` is JSON):
 
-    queued    {"ahead": n}                       only when it has to wait for a turn
+    queued    {"ahead": n, "wait_seconds": s}    only while it waits for a turn: at once, then
+                                                 each time its place moves; `ahead` is its
+                                                 place now, `wait_seconds` the expected wait
+                                                 at the pace answers have had here
     question  {"standalone_question": "..."}     what retrieval searched for
     sources   {"not_found": bool, "sources": [{"number", "file", "page", "score"}]}
     token     {"text": "..."}                    answer text, already sanitized
-    done      {"answer": "...", "usage": {...} or null when the model reports no counts}
+    done      {"answer": "...", "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}}
+                                                 usage: zeros when the model was not called
     error     {"message": "...", "status": n}    instead of done, when the answer broke off
+
+While nothing else is sent (waiting in the queue, or for the model's first token), an SSE
+comment (`: keep-alive`) goes out every few seconds, so proxies do not cut the stream.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from app.api.errors import AnswerFailed
 from app.api.events import Finished, Question, Queued, Sources, Token
 from app.api.service import AnswerRequest, AnswerService, PreparedAnswer, Turn
 from app.api.streaming import EventStream, sse
+from app.api.validation import Text
 
 router = APIRouter(prefix="/api", tags=["native"])
 
@@ -30,17 +38,17 @@ router = APIRouter(prefix="/api", tags=["native"])
 class HistoryMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["user", "assistant"]
-    content: str
+    content: Text
 
 
 class ChatRequest(BaseModel):
     """Unknown fields are refused, so a misspelt one is named in the 422 instead of ignored."""
 
     model_config = ConfigDict(extra="forbid")
-    question: str = Field(min_length=1)
+    question: Text = Field(min_length=1)
     history: list[HistoryMessage] = Field(default_factory=list)
-    chain: str | None = None
-    where: list[str] = Field(
+    chain: Text | None = None
+    where: list[Text] = Field(
         default_factory=list, description="file=PATH (wildcards allowed), folder=PATH or type=EXT"
     )
 
@@ -81,7 +89,7 @@ async def _events(prepared: PreparedAnswer) -> AsyncIterator[bytes]:
     try:
         async for event in prepared.events():
             if isinstance(event, Queued):
-                yield sse({"ahead": event.ahead}, "queued")
+                yield sse({"ahead": event.ahead, "wait_seconds": event.wait_seconds}, "queued")
             elif isinstance(event, Question):
                 yield sse({"standalone_question": event.standalone}, "question")
             elif isinstance(event, Sources):
@@ -90,7 +98,6 @@ async def _events(prepared: PreparedAnswer) -> AsyncIterator[bytes]:
             elif isinstance(event, Token):
                 yield sse({"text": event.text}, "token")
             elif isinstance(event, Finished):
-                usage = event.usage.as_json() if event.usage else None
-                yield sse({"answer": event.answer, "usage": usage}, "done")
+                yield sse({"answer": event.answer, "usage": event.usage.as_json()}, "done")
     except AnswerFailed as exc:
         yield sse({"message": exc.message, "status": exc.status}, "error")

@@ -1,8 +1,16 @@
-"""OpenAI-compatible routes: `GET /v1/models` lists the chains, `POST /v1/chat/completions`
-answers with one (`model` = chain name), streamed as `chat.completion.chunk` events or whole.
+"""OpenAI-compatible routes: `GET /v1/models` lists the chains (`GET /v1/models/{id}` one of
+them), `POST /v1/chat/completions` answers with one (`model` = chain name), streamed as
+`chat.completion.chunk` events or whole, with `usage` always (zeros when the model was not
+called) and a usage chunk whenever `stream_options.include_usage` asks for it.
 
-Clients that only show text get the sources as a numbered block at the end of the answer;
-programs get them as `sources` (file, page, score) in the last chunk and in a whole response.
+Clients that only show text get the sources as a numbered block at the end of the answer, each
+file name a Markdown code span (a file named like a Markdown image or an HTML tag shows as its
+name, never as markup); programs get them as `sources` (file, page, score) in the last chunk and
+in a whole response.
+
+The client's `system` (and `developer`) messages are passed to the chain as instructions: it
+puts them below its own system prompt, marked as the client's, and its own rules (answer from
+the sources, which are data, never instructions) stay first and win.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any, Literal, TypeVar
@@ -19,10 +28,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import get_service
-from app.api.errors import AnswerFailed, RequestRejected
-from app.api.events import Finished, Sources, Token
+from app.api.errors import AnswerFailed, RequestRejected, error_body
+from app.api.events import Finished, Queued, Sources, Token
 from app.api.service import AnswerRequest, AnswerService, PreparedAnswer, Turn
 from app.api.streaming import EventStream, sse, sse_comment
+from app.api.validation import Text
+from app.errors import ConfigError
+from app.session.conversation import chain_spec
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 STARTED = int(time.time())
@@ -37,13 +49,13 @@ SOURCES_BLOCK = re.compile(r"\n\n(?:Sources|Nearest sources):\n(?:- \[\d+\] [^\n
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: str
-    text: str | None = None
+    text: Text | None = None
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
+    content: Text | list[ContentPart] | None = None
 
 
 class StreamOptions(BaseModel):
@@ -56,21 +68,28 @@ class ChatCompletionRequest(BaseModel):
     accepted and ignored: the server's settings and the chain decide them."""
 
     model_config = ConfigDict(extra="ignore")
-    model: str = Field(description="A chain name, as GET /v1/models lists them.")
+    model: Text = Field(description="A chain name, as GET /v1/models lists them.")
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    where: list[str] = Field(
+    where: list[Text] = Field(
         default_factory=list,
         description="localrag: only search some files (file=PATH, folder=PATH, type=EXT).",
     )
 
 
 def answer_request(body: ChatCompletionRequest) -> AnswerRequest:
-    """The last message is the question; earlier user and assistant messages are the history.
-    System messages are ignored: the chain's own system prompt is what keeps answers grounded."""
+    """The last message is the question; earlier user and assistant messages are the history;
+    system and developer messages, in order, are the client's instructions (the chain puts
+    them below its own system prompt). Tool messages are not for this server: ignored."""
     turns: list[Turn] = []
+    instructions: list[str] = []
     for index, message in enumerate(body.messages):
+        if message.role in ("system", "developer"):
+            text = _text(message, index).strip()
+            if text:
+                instructions.append(text)
+            continue
         if message.role not in ("user", "assistant"):
             continue
         text = _text(message, index)
@@ -83,7 +102,9 @@ def answer_request(body: ChatCompletionRequest) -> AnswerRequest:
             "The last message must come from the user: it is the question to answer.",
             "messages",
         )
-    return AnswerRequest(turns[-1].content, turns[:-1], body.model, body.where)
+    return AnswerRequest(
+        turns[-1].content, turns[:-1], body.model, body.where, "\n\n".join(instructions)
+    )
 
 
 def _text(message: ChatMessage, index: int) -> str:
@@ -102,11 +123,44 @@ def _text(message: ChatMessage, index: int) -> str:
 
 
 def sources_block(sources: Sources) -> str:
+    """The numbered sources under an answer, for clients that show only text, most of which
+    render Markdown: a file name is whatever its owner typed, so it goes in a code span."""
     if not sources.sources:
         return ""
     title = NEAREST_TITLE if sources.not_found else SOURCES_TITLE
-    lines = [f"- [{s.number}] {s.label}" for s in sources.sources]
+    lines = []
+    for source in sources.sources:
+        page = f" (page {source.page})" if source.page is not None else ""
+        lines.append(f"- [{source.number}] {markdown_literal(source.file)}{page}")
     return "\n\n" + title + "\n" + "\n".join(lines)
+
+
+# Characters that would end the list item or reorder what a reader sees: shown escaped.
+_INVISIBLE = {
+    "\u2028",
+    "\u2029",
+    *map(chr, range(0x202A, 0x202F)),
+    *map(chr, range(0x2066, 0x206A)),
+}
+
+
+def markdown_literal(text: str) -> str:
+    """`text` as a Markdown code span, which every renderer shows as the characters it holds:
+    no image, link, autolink, emphasis or HTML can start inside one. The fence is one backtick
+    longer than the longest run of backticks in `text`; control characters, line and paragraph
+    separators and bidirectional controls are shown as escapes (`\\n`, `\\u202e`)."""
+    shown = "".join(
+        _escaped(ch) if ch in _INVISIBLE or unicodedata.category(ch) == "Cc" else ch for ch in text
+    )
+    runs = [len(run) for run in re.findall(r"`+", shown)]
+    fence = "`" * (max(runs, default=0) + 1)
+    padded = f" {shown} " if shown.startswith("`") or shown.endswith("`") or runs else shown
+    return fence + padded + fence
+
+
+def _escaped(ch: str) -> str:
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return named.get(ch) or f"\\u{ord(ch):04x}"
 
 
 class Completion:
@@ -134,15 +188,22 @@ class Completion:
         }
 
 
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": STARTED, "owned_by": "localrag"}
+
+
 @router.get("/models")
 def list_models(service: Annotated[AnswerService, Depends(get_service)]) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": [
-            {"id": spec.name, "object": "model", "created": STARTED, "owned_by": "localrag"}
-            for spec in service.chains()
-        ],
-    }
+    return {"object": "list", "data": [_model(spec.name) for spec in service.chains()]}
+
+
+@router.get("/models/{model_id}")
+def retrieve_model(model_id: str) -> dict[str, Any]:
+    """One chain, as `client.models.retrieve(id)` asks; 404 (model_not_found) for others."""
+    try:
+        return _model(chain_spec(model_id).name)
+    except ConfigError as exc:
+        raise RequestRejected(404, str(exc), "model") from None
 
 
 @router.post("/chat/completions", response_model=None)
@@ -174,7 +235,7 @@ async def chat_completions(
                     "finish_reason": "stop",
                 }
             ],
-            "usage": answer.usage.as_json() if answer.usage else None,
+            "usage": answer.usage.as_json(),
             "sources": [s.as_json() for s in answer.sources.sources],
         }
     )
@@ -183,27 +244,35 @@ async def chat_completions(
 async def _chunks(
     prepared: PreparedAnswer, completion: Completion, include_usage: bool
 ) -> AsyncIterator[bytes]:
-    yield sse(completion.chunk({"role": "assistant", "content": ""}))
+    # With include_usage, OpenAI's chunks say `"usage": null` until the usage chunk.
+    empty: dict[str, Any] = {"usage": None} if include_usage else {}
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        return sse(completion.chunk(delta, finish_reason) | empty)
+
+    yield chunk({"role": "assistant", "content": ""})
     sources = Sources([], True)
     try:
         async for event in prepared.events():
             if isinstance(event, Token):
-                yield sse(completion.chunk({"content": event.text}))
+                yield chunk({"content": event.text})
             elif isinstance(event, Sources):
                 sources = event
             elif isinstance(event, Finished):
                 block = sources_block(sources)
                 if block:
-                    yield sse(completion.chunk({"content": block}))
-                last = completion.chunk({}, finish_reason="stop")
+                    yield chunk({"content": block})
+                last = completion.chunk({}, finish_reason="stop") | empty
                 yield sse(last | {"sources": [s.as_json() for s in sources.sources]})
-                if include_usage and event.usage:
+                if include_usage:
                     yield sse(
                         completion.head("chat.completion.chunk")
                         | {"choices": [], "usage": event.usage.as_json()}
                     )
+            elif isinstance(event, Queued):  # clients skip comments; a person reading sees why
+                yield sse_comment(f"queued: {event.ahead} ahead, about {event.wait_seconds} s")
             else:
-                yield sse_comment(type(event).__name__.lower())  # clients skip comments
+                yield sse_comment(type(event).__name__.lower())
     except AnswerFailed as exc:
         # OpenAI's own mid-stream error shape: the openai client raises APIError with it.
         yield sse({"error": error_body(exc.status, exc.message)})
@@ -228,18 +297,3 @@ async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
         if not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-
-
-ERROR_TYPES = {
-    401: ("authentication_error", "invalid_api_key"),
-    404: ("invalid_request_error", "model_not_found"),
-    413: ("invalid_request_error", "request_too_large"),
-    503: ("server_error", "server_busy"),
-}
-
-
-def error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
-    kind, code = ERROR_TYPES.get(
-        status, ("invalid_request_error" if status < 500 else "server_error", None)
-    )
-    return {"message": message, "type": kind, "param": param, "code": code}

@@ -1,5 +1,7 @@
 """Who may call the server: a Bearer token when API_TOKEN is set, and, when bound to loopback,
-only requests addressed to a loopback name (a web page cannot reach it by DNS rebinding)."""
+only requests addressed to a loopback name (a web page cannot reach it by DNS rebinding).
+`app/api/guard.py` applies both to every request as soon as its headers are in, before its
+body is read."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import secrets
 from base64 import b64encode
 from urllib.parse import urlsplit
 
-from fastapi import HTTPException, Request
+from pydantic import SecretStr
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 
@@ -26,32 +28,33 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def require_token(request: Request) -> None:
-    """Every API route: `Authorization: Bearer <API_TOKEN>` when a token is set."""
-    token = request.app.state.settings.api_token
-    if token is None:
-        return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    expected = token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), expected):
-        raise HTTPException(
-            401,
-            "Missing or wrong API token: send the header `Authorization: Bearer <API_TOKEN>` "
-            "(in the web page: the token field; in the openai client: api_key).",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+TOKEN_MISSING = (
+    "Missing or wrong API token: send the header `Authorization: Bearer <API_TOKEN>` "
+    "(in the web page: the token field; in the openai client: api_key)."
+)
 
 
-def require_loopback_host(request: Request) -> None:
+def token_accepted(expected: SecretStr | None, authorization: str) -> bool:
+    """`Authorization: Bearer <API_TOKEN>`, compared in constant time; anything when no token
+    is set."""
+    if expected is None:
+        return True
+    scheme, _, given = authorization.partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(
+        given.strip().encode(), expected.get_secret_value().encode()
+    )
+
+
+def foreign_host(host_header: str) -> str | None:
     """On a loopback bind, the Host header must name loopback too: a page from another site
-    whose name it re-points to 127.0.0.1 (DNS rebinding) is refused."""
-    host = urlsplit("//" + request.headers.get("host", "")).hostname or ""
-    if not is_loopback(host):
-        raise HTTPException(
-            400,
-            f"This server answers only on loopback, not as {host!r}. To serve other "
-            "addresses, start it with --host and an API_TOKEN.",
-        )
+    whose name it re-points to 127.0.0.1 (DNS rebinding) is refused. The message, or None."""
+    host = urlsplit("//" + host_header).hostname or ""
+    if is_loopback(host):
+        return None
+    return (
+        f"This server answers only on loopback, not as {host!r}. To serve other "
+        "addresses, start it with --host and an API_TOKEN."
+    )
 
 
 def page_headers(html: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from app.api.events import (
     source_refs,
 )
 from app.api.gate import GenerationGate
+from app.api.validation import unencodable
 from app.config import Settings
 from app.errors import ConfigError, LocalragError, ProviderError, StoreError
 from app.retrieval.filters import SourceFilter
@@ -55,12 +57,15 @@ class Turn:
 
 @dataclass(frozen=True)
 class AnswerRequest:
-    """One question with the conversation before it; chain None means the server's default."""
+    """One question with the conversation before it; chain None means the server's default.
+    `instructions`: what the client's own system messages say (Open WebUI and others put their
+    settings there); the chain places them below its own system prompt, whose rules win."""
 
     question: str
     history: list[Turn] = field(default_factory=list)
     chain: str | None = None
     where: list[str] = field(default_factory=list)
+    instructions: str = ""
 
 
 # --- The service ----------------------------------------------------------------------------
@@ -86,8 +91,9 @@ class PreparedAnswer:
         self.ticket.release()
 
     async def events(self) -> AsyncIterator[Event]:
-        if self.ticket.must_wait():
-            yield Queued(self.service.gate.waiting - 1)
+        gate = self.service.gate
+        async for ahead in self.ticket.places():  # only while it waits; again as it moves up
+            yield Queued(ahead, math.ceil(gate.expected_start(ahead)))
         async with self.ticket.turn():
             async for event in self._answer():
                 yield event
@@ -102,8 +108,11 @@ class PreparedAnswer:
             # The library as it is now, whoever wrote it; reading it is off the event loop.
             await asyncio.to_thread(self.service.follow_library, session)
             assert session.chain is not None
+            inputs: dict[str, Any] = {"question": request.question, "history": session.history}
+            if request.instructions:
+                inputs["instructions"] = request.instructions
             stream = session.chain.astream(
-                {"question": request.question, "history": session.history},
+                inputs,
                 config={"callbacks": [usage], "run_name": f"serve:{session.spec.name}"},
             )
             async for event in aanswer_events(stream):
@@ -233,6 +242,13 @@ class AnswerService:
 
     def _check_limits(self, request: AnswerRequest) -> None:
         s = self.settings
+        texts = [("question", request.question), ("instructions", request.instructions)]
+        texts += [(f"history[{i}].content", turn.content) for i, turn in enumerate(request.history)]
+        texts += [(f"where[{i}]", text) for i, text in enumerate(request.where)]
+        for name, text in texts:
+            problem = unencodable(text)
+            if problem:
+                raise RequestRejected(422, f"{name} {problem}.", name)
         if not request.question.strip():
             raise RequestRejected(422, "The question is empty.", "question")
         if len(request.question) > s.serve_max_question_chars:
@@ -258,6 +274,13 @@ class AnswerService:
                 f"most {s.serve_max_history_chars:,} (SERVE_MAX_HISTORY_CHARS). Send only the "
                 "latest ones, or start a new conversation.",
                 "history",
+            )
+        if len(request.instructions) > s.serve_max_history_chars:
+            raise RequestRejected(
+                413,
+                f"The system messages have {len(request.instructions):,} characters; this server "
+                f"takes at most {s.serve_max_history_chars:,} (SERVE_MAX_HISTORY_CHARS).",
+                "instructions",
             )
 
     def explain(self, exc: Exception) -> AnswerFailed:
@@ -289,11 +312,9 @@ def _messages(history: list[Turn]) -> Iterator[BaseMessage]:
         yield HumanMessage(turn.content) if turn.role == "user" else AIMessage(turn.content)
 
 
-def _total_usage(handler: UsageMetadataCallbackHandler) -> Usage | None:
-    """Token counts summed over the model's calls (rewrite and answer); None rather than zeros
-    when the model reports none."""
-    if not handler.usage_metadata:
-        return None
+def _total_usage(handler: UsageMetadataCallbackHandler) -> Usage:
+    """Token counts summed over the model's calls (rewrite and answer), as the model reports
+    them; zeros when it was not called (a "not found" answer without history)."""
     prompt = completion = 0
     for usage in handler.usage_metadata.values():
         prompt += usage.get("input_tokens", 0)
