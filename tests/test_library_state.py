@@ -49,8 +49,8 @@ from tests.serve_process import ServeProcess, serve_env
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = int(os.environ.get("LIBRARY_STATE_EXAMPLES", "3"))
-STEPS = int(os.environ.get("LIBRARY_STATE_STEPS", "25"))
+EXAMPLES = int(os.environ.get("LIBRARY_STATE_EXAMPLES", "6"))
+STEPS = int(os.environ.get("LIBRARY_STATE_STEPS", "30"))
 MODEL = "ollama/nomic-embed-text"
 WORDS = ["harbour", "ferry", "lighthouse", "salt", "tide", "mole", "quay", "bell", "kite", "moss"]
 
@@ -59,13 +59,24 @@ texts = st.lists(st.sampled_from(WORDS), min_size=3, max_size=40).map(" ".join)
 
 
 class Env:
-    """What every example shares: the Ollama test server and a running app.serve."""
+    """What every example shares: the Ollama test server. Each example gets a fresh store and
+    its own running app.serve (`fresh`)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.ollama = OllamaTestServer(embedder=bag_of_words_embedding).start()
         self.chroma = root / "store"
-        self.values = {
+        self.server: ServeProcess | None = None
+
+    def fresh(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        self.chroma = Path(tempfile.mkdtemp(dir=self.root, prefix="store-"))
+
+    @property
+    def values(self) -> dict[str, str]:
+        return {
             "CHROMA_DIR": str(self.chroma),
             "OLLAMA_BASE_URL": self.ollama.base_url,
             "EMBEDDING_PROVIDER": "ollama",
@@ -74,7 +85,6 @@ class Env:
             "CHUNK_OVERLAP": "20",
             "SCORE_THRESHOLD": "-1",
         }
-        self.server: ServeProcess | None = None
 
     def settings(self) -> Settings:
         return Settings(
@@ -142,7 +152,7 @@ class LibraryMachine(RuleBasedStateMachine):
         self.mutations: dict[str, str] = {}
         self.monkey = pytest.MonkeyPatch()
         self.monkey.setattr(app.indexing.sync, "parse_in_workers", serial_parse(self.mutations))
-        shutil.rmtree(self.env.chroma, ignore_errors=True)
+        self.env.fresh()
         self.embeddings, _ = registry.build_embeddings(self.env.settings(), lambda line: None)
         for label in ("notes", "papers"):
             folder = self.work / label
