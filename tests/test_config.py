@@ -15,7 +15,8 @@ pytestmark = pytest.mark.unit
 
 
 def test_env_example_lists_every_setting_once() -> None:
-    listed = re.findall(r"^([A-Z_]+)=", (PROJECT_ROOT / ".env.example").read_text(), re.M)
+    # A key without a default is written commented out (`# OPENAI_BASE_URL=`).
+    listed = re.findall(r"^(?:# )?([A-Z_]+)=", (PROJECT_ROOT / ".env.example").read_text(), re.M)
     assert sorted(listed) == sorted(name.upper() for name in Settings.model_fields)
 
 
@@ -41,13 +42,31 @@ def test_env_file_is_read_and_environment_overrides_it(
 
 
 def test_invalid_values_give_one_line_per_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EMBEDDING_PROVIDER", "openai")
+    monkeypatch.setenv("LOCAL_CHAT_GGUF_TYPE", "Q2")
     monkeypatch.setenv("CHUNK_SIZE", "lots")
+    monkeypatch.setenv("OLLAMA_BASE_URL", "localhost:11434")
     with pytest.raises(ConfigError) as caught:
         load_settings()
-    message = str(caught.value)
-    assert "EMBEDDING_PROVIDER: Input should be 'auto', 'ollama' or 'local'" in message
-    assert "CHUNK_SIZE:" in message
+    lines = str(caught.value).splitlines()
+    assert "  LOCAL_CHAT_GGUF_TYPE: Input should be 'F32', 'F16', 'Q8_0' or 'packaged'" in lines
+    assert any(line.startswith("  CHUNK_SIZE: ") for line in lines)
+    assert "  OLLAMA_BASE_URL: must start with http:// or https://, got 'localhost:11434'" in lines
+
+
+def test_providers_are_any_registered_name_and_an_unknown_one_lists_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EMBEDDING_PROVIDER / CHAT_PROVIDER name a module of the provider registry (a new provider
+    needs no change here), so a wrong name is refused when a model is chosen, with the names."""
+    from app.models.registry import PROVIDERS, choose
+
+    monkeypatch.setenv("EMBEDDING_PROVIDER", " OpenAI ")
+    monkeypatch.setenv("CHAT_PROVIDER", "bogus")
+    settings = load_settings()
+    assert (settings.embedding_provider, settings.chat_provider) == ("openai", "bogus")
+    assert set(PROVIDERS) == {"ollama", "openai", "local"}
+    with pytest.raises(ConfigError, match=r"Unknown provider 'bogus': use auto or one of ollama"):
+        choose(settings, "chat")
 
 
 def test_overlap_must_be_smaller_than_chunk_size(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,3 +89,7 @@ def test_a_bad_setting_exits_2_without_traceback(run_module) -> None:
     assert result.returncode == 2
     assert "CHUNK_SIZE" in result.stderr
     assert "Traceback" not in result.stderr
+    unknown = run_module("app.ingest", "--list", EMBEDDING_PROVIDER="bogus")
+    assert unknown.returncode == 2, unknown.stderr
+    assert "Unknown provider 'bogus'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
