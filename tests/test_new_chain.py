@@ -31,6 +31,21 @@ def project_copy(tmp_path: Path) -> Path:
 def test_generated_chain_is_registered_and_its_test_passes(project_copy: Path) -> None:
     chain_path, test_path = scaffold("policy_qa", root=project_copy)
     assert chain_path == project_copy / "chains" / "policy_qa.py"
+    # The wording and the fakes come from where the app and the suite keep them.
+    chain_text, test_text = chain_path.read_text(), test_path.read_text()
+    assert "from chains.core.wording import DONT_KNOW\n" in chain_text
+    assert '"{DONT_KNOW}"' in chain_text
+    assert "from chains.core.wording import DONT_KNOW, NOT_FOUND\n" in test_text
+    assert "from tests.fakes import FixedRetriever, RecordingChatModel\n" in test_text
+    assert "class " not in test_text  # no fake of its own
+    linted = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", str(chain_path), str(test_path)],
+        cwd=project_copy,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert linted.returncode == 0, linted.stdout + linted.stderr
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_path)],
         cwd=project_copy,
