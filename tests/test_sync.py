@@ -32,6 +32,8 @@ from app.indexing.sync import chunk_policy, file_fingerprint, sync_collection
 from app.models.embeddings import EmbeddingModelInfo, ModelEmbeddings
 from app.store import open_store
 from app.store.base import ChunkCollection, ChunkStore
+from app.store.catalog import DIRTY as CATALOG_DIRTY
+from app.store.catalog import open_catalog
 from app.store.chroma import ChromaStore
 from app.store.library import Library, library_name
 from loaders.discovery import SourceFile, discover
@@ -518,6 +520,13 @@ def test_bookkeeping_repairs_damaged_records(
         ],
         [[0.1] * DIM, [0.1] * DIM],
     )
+    # A half-finished run marks the sources it writes before its first write: the catalog no
+    # longer vouches for them, so the next run checks their files and the store.
+    library = library_of(settings)
+    assert library is not None
+    catalog = open_catalog(settings, open_store(settings).key, library.record.active)
+    catalog.mark("corpus", CATALOG_DIRTY)
+    catalog.close()
     spy.reset()
 
     report, embedded = ingest(settings, folder)

@@ -9,6 +9,7 @@ from app.indexing.planning import plan_remove
 from app.indexing.reports import RemoveReport, SourceReport
 from app.store import open_store
 from app.store.base import Selection
+from app.store.catalog import delete_catalog, open_catalog
 from app.store.keyword_index import DIRTY, delete_keyword_index, open_keyword_index
 from app.store.library import Library, library_to_show
 from app.store.lock import writer_lock
@@ -45,6 +46,7 @@ def finish_interrupted(settings: Settings, library: Library) -> list[str]:
     if record.building:
         store.drop_collection(record.building)
         delete_keyword_index(settings, store, record.building)
+        delete_catalog(settings, store.key, record.building)
         notes.append(
             f"Deleted the partial collection {record.building} left by an interrupted --rebuild; "
             f"the library still uses {record.active}."
@@ -55,6 +57,7 @@ def finish_interrupted(settings: Settings, library: Library) -> list[str]:
         for name in record.retired:
             store.drop_collection(name)
             delete_keyword_index(settings, store, name)
+            delete_catalog(settings, store.key, name)
         record.retired = []
         library.save()
     if record.removing:
@@ -70,6 +73,7 @@ def purge_removed(settings: Settings, library: Library) -> int:
     index = (
         open_keyword_index(settings, library.store, collection) if collection is not None else None
     )
+    catalog = open_catalog(settings, library.store.key, record.active)
     for label in list(record.removing):
         if collection is not None:
             ids = [chunk_id for chunk_id, _ in collection.rows(Selection(root=label))]
@@ -79,10 +83,12 @@ def purge_removed(settings: Settings, library: Library) -> int:
             removed += len(ids)
         if index is not None:
             index.forget(label)
+        catalog.forget(label)
         record.removing.remove(label)
     if removed:
         record.generation += 1
     library.save()
     if index is not None:
         index.close()
+    catalog.close()
     return removed

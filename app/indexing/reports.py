@@ -59,6 +59,8 @@ class IngestReport:
     missing: list[str] = field(default_factory=list)  # one message per source kept unsynced
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    ocr_files: int = 0  # files with pages read by OCR this run
+    ocr_pages: int = 0
 
     @property
     def ok(self) -> bool:
@@ -78,6 +80,7 @@ class IngestReport:
                 "deleted": len(self.deleted),
                 "failed": len(self.failed),
             },
+            "ocr": {"files": self.ocr_files, "pages": self.ocr_pages},
             "chunks": {
                 "added": self.chunks_added,
                 "kept": self.chunks_kept,

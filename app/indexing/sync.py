@@ -39,6 +39,8 @@ from app.indexing.splitter import ChunkPolicy, split_documents
 from app.models.embeddings import ModelEmbeddings
 from app.store import open_store
 from app.store.base import ChunkCollection, ChunkStore, Selection
+from app.store.catalog import DIRTY as CATALOG_DIRTY
+from app.store.catalog import FileCatalog, FileRow, file_stamp, open_catalog
 from app.store.keyword_index import DIRTY, KeywordIndex, open_keyword_index
 from app.store.library import (
     Advice,
@@ -71,9 +73,15 @@ class StoredFile:
     ids: set[str] = field(default_factory=set)
     fingerprints: set[str] = field(default_factory=set)
     chunk_count: int = -1
+    # Known from the file catalog, which mirrors the store: its ids are read only if needed.
+    from_catalog: bool = False
 
     def complete(self, fingerprint: str) -> bool:
-        return self.fingerprints == {fingerprint} and len(self.ids) == self.chunk_count
+        counted = self.from_catalog or len(self.ids) == self.chunk_count
+        return self.fingerprints == {fingerprint} and counted
+
+    def count(self) -> int:
+        return max(self.chunk_count, 0) if self.from_catalog and not self.ids else len(self.ids)
 
 
 def chunk_policy(settings: Settings, embeddings: ModelEmbeddings) -> ChunkPolicy:
@@ -98,12 +106,17 @@ def pool_limits(settings: Settings) -> PoolLimits:
     )
 
 
+def policy_key(policy: ChunkPolicy) -> str:
+    """Everything that decides how a file's bytes become chunks."""
+    return (
+        f"{PIPELINE_VERSION}|{policy.chunk_size}|{policy.chunk_overlap}|"
+        f"{policy.max_tokens}|{policy.prefix}|"
+    )
+
+
 def file_fingerprint(path: Path, policy: ChunkPolicy) -> str:
     """The file's bytes plus everything that decides how they are chunked."""
-    digest = hashlib.sha256(
-        f"{PIPELINE_VERSION}|{policy.chunk_size}|{policy.chunk_overlap}|"
-        f"{policy.max_tokens}|{policy.prefix}|".encode()
-    )
+    digest = hashlib.sha256(policy_key(policy).encode())
     with path.open("rb") as handle:
         while block := handle.read(1 << 20):
             digest.update(block)
@@ -187,6 +200,13 @@ class _Sync:
         self.touched: set[str] = set()  # sources whose chunks this run changed
         self.written_chunks: dict[str, int] = {}  # file -> chunks it has now (files written)
         self.unsettled: set[str] = set()  # files that kept changing while read: left as stored
+        self.catalog: FileCatalog | None = None
+        self.trusted: set[str] = set()  # sources whose catalog rows mirror the store
+        self.stamps: dict[str, tuple[int, str]] = {}  # file -> (size, stamp) when fingerprinted
+        self.facts: dict[str, tuple[int, int, int]] = {}  # file -> pages, OCR'd pages, chars
+        self.file_rows: list[FileRow] = []  # catalog rows this run writes
+        self.failed_unchanged: set[str] = set()  # failed before, not changed since: not retried
+        self.fingerprints_written: dict[str, str] = {}  # file -> fingerprint of what was parsed
         self.report = IngestReport(
             collection="",
             store=store.location,
@@ -231,6 +251,7 @@ class _Sync:
                 self.index = open_keyword_index(self.settings, self.store, self.collection)
                 # A killed run may have left the index behind the vectors: catch up first.
                 self.index.catch_up(self.collection, library.record)
+            self.catalog = open_catalog(self.settings, self.store.key, self.collection_name)
 
         found_files: list[SourceFile] = []
         fingerprints: dict[str, str] = {}
@@ -250,8 +271,13 @@ class _Sync:
                     include_hidden=self.settings.include_hidden,
                     exclude=never_indexed(self.settings),
                 )
+            label = target.source.label
             with self.clock("read store"):
-                stored = self._read_stored(target)
+                if self._trusts(target.source):
+                    self.trusted.add(label)
+                    stored = self._catalog_stored(target)
+                else:
+                    stored = self._read_stored(target)
             present = {f.source for f in found.files} | {s.source for s in found.skipped}
             if target.within is None and stored and not present & stored.keys():
                 # A folder that still exists but holds none of its files is an unmounted drive
@@ -260,22 +286,27 @@ class _Sync:
                 self._kept(target.source, "empty")
                 continue
             report.failed.update({s.source: s.reason for s in found.skipped})
+            self.file_rows += [FileRow(s.source, label, "skipped", s.reason) for s in found.skipped]
             with self.clock("discover"):
                 for file in found.files:
+                    if self._unchanged_by_stamp(file, stored.get(file.source), label):
+                        continue
                     try:
+                        stat = file.path.stat()
                         fingerprints[file.source] = file_fingerprint(file.path, self.policy)
+                        self.stamps[file.source] = (stat.st_size, file_stamp(stat))
                     except OSError as exc:
                         report.failed[file.source] = f"cannot be read ({exc.strerror or exc})"
             found_files += found.files
             self.stored.update(stored)
-            before[target.source.label] = (len(stored), sum(len(f.ids) for f in stored.values()))
+            before[target.source.label] = (len(stored), sum(f.count() for f in stored.values()))
             synced.append(target)
 
         to_parse = []
         for file in found_files:
             fingerprint = fingerprints.get(file.source)
             if fingerprint is None:
-                continue
+                continue  # unchanged by its stamp, or unreadable
             stored_file = self.stored.get(file.source)
             if stored_file is None:
                 report.new.append(file.source)
@@ -286,16 +317,23 @@ class _Sync:
                 report.changed.append(file.source)
             to_parse.append((file, fingerprint))
 
+        seen = set(fingerprints) | set(report.unchanged) | self.failed_unchanged
+        report.deleted = sorted(set(self.stored) - seen)
+        with self.clock("read store"):
+            self._load_ids([f.source for f, _ in to_parse] + report.deleted)
         written = self._ingest(to_parse)
         keep = written | set(report.unchanged) | self.unsettled
-        report.deleted = sorted(set(self.stored) - set(fingerprints))
         with self.clock("store"):
             for source in sorted(set(self.stored) - keep):
                 self._delete(self.stored[source].ids, root_of(source))
             self._finish(library, plan, synced, before, keep, rebuild=rebuild)
         report.seconds = self.clock.seconds | {"total": time.perf_counter() - started}
+        report.ocr_files = sum(1 for facts in self.facts.values() if facts[1])
+        report.ocr_pages = sum(facts[1] for facts in self.facts.values())
         if self.index is not None:
             self.index.close()
+        if self.catalog is not None:
+            self.catalog.close()
         return report
 
     def _open_library(self, paths: list[Path], rebuild: bool) -> Library:
@@ -328,6 +366,142 @@ class _Sync:
             # Made before libraries: replaced once this run (adding paths, or --rebuild) completes.
             library.record.retired.append(name)
         return library
+
+    # --- The file catalog ------------------------------------------------------------------
+
+    def _trusts(self, source: LibrarySource) -> bool:
+        return (
+            self.catalog is not None
+            and self.collection is not None
+            and self.catalog.trusted(source.label, source.generation, policy_key(self.policy))
+        )
+
+    def _catalog_stored(self, target: Target) -> dict[str, StoredFile]:
+        """The source's stored files as the catalog knows them (their ids read when needed)."""
+        assert self.catalog is not None
+        self.known_rows = getattr(self, "known_rows", {})
+        stored: dict[str, StoredFile] = {}
+        prefixes = (
+            None
+            if target.within is None
+            else [file_name(target.source.label, rel) for rel in target.within]
+        )
+        for row in self.catalog.rows(target.source.label):
+            self.known_rows[row.name] = row
+            if prefixes is not None and not any(
+                row.name == p or row.name.startswith(p + "/") for p in prefixes
+            ):
+                continue
+            if row.searchable:
+                stored[row.name] = StoredFile(set(), {row.fingerprint}, row.chunks, True)
+        return stored
+
+    def _unchanged_by_stamp(self, file: SourceFile, entry: StoredFile | None, label: str) -> bool:
+        """A file of a trusted source whose stamp matches its catalog row: unchanged (indexed),
+        or failed again for the same reason (not retried until it changes). No read."""
+        if label not in self.trusted:
+            return False
+        row = getattr(self, "known_rows", {}).get(file.source)
+        if row is None or not row.stamp:
+            return False
+        try:
+            stamp = file_stamp(file.path.stat())
+        except OSError:
+            return False
+        if stamp != row.stamp:
+            return False
+        if row.searchable and entry is not None:
+            self.report.unchanged.append(file.source)
+            return True
+        if row.status == "failed":
+            self.report.failed[file.source] = f"{row.reason} (unchanged since; edit it to retry)"
+            self.failed_unchanged.add(file.source)
+            self.file_rows.append(row)
+            return True
+        return False
+
+    def _load_ids(self, names: list[str]) -> None:
+        """The chunk ids of files known from the catalog only, for those about to change."""
+        wanted = [n for n in names if n in self.stored and self.stored[n].from_catalog]
+        if not wanted or self.collection is None:
+            return
+        by_root: dict[str, list[str]] = {}
+        for name in wanted:
+            by_root.setdefault(root_of(name), []).append(name)
+        for root, files in by_root.items():
+            rows = self.collection.rows(Selection(root=root, sources=set(files)))
+            for chunk_id, metadata in rows:
+                entry = self.stored.get(str(metadata.get("source", "")))
+                if entry is not None:
+                    entry.ids.add(chunk_id)
+        for name in wanted:
+            self.stored[name].from_catalog = False
+            self.stored[name].chunk_count = len(self.stored[name].ids)
+
+    def _write_catalog(self, synced: list[Target], keep: set[str], rebuild: bool) -> None:
+        """The rows of every file this run looked at, and which sources they mirror now."""
+        catalog = self.catalog
+        if catalog is None:
+            return
+        known = getattr(self, "known_rows", {})
+        stamp_now = now()
+        rows = {row.name: row for row in self.file_rows}
+        for name in keep:
+            if name in rows or name in self.unsettled:
+                continue
+            old = known.get(name)
+            size, stamp = self.stamps.get(name, (old.size if old else -1, old.stamp if old else ""))
+            fingerprint = (
+                next(iter(self.stored[name].fingerprints), "") if name in self.stored else ""
+            )
+            pages, ocr_pages, chars = self.facts.get(
+                name, (old.pages, old.ocr_pages, old.chars) if old else (0, 0, 0)
+            )
+            chunks = self.written_chunks.get(name)
+            if chunks is None:
+                chunks = self.stored[name].count() if name in self.stored else 0
+            rows[name] = FileRow(
+                name,
+                root_of(name),
+                "ocr" if ocr_pages else "indexed",
+                "",
+                size,
+                stamp,
+                self.fingerprints_written.get(name, fingerprint),
+                pages,
+                ocr_pages,
+                chunks,
+                chars,
+                stamp_now,
+            )
+        for name, reason in self.report.failed.items():
+            if name not in rows:
+                size, stamp = self.stamps.get(name, (-1, ""))
+                rows[name] = FileRow(name, root_of(name), "failed", reason, size, stamp)
+        gone = set(self.report.deleted) | {
+            n for n in known if n not in rows and n not in keep and self._in_scope(n, synced)
+        }
+        catalog.remove(gone - set(rows))
+        catalog.put(rows.values())
+        for target in synced:
+            label = target.source.label
+            if target.within is None or label in self.trusted or rebuild:
+                catalog.mark(label, target.source.generation, policy_key(self.policy))
+            else:  # a scoped sync of a source not yet mirrored: its other rows are unchecked
+                catalog.mark(label, CATALOG_DIRTY)
+
+    @staticmethod
+    def _in_scope(name: str, synced: list[Target]) -> bool:
+        for target in synced:
+            label = target.source.label
+            if root_of(name) != label:
+                continue
+            if target.within is None:
+                return True
+            prefixes = [file_name(label, rel) for rel in target.within]
+            if any(name == p or name.startswith(p + "/") for p in prefixes):
+                return True
+        return False
 
     def _check_all_present(self, plan: SyncPlan, library: Library) -> None:
         """A rebuild re-embeds every source into a new collection: one that cannot be read now
@@ -398,7 +572,7 @@ class _Sync:
             now_files[label] = now_files.get(label, 0) + 1
             chunks = self.written_chunks.get(name)
             if chunks is None:
-                chunks = len(self.stored[name].ids) if name in self.stored else 0
+                chunks = self.stored[name].count() if name in self.stored else 0
             now_chunks[label] = now_chunks.get(label, 0) + chunks
         if self.touched or rebuild:
             record.generation += 1
@@ -448,6 +622,7 @@ class _Sync:
             for target in synced:
                 if target.source.label in self.touched or rebuild:
                     self.index.mark(target.source.label, target.source.generation)
+        self._write_catalog(synced, keep, rebuild)
         if record.removing:
             self.report.chunks_removed += purge_removed(self.settings, library)
         if record.retired:
@@ -505,6 +680,8 @@ class _Sync:
         for root in roots - self.touched:
             if self.index is not None:
                 self.index.mark(root, DIRTY)
+            if self.catalog is not None:
+                self.catalog.mark(root, CATALOG_DIRTY)
             self.touched.add(root)
 
     def _ingest(self, to_parse: list[tuple[SourceFile, str]]) -> set[str]:
@@ -556,13 +733,18 @@ class _Sync:
                 continue
             with self.clock("discover"):
                 try:
+                    stat = result.file.path.stat()
                     settled = file_fingerprint(result.file.path, self.policy)
                 except OSError:
                     settled = ""
+                else:
+                    self.stamps[source] = (stat.st_size, file_stamp(stat))
+                    self.fingerprints_written[source] = settled
             if settled != fingerprints[source]:
                 moved.append((result.file, settled))
                 continue
             self.progress.file_parsed()
+            self.facts[source] = _facts(result.documents)
             with self.clock("split"):
                 chunks = split_documents(result.documents, self.policy)
                 for chunk in chunks:
@@ -604,6 +786,7 @@ class _Sync:
         with self.clock("store"):
             if kept:
                 assert self.collection is not None  # kept chunks were found in it
+                self._touch({root_of(str(c.metadata["source"])) for c in kept})
                 self.collection.replace_metadata(
                     [str(c.id) for c in kept], [c.metadata for c in kept]
                 )
@@ -644,3 +827,15 @@ class _Sync:
         self.report.chunks_removed += len(ids)
         if self.index is not None:
             self.index.remove(ids)
+
+
+def _facts(documents: list[Document]) -> tuple[int, int, int]:
+    """Pages (distinct page numbers, or 1 for an unpaged file), pages read by OCR, characters."""
+    pages = {d.metadata.get("page") for d in documents}
+    ocr = {d.metadata.get("page") for d in documents if d.metadata.get("ocr")}
+    numbered = len(pages - {None})
+    return (
+        numbered or (1 if documents else 0),
+        len(ocr),
+        sum(len(d.page_content) for d in documents),
+    )
