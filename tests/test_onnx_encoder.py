@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from app.models.catalog import DEFAULT_LOCAL_MODEL, resolve_local_model
-from app.models.embeddings import build_embeddings
+from app.models.local import local_embeddings
 from app.models.onnx_encoder import (
     ExportUnsupported,
     OnnxEncoder,
@@ -24,8 +24,11 @@ from app.models.onnx_encoder import (
     load_export,
     query_encoder,
 )
-from app.models.providers import ProviderChoice
 from app.paths import PROJECT_ROOT, SAMPLE_DOCS_DIR, SAMPLE_QUESTIONS
+
+# Unit tests carry their own mark; the module's default is the integration layer (the embedded
+# model, exported and run; entry points as processes).
+pytestmark = pytest.mark.integration
 
 QUESTIONS = [json.loads(line) for line in SAMPLE_QUESTIONS.read_text().splitlines() if line]
 HEAVY = ("torch", "transformers", "sentence_transformers")
@@ -134,19 +137,22 @@ def test_query_vectors_match_what_ingest_stored(ingested: Path, shared_model_cac
     """Chunks as stored by ingest (sentence-transformers) against the same texts through the
     ONNX graph, and every sample question through both runtimes: cosine >= 0.9999."""
     from app.config import Settings
-    from app.store.chroma import connect
+    from app.store import open_store
     from app.store.library import find_library
 
     settings = Settings(chroma_dir=ingested, model_cache_dir=shared_model_cache)
-    embeddings = build_embeddings(settings, ProviderChoice("local", "", "test"))
-    library = find_library(connect(settings), settings, embeddings.info)
+    embeddings = local_embeddings(settings, lambda line: None)
+    library = find_library(open_store(settings), settings, embeddings.info.key)
     assert library is not None
     collection = library.collection()
     assert collection is not None
-    stored: Any = collection.get(include=["documents", "embeddings"], limit=64)
+    ids = [chunk_id for chunk_id, _ in collection.rows()][:64]
+    stored = collection.get(ids, vectors=True)
+    assert stored
+    assert len(stored) == len(ids)
     assert isinstance(embeddings.query_model, OnnxEncoder)
-    onnx_chunks = np.array(embeddings.query_model.embed_documents(stored["documents"]))
-    assert min_cosine(onnx_chunks, np.array(stored["embeddings"])) >= 0.9999
+    onnx_chunks = np.array(embeddings.query_model.embed_documents([c.text for c in stored]))
+    assert min_cosine(onnx_chunks, np.array([c.vector for c in stored])) >= 0.9999
 
     questions = [q["question"] for q in QUESTIONS]
     torch_questions = np.array(embeddings.model.embed_documents(questions))  # sentence-transformers
