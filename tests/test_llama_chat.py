@@ -14,9 +14,13 @@ from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from app.models import llama_chat
-from app.models.chat_model import local_chat_model_path
 from app.models.llama_chat import ChatLlamaCpp, prepare_gguf, prepared_gguf_path
+from app.models.local import local_chat_model_path
 from chains.core.budget import context_window, token_counter
+
+# The unit suite and the unit tests carry their own mark; the module's default is the
+# integration layer (the real SmolLM2 through llama.cpp).
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")
