@@ -69,10 +69,9 @@ def test_local_models_are_read_from_packages_with_no_network(monkeypatch) -> Non
     """The embedded embedding model loads from site-packages with the hub offline, and the
     splitter's token counter is the model's own tokenizer."""
     from app.config import Settings
-    from app.models.embeddings import build_embeddings
-    from app.models.providers import ProviderChoice
+    from app.models.local import local_embeddings
 
-    embeddings = build_embeddings(Settings(), ProviderChoice("local", "", "test"))
+    embeddings = local_embeddings(Settings(), lambda line: None)
     assert embeddings.count_tokens is not None
     assert embeddings.count_tokens("hello world") == 4  # [CLS] hello world [SEP]
     vector = embeddings.embed_query("tidal ferry")

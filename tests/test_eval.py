@@ -20,7 +20,6 @@ from app.evaluation.answers import (
     check,
     cited_numbers,
     over_seeds,
-    says_unknown,
     with_fields,
     with_seed,
 )
@@ -35,8 +34,12 @@ from app.evaluation.metrics import (
     percentile,
     recall_at_k,
 )
-from chains.core.answering import NOT_FOUND
+from chains.core.wording import NOT_FOUND, says_unknown
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding
+
+# Unit tests carry their own mark; the module's default is the integration layer (the command
+# end to end, with real models).
+pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "beir-tiny"
