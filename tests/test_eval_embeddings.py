@@ -13,6 +13,10 @@ from app.errors import ConfigError, ExitCode
 from app.evaluation.compare import EmbeddingSpec, parse_specs, settings_for
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding
 
+# Unit tests carry their own mark; the module's default is the integration layer (the command
+# with real models and the Ollama test server).
+pytestmark = pytest.mark.integration
+
 TINY = Path(__file__).parent / "fixtures" / "beir-tiny"
 DIM = 64
 
@@ -25,9 +29,15 @@ def test_specs_name_a_provider_and_optionally_a_model() -> None:
         EmbeddingSpec("ollama", "ollama", ""),
         EmbeddingSpec("ollama:bge-m3:567m", "ollama", "bge-m3:567m"),  # the tag stays
     ]
-    for bad in ("", "openai:text-embedding-3", "local,local"):
+    # Every registered provider names a model (openai since the provider registry).
+    assert parse_specs("openai:text-embedding-3-small") == [
+        EmbeddingSpec("openai:text-embedding-3-small", "openai", "text-embedding-3-small")
+    ]
+    for bad in ("", "cohere:embed-v3", "local,local"):
         with pytest.raises(ConfigError, match="--embeddings"):
             parse_specs(bad)
+    with pytest.raises(ConfigError, match=r"\(ollama, openai, local; "):
+        parse_specs("cohere")  # the message lists the providers there are
 
 
 @pytest.mark.unit
@@ -37,6 +47,12 @@ def test_a_spec_sets_the_provider_explicitly_so_nothing_falls_back(make_settings
     assert (ollama.embedding_provider, ollama.ollama_embedding_model) == ("ollama", "bge-m3")
     local = settings_for(settings, EmbeddingSpec("local", "local", ""))
     assert (local.embedding_provider, local.local_embedding_model) == ("local", "/models/mine")
+    spec = EmbeddingSpec("openai:text-embedding-3-small", "openai", "text-embedding-3-small")
+    openai = settings_for(settings, spec)
+    assert (openai.embedding_provider, openai.openai_embedding_model) == (
+        "openai",
+        "text-embedding-3-small",
+    )
 
 
 @pytest.fixture
