@@ -17,12 +17,14 @@ from typing import Any
 import pexpect
 import pytest
 
+from app.config import Settings
 from app.paths import PROJECT_ROOT, SAMPLE_DOCS_DIR
 from chains.core.answering import REWRITE_INSTRUCTIONS
-from tests.conftest import SETTING_KEYS
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding, estimate_tokens
 
 pytestmark = pytest.mark.integration
+
+SETTING_KEYS = [name.upper() for name in Settings.model_fields]  # none inherited by the chat
 
 PROMPT = "you>"
 TIMEOUT = 90  # seconds for one step on a loaded 2-core machine
