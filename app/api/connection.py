@@ -13,10 +13,14 @@ stretch it by sending a byte now and then):
     answering  the request is complete; the response is being written     no read deadline
 
 While answering, a response the client takes no bytes of for `stall` s (the transport's buffer
-full and not draining) is dropped. Headers are at most `max_header_bytes` (h11's limit on an
-incomplete event: 400 past it). At most `max_connections` connections are open at once; one more
-is answered 503 and closed, so a flood cannot use up the process's file descriptors (and every
-idle or slow one is gone within the deadlines above).
+full and not draining) is dropped. The kernel's send buffer of a connection is set to
+`send_buffer` bytes (Linux doubles it) instead of growing to megabytes on its own: answers are
+small, and a client that reads nothing is then noticed after a few hundred kB, not 4 MB.
+
+Headers are at most `max_header_bytes` (h11's limit on an incomplete event: 400 past it). At
+most `max_connections` connections are open at once; one more is answered 503 and closed, so a
+flood cannot use up the process's file descriptors (and every idle or slow one is gone within
+the deadlines above).
 
 uvicorn's h11 protocol underneath, whatever else is installed: its limits are the ones set here.
 """
@@ -24,7 +28,9 @@ uvicorn's h11 protocol underneath, whatever else is installed: its limits are th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +46,7 @@ class ConnectionLimits:
     stall: float = 30.0
     max_connections: int = 256
     max_header_bytes: int = 16 * 1024
+    send_buffer: int = 64 * 1024
 
     def uvicorn_options(self) -> dict[str, Any]:
         """uvicorn.Config's own settings that go with these limits."""
@@ -88,6 +95,10 @@ class GuardedH11Protocol(H11Protocol):
             )
             transport.close()
             return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.send_buffer)
         self._enter("idle")
 
     def data_received(self, data: bytes) -> None:
@@ -116,9 +127,8 @@ class GuardedH11Protocol(H11Protocol):
             return  # the deadline runs from the phase's start
         self.phase = phase
         self._cancel_deadline()
-        seconds = {"idle": self.limits.idle, "headers": self.limits.headers}.get(phase)
-        if phase == "body":
-            seconds = self.limits.body
+        limits = self.limits
+        seconds = {"idle": limits.idle, "headers": limits.headers, "body": limits.body}.get(phase)
         if seconds is not None:
             self._deadline = self.loop.call_later(seconds, self._expired, phase)
 

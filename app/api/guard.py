@@ -46,13 +46,15 @@ class RequestGuard:
             response = error_response(path, status, message, param, extra)
             await response(scope, receive, send)
 
+        # A refused request's body is never read: the connection ends with the refusal.
+        close = {"Connection": "close"}
         if self.loopback and (problem := foreign_host(headers.get("host", ""))):
-            await refuse(400, problem)
+            await refuse(400, problem, extra=close)
             return
         if path not in UNGUARDED and not token_accepted(
             self.token, headers.get("authorization", "")
         ):
-            await refuse(401, TOKEN_MISSING, extra={"WWW-Authenticate": "Bearer"})
+            await refuse(401, TOKEN_MISSING, extra=close | {"WWW-Authenticate": "Bearer"})
             return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
@@ -64,7 +66,6 @@ class RequestGuard:
             "SERVE_MAX_HISTORY_CHARS allow)."
         )
         declared = headers.get("content-length")
-        close = {"Connection": "close"}  # the rest of the body is not worth reading
         if declared is not None and declared.isdigit() and int(declared) > self.body_limit:
             await refuse(413, too_large, extra=close)
             return
