@@ -19,6 +19,7 @@ from app.api.errors import AnswerFailed, Busy, RequestRejected, error_body, erro
 from app.api.guard import RequestGuard
 from app.api.security import page_headers
 from app.api.service import AnswerService
+from app.api.validation import SURROGATE
 from app.config import Settings
 
 
@@ -107,7 +108,9 @@ def _add_error_handlers(app: FastAPI) -> None:
             {
                 # Bad JSON is located by character offset: the body as a whole is what to fix.
                 "loc": ["body"] if error["type"] == "json_invalid" else list(error["loc"]),
-                "msg": error["msg"],
+                # pydantic's own words for a str holding a lone surrogate, made ours
+                # (`validation.Text` says it of the fields pydantic lets through).
+                "msg": SURROGATE if error["type"] == "string_unicode" else error["msg"],
                 "type": error["type"],
             }
             for error in exc.errors()

@@ -14,6 +14,12 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKET = re.compile(rb"[\[\]{}]")
 
 
+SURROGATE = (
+    "contains a lone UTF-16 surrogate, which is not text; send valid Unicode (both halves of a "
+    "surrogate pair, or the character itself)"
+)
+
+
 def unencodable(text: str) -> str | None:
     """Why `text` cannot be sent on as UTF-8, or None."""
     try:
