@@ -1,11 +1,12 @@
 """The library of sources: adding a folder never touches the others, removing one, a missing
-source kept, overlapping sources, --rebuild's switch, --watch, the model guard, the keyword
-index kept in step, private files.
+source kept, overlapping sources (through links too), --rebuild's switch, --watch, the model
+guard, the keyword index kept in step, private files.
 
 CLI tests run `python -m app.ingest` / `python -m app.chat` as a user would, against the Ollama
 test server (fast, deterministic embeddings and a canned chat answer) and a real Chroma
-directory; they read the store back from this process. In-process tests use the fake embedder
-of tests/test_sync.py where a subprocess would add nothing but seconds.
+directory; they read the store back from this process through the store seam. In-process tests
+(marked unit) use the fake embedder of tests/fakes.py where a subprocess would add nothing but
+seconds.
 """
 
 from __future__ import annotations
@@ -30,27 +31,35 @@ import pytest
 import app.indexing.sync
 from app.config import Settings, load_settings
 from app.errors import ConfigError, StoreError
-from app.indexing.sync import IngestReport, remove_sources, sync_collection
+from app.indexing.maintenance import remove_sources
+from app.indexing.reports import IngestReport
+from app.indexing.sync import sync_collection
 from app.paths import PROJECT_ROOT
-from app.store.chroma import collection_name
+from app.store import open_store
+from app.store.base import EVERYTHING, Selection
+from app.store.chroma import ChromaCollection
 from app.store.keyword_index import index_path
-from app.store.library import Library
+from app.store.library import Library, library_name
+from tests.fakes import FAKE_INFO, fake_embeddings
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding, closed_port
 from tests.test_crash_safety import (
-    fresh_client,
+    chroma_client,
     generated_text,
     kill_group,
     server_embeddings,
 )
 from tests.test_sync import (
-    FAKE_INFO,
     ParseSpy,
     StoreSnapshot,
     assert_same_store,
-    fake_embeddings,
+    fresh_store,
+    library_of,
     read_store,
     write_doc,
 )
+
+# Most tests here run the commands; the in-process ones are marked unit as well.
+pytestmark = pytest.mark.integration
 
 ANSWER = "The harbour master is Ewan Tallisker [1]."
 
@@ -75,10 +84,12 @@ def command(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def run(module: str, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+def run(
+    module: str, *args: str, timeout: float = 300, cwd: Path = PROJECT_ROOT, **env: str
+) -> subprocess.CompletedProcess:
     done = subprocess.run(
         command(module, *args),
-        cwd=PROJECT_ROOT,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -110,15 +121,15 @@ def start(module: str, *args: str, log: Path, **env: str) -> subprocess.Popen[by
         )
 
 
-def library_of(settings: Settings) -> Library:
-    embeddings = server_embeddings(settings)
-    library = Library.find(fresh_client(settings), collection_name(settings, embeddings.info))
+def server_library(settings: Settings) -> Library:
+    """The library of the test server's embedding model, as the commands left it."""
+    library = library_of(settings, server_embeddings(settings).info.key)
     assert library is not None
     return library
 
 
 def snapshot(settings: Settings) -> StoreSnapshot:
-    return read_store(library_of(settings).collection())
+    return read_store(server_library(settings).collection())
 
 
 def by_root(snap: StoreSnapshot, root: str) -> StoreSnapshot:
@@ -135,18 +146,18 @@ def by_root(snap: StoreSnapshot, root: str) -> StoreSnapshot:
 
 def keyword_rows(settings: Settings, library: Library) -> list[str]:
     """Every chunk id in the keyword index of the library's collection (duplicates kept)."""
-    path = index_path(settings, library.record.active)
+    path = index_path(settings, library.store.key, library.record.active)
     with contextlib.closing(sqlite3.connect(path)) as db:
         return [row[0] for row in db.execute("SELECT chunk_id FROM entries")]
 
 
 def assert_index_in_step(settings: Settings) -> None:
-    library = library_of(settings)
+    library = server_library(settings)
     rows = keyword_rows(settings, library)
     stored = library.collection()
     assert stored is not None
     assert len(rows) == len(set(rows)), "duplicate keyword rows"
-    assert set(rows) == set(stored.get(include=[])["ids"]), "keyword index differs from vectors"
+    assert set(rows) == {i for i, _ in stored.rows()}, "keyword index differs from vectors"
 
 
 def reference(tmp_path: Path, roots: list[Path], server: OllamaTestServer) -> StoreSnapshot:
@@ -184,7 +195,6 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 90) -> N
 # --- Sources from the command line ----------------------------------------------------------
 
 
-@pytest.mark.integration
 def test_two_roots_then_one_file_then_list_and_remove(
     tmp_path: Path, server: OllamaTestServer
 ) -> None:
@@ -248,7 +258,6 @@ def test_two_roots_then_one_file_then_list_and_remove(
     assert_same_store(snapshot(settings), left, "after refused commands")
 
 
-@pytest.mark.integration
 def test_a_missing_source_is_kept_exits_3_and_is_found_again(
     tmp_path: Path, server: OllamaTestServer
 ) -> None:
@@ -284,6 +293,17 @@ def test_a_missing_source_is_kept_exits_3_and_is_found_again(
     assert empty.returncode == 3
     assert "none of its 3 files" in json.loads(empty.stdout)["missing"][0]
     assert_same_store(snapshot(settings), before, "an emptied source keeps its chunks")
+    # Even with a file of its own there (a placeholder some mount points hold, issue 16).
+    (second / "NOT_MOUNTED").write_text("The archive drive is not mounted.\n")
+    placeholder = run("app.ingest", "--json")
+    assert placeholder.returncode == 3, placeholder.stderr
+    kept = json.loads(placeholder.stdout)
+    assert ("papers", "empty") in {(s["label"], s["status"]) for s in kept["sources"]}
+    assert "none of its 3 files" in kept["missing"][0]
+    assert kept["failed"] == []  # the placeholder is not reported as a skipped file
+    assert kept["chunks"]["removed"] == 0
+    assert_same_store(snapshot(settings), before, "a placeholder in the mount point")
+    (second / "NOT_MOUNTED").unlink()
     second.rmdir()
 
     (tmp_path / "unplugged").rename(second)
@@ -291,6 +311,84 @@ def test_a_missing_source_is_kept_exits_3_and_is_found_again(
     assert back["files"]["unchanged"] == 7
     assert back["chunks"] == {"added": 0, "kept": 0, "removed": 0}
     assert_same_store(snapshot(settings), before, "found again: nothing re-embedded")
+
+
+def test_rebuild_with_paths_is_refused_and_changes_nothing(
+    tmp_path: Path, server: OllamaTestServer
+) -> None:
+    """--rebuild re-embeds every source into a new collection, so with paths the other sources
+    would be lost: it takes none (exit 2), and nothing is changed or embedded."""
+    settings = load_settings()
+    first, second = notes(tmp_path / "notes", 3, 5), notes(tmp_path / "papers", 2, 6)
+    ingest(str(first))
+    ingest(str(second))
+    before, record = snapshot(settings), server_library(settings).record
+    embedded = len(server.requests_to("/api/embed"))
+
+    refused = run("app.ingest", "--rebuild", str(first))
+
+    assert refused.returncode == 2, refused.stderr
+    assert "--rebuild" in refused.stderr
+    assert "takes no paths" in " ".join(refused.stderr.split())
+    assert len(server.requests_to("/api/embed")) == embedded
+    after = server_library(settings).record
+    assert (after.active, after.builds, after.building) == (record.active, record.builds, None)
+    assert [s.label for s in after.sources] == ["notes", "papers"]
+    assert_same_store(snapshot(settings), before, "after a refused --rebuild PATH")
+
+
+def test_remove_a_name_that_is_a_folder_here_means_that_folder_not_a_label(
+    tmp_path: Path, server: OllamaTestServer
+) -> None:
+    """`--remove sub0` typed in a folder that holds a `sub0` folder means that folder (a
+    path), never the source another folder added under the label sub0; a bare name that is not
+    on disk still means a label (as --list shows them)."""
+    settings = load_settings()
+    labelled = notes(tmp_path / "drive" / "sub0", 2, 7)
+    other = notes(tmp_path / "papers", 2, 8)
+    ingest(str(labelled))
+    ingest(str(other))
+    before = snapshot(settings)
+    here = tmp_path / "here"
+    (here / "sub0").mkdir(parents=True)
+
+    refused = run("app.ingest", "--remove", "sub0", cwd=here)
+
+    assert refused.returncode == 2, refused.stderr
+    message = " ".join(refused.stderr.split())
+    assert f"sub0 here is the path {here / 'sub0'}" in message
+    assert f"give its path: {labelled}" in message
+    assert [s.label for s in server_library(settings).sources] == ["sub0", "papers"]
+    assert_same_store(snapshot(settings), before, "after --remove of a path that is no source")
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    removed = run("app.ingest", "--remove", "sub0", "--json", cwd=elsewhere)
+    assert removed.returncode == 0, removed.stderr
+    assert [s["label"] for s in json.loads(removed.stdout)["removed"]] == ["sub0"]
+    assert [s.label for s in server_library(settings).sources] == ["papers"]
+    assert_same_store(snapshot(settings), by_root(before, "papers"), "the label removed")
+
+
+def test_a_store_inside_a_source_is_never_indexed_nor_reported(
+    tmp_path: Path, server: OllamaTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CHROMA_DIR inside a folder the user adds (docs/.../store): the store's own files (its
+    database, keyword index, lock) are neither chunks nor "skipped" files, run after run."""
+    folder = notes(tmp_path / "notes", 3, 9)
+    monkeypatch.setenv("CHROMA_DIR", str(folder / "store"))
+    settings = load_settings()
+
+    first = ingest(str(folder))
+    again = ingest()
+
+    assert (settings.chroma_dir / "chroma.sqlite3").exists()
+    for report in (first, again):
+        assert report["failed"] == [], report["failed"]
+    assert again["files"] == {"new": 0, "changed": 0, "unchanged": 3, "deleted": 0, "failed": 0}
+    assert snapshot(settings).sources == {
+        f"notes/{p.relative_to(folder).as_posix()}" for p in folder.rglob("notes-*.txt")
+    }
 
 
 # --- In-process: identity, overlaps, model guard ---------------------------------------------
@@ -315,7 +413,7 @@ def fake_sync(settings: Settings, *paths: Path, **kwargs: Any) -> tuple[IngestRe
 
 
 def fake_library(settings: Settings) -> Library:
-    library = Library.find(fresh_client(settings), collection_name(settings, FAKE_INFO))
+    library = library_of(settings, FAKE_INFO.key)
     assert library is not None
     return library
 
@@ -345,7 +443,7 @@ def test_a_files_identity_does_not_depend_on_the_other_sources(
     report, _ = fake_sync(settings, corpus(tmp_path / "c" / "notes", ("delta",)))
     assert [s.label for s in report.sources] == ["notes-2"]
     assert report.new == ["notes-2/delta.txt", "notes-2/sub/gamma.txt"]
-    remove_sources(settings, FAKE_INFO, [str(tmp_path / "b" / "papers")])
+    remove_sources(settings, FAKE_INFO.key, [str(tmp_path / "b" / "papers")])
     assert_same_store(by_root(fake_store(settings), "notes"), expected, "same ids, same vectors")
     assert {s.label for s in fake_library(settings).sources} == {"notes", "notes-2"}
 
@@ -368,7 +466,7 @@ def test_a_folder_inside_a_source_is_synced_as_part_of_it(
     assert embedded == 2
     assert any("is inside the source notes" in n for n in report.notes)
     with pytest.raises(ConfigError, match="only whole sources can be removed"):
-        remove_sources(settings, FAKE_INFO, [str(root / "sub")])
+        remove_sources(settings, FAKE_INFO.key, [str(root / "sub")])
 
 
 @pytest.mark.unit
@@ -391,6 +489,30 @@ def test_a_folder_that_holds_a_source_takes_it_over_never_two_copies(
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize("link_first", [False, True], ids=["link added after", "link added first"])
+def test_a_link_to_a_folder_inside_a_source_never_stores_its_files_twice(
+    settings: Settings, tmp_path: Path, spy: ParseSpy, link_first: bool
+) -> None:
+    """A symbolic link to a folder inside a source, added before or after that source: the
+    planner compares real paths, so its files are stored once, under the outer source."""
+    root = corpus(tmp_path / "notes")
+    link = tmp_path / "shortcut"
+    link.symlink_to(root / "sub", target_is_directory=True)
+
+    for path in [link, root] if link_first else [root, link]:
+        fake_sync(settings, path)
+
+    assert [s.label for s in fake_library(settings).sources] == ["notes"]
+    stored = fake_store(settings)
+    assert stored.sources == {"notes/alpha.txt", "notes/beta.txt", "notes/sub/gamma.txt"}
+    reference_settings = settings.model_copy(update={"chroma_dir": tmp_path / "reference"})
+    fake_sync(reference_settings, root)
+    assert_same_store(stored, fake_store(reference_settings), "one copy of every file")
+    again, embedded = fake_sync(settings)  # and every later run agrees
+    assert (again.new, again.deleted, embedded) == ([], [], 0)
+
+
+@pytest.mark.unit
 def test_another_models_library_is_never_hidden_and_rebuild_re_embeds_its_sources(
     settings: Settings, tmp_path: Path, spy: ParseSpy
 ) -> None:
@@ -410,7 +532,7 @@ def test_another_models_library_is_never_hidden_and_rebuild_re_embeds_its_source
     report = sync_collection(settings, [], other, rebuild=True)
     assert any("Re-embedding the 1 sources" in n for n in report.notes)
     assert sorted(report.new) == ["notes/alpha.txt", "notes/beta.txt", "notes/sub/gamma.txt"]
-    rebuilt = Library.find(fresh_client(settings), collection_name(settings, other.info))
+    rebuilt = library_of(settings, other.info.key)
     assert rebuilt is not None
     assert rebuilt.record.model == "fake/other-64"
     assert [s.label for s in rebuilt.sources] == ["notes"]
@@ -422,7 +544,7 @@ def test_another_models_library_is_never_hidden_and_rebuild_re_embeds_its_source
 
 def physical_collections(settings: Settings) -> set[str]:
     """The collections that hold chunks (not the library records)."""
-    names = {c.name for c in fresh_client(settings).list_collections()}
+    names = {c.name for c in chroma_client(settings).list_collections()}
     return {n for n in names if not n.endswith(".library")}
 
 
@@ -430,7 +552,6 @@ def ask(question: str) -> subprocess.CompletedProcess:
     return run("app.chat", "-q", question, timeout=180)
 
 
-@pytest.mark.integration
 def test_sigkill_during_multi_source_syncs_and_rebuilds_then_one_run_repairs(
     tmp_path: Path, server: OllamaTestServer
 ) -> None:
@@ -456,7 +577,7 @@ def test_sigkill_during_multi_source_syncs_and_rebuilds_then_one_run_repairs(
                 victim.write_text(generated_text(rng, f"edited {iteration}", 2))
                 (root / f"added-{iteration}.txt").write_text(generated_text(rng, "added", 6))
             rng.choice(sorted(roots[iteration % 2].rglob("*.txt"))).unlink()
-            active = library_of(settings).record.active
+            active = server_library(settings).record.active
             seen = len(slow.requests_to("/api/embed"))
             log = tmp_path / f"killed-{iteration}.log"
             rebuild = ["--rebuild"] if kind == "rebuild" else []
@@ -476,7 +597,7 @@ def test_sigkill_during_multi_source_syncs_and_rebuilds_then_one_run_repairs(
                 assert ANSWER in during.stdout
             assert process.poll() is None, log.read_text()  # killed mid-run, not after
             kill_group(process)
-            assert library_of(settings).record.active == active  # never switched half-built
+            assert server_library(settings).record.active == active  # never switched half-built
 
             if kind == "rebuild":
                 after = ask("Who is the harbour master?")
@@ -489,12 +610,12 @@ def test_sigkill_during_multi_source_syncs_and_rebuilds_then_one_run_repairs(
             expected = reference(tmp_path, roots, server)
             assert_same_store(snapshot(settings), expected, f"after kill {iteration} ({kind})")
             assert_index_in_step(settings)
-            assert physical_collections(settings) == {library_of(settings).record.active}
+            assert physical_collections(settings) == {server_library(settings).record.active}
 
     # A rebuild left to finish switches, and deletes the old collection.
-    old = library_of(settings).record.active
+    old = server_library(settings).record.active
     rebuilt = ingest("--rebuild")
-    new = library_of(settings).record.active
+    new = server_library(settings).record.active
     assert new != old
     assert any(f"from {old} to {new}" in n for n in rebuilt["notes"])
     assert physical_collections(settings) == {new}
@@ -505,7 +626,6 @@ def test_sigkill_during_multi_source_syncs_and_rebuilds_then_one_run_repairs(
 # --- --watch -----------------------------------------------------------------------------------
 
 
-@pytest.mark.integration
 def test_watch_picks_up_create_edit_rename_delete_and_survives_a_kill(
     tmp_path: Path, server: OllamaTestServer
 ) -> None:
@@ -568,16 +688,15 @@ def test_watch_picks_up_create_edit_rename_delete_and_survives_a_kill(
 # --- Chat and the keyword index --------------------------------------------------------------
 
 
-@pytest.mark.integration
 def test_two_chats_started_together_never_duplicate_keyword_rows(
     tmp_path: Path, server: OllamaTestServer
 ) -> None:
     settings = load_settings()
     ingest(str(notes(tmp_path / "notes", 20, 9)))
-    library = library_of(settings)
+    library = server_library(settings)
     assert library.collection() is not None
     # An index that is behind (as on a chat machine in server mode): both chats find it so.
-    for path in index_path(settings, library.record.active).parent.glob("*"):
+    for path in index_path(settings, library.store.key, library.record.active).parent.glob("*"):
         path.unlink()
     chats = [
         start("app.chat", "-q", "Who is the harbour master?", log=tmp_path / f"chat-{n}.log")
@@ -593,7 +712,33 @@ def test_two_chats_started_together_never_duplicate_keyword_rows(
     assert_index_in_step(settings)
 
 
-@pytest.mark.integration
+@pytest.mark.unit
+def test_a_keyword_index_opened_while_another_connection_writes_it_waits(tmp_path: Path) -> None:
+    """Two chats opening one new index at once: one holds a write lock while the other asks
+    for the exclusive lock WAL mode needs, a wait SQLite refuses at once ("database is locked")
+    as a possible deadlock. The opener tries again until the writer is done."""
+    import threading
+
+    from app.store.keyword_index import KeywordIndex
+
+    path = tmp_path / "index.sqlite3"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE held (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO held VALUES (1)")
+    done = threading.Timer(0.5, lambda: writer.execute("COMMIT"))
+    done.start()
+    try:
+        started = time.monotonic()
+        index = KeywordIndex(path, "collection-uid")
+        assert time.monotonic() - started >= 0.4  # it waited for the writer
+        assert index.ids() == set()
+        index.close()
+    finally:
+        done.join()
+        writer.close()
+
+
 def test_auto_with_the_librarys_provider_down_names_the_model_and_exits_4(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -615,7 +760,7 @@ def test_auto_with_the_librarys_provider_down_names_the_model_and_exits_4(
         assert "ollama/nomic-embed-text" in done.stderr
         assert "ollama serve" in done.stderr
         assert "--rebuild" in done.stderr
-    names = {c.name for c in fresh_client(settings).list_collections()}
+    names = {c.name for c in chroma_client(settings).list_collections()}
     assert not any(n.startswith("localrag-local") for n in names), names  # no sample ingest
 
 
@@ -625,10 +770,10 @@ def test_auto_with_the_librarys_provider_down_names_the_model_and_exits_4(
 @pytest.mark.unit
 def test_store_directory_is_0700_and_chat_history_0600(tmp_path: Path) -> None:
     from app.chat import save_line_history
-    from app.store.chroma import make_store_dir
 
-    store = make_store_dir(load_settings(chroma_dir=tmp_path / "new-store"))
-    assert stat.S_IMODE(store.stat().st_mode) == 0o700
+    settings = load_settings(chroma_dir=tmp_path / "new-store")
+    open_store(settings)
+    assert stat.S_IMODE(settings.chroma_dir.stat().st_mode) == 0o700
 
     history = tmp_path / "history"
     save_line_history(lambda path: path.open("a").write("who is the keeper?\n"), history)
@@ -639,6 +784,47 @@ def test_store_directory_is_0700_and_chat_history_0600(tmp_path: Path) -> None:
     assert stat.S_IMODE(history.stat().st_mode) == 0o600
 
 
+def modes(folder: Path) -> dict[str, int]:
+    """Every folder's and file's permission bits under `folder` (itself included)."""
+    found = {".": stat.S_IMODE(folder.stat().st_mode)}
+    for path in folder.rglob("*"):
+        found[path.relative_to(folder).as_posix()] = stat.S_IMODE(path.lstat().st_mode)
+    return found
+
+
+def test_a_store_readable_by_others_is_made_private_when_opened(
+    tmp_path: Path, server: OllamaTestServer
+) -> None:
+    """A CHROMA_DIR made 0755 with 0644 files (an older version, a wide umask, a copy) holds
+    the text of every document: the next command that opens it makes it 0700/0600 and says so."""
+    settings = load_settings()
+    folder = notes(tmp_path / "notes", 3, 11)
+    ingest(str(folder))
+    for path in [settings.chroma_dir, *settings.chroma_dir.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    widened = modes(settings.chroma_dir)
+    assert len(widened) > 3
+    assert all(mode & 0o077 for mode in widened.values())
+
+    done = run("app.ingest", "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert "Made the store private" in done.stderr
+    assert str(settings.chroma_dir) in " ".join(done.stderr.split())
+    now = modes(settings.chroma_dir)
+    assert {name: mode for name, mode in now.items() if mode & 0o077} == {}
+    for name in widened:
+        path = settings.chroma_dir / name
+        assert now[name] == (0o700 if path.is_dir() else 0o600), name
+    again = run("app.ingest", "--json")
+    assert again.returncode == 0, again.stderr
+    assert "Made the store private" not in again.stderr  # said once, when it was needed
+
+
+# --- What --watch runs: scoped syncs ----------------------------------------------------------
+
+
 @pytest.mark.unit
 def test_a_scoped_sync_reads_only_the_files_it_names(
     settings: Settings, tmp_path: Path, spy: ParseSpy, monkeypatch: pytest.MonkeyPatch
@@ -647,14 +833,14 @@ def test_a_scoped_sync_reads_only_the_files_it_names(
     unless a folder changed; the store still ends equal to a clean ingest."""
     root = corpus(tmp_path / "notes", ("alpha", "beta", "delta", "eta"))
     fake_sync(settings, root)
-    reads: list[dict[str, Any]] = []
-    real = app.indexing.sync.iter_metadatas
+    reads: list[Selection] = []
+    real = ChromaCollection.rows
 
-    def counted(collection: Any, where: dict[str, Any] | None = None) -> Any:
-        reads.append(where or {})
-        return real(collection, where)
+    def counted(collection: ChromaCollection, selection: Selection = EVERYTHING) -> Any:
+        reads.append(selection)
+        return real(collection, selection)
 
-    monkeypatch.setattr(app.indexing.sync, "iter_metadatas", counted)
+    monkeypatch.setattr(ChromaCollection, "rows", counted)
     write_doc(root / "alpha.txt", "alpha edited", 3)
     write_doc(root / "new.txt", "new", 2)
     (root / "beta.txt").unlink()
@@ -668,7 +854,8 @@ def test_a_scoped_sync_reads_only_the_files_it_names(
         ["notes/new.txt"],
         ["notes/beta.txt"],
     )
-    assert {"root": "notes"} not in reads  # no read of the whole source
+    assert reads, "the scoped sync read nothing"
+    assert Selection(root="notes") not in reads  # no read of the whole source
     shutil.rmtree(root / "sub")  # a deleted folder: its files are found below it
     report, _ = fake_sync(settings, scopes={"notes": ["sub"]})
     assert report.deleted == ["notes/sub/gamma.txt"]
@@ -678,19 +865,57 @@ def test_a_scoped_sync_reads_only_the_files_it_names(
 
 
 @pytest.mark.unit
-def test_a_collection_from_before_libraries_is_named_and_rebuild_replaces_it(
+@pytest.mark.parametrize("change", ["file to folder", "folder to file"])
+def test_a_scoped_sync_of_a_path_that_changed_kind_leaves_nothing_of_the_old(
+    settings: Settings, tmp_path: Path, spy: ParseSpy, change: str
+) -> None:
+    """A file replaced by a folder of the same name, or the reverse: the watcher reports the
+    one path, and the sync of it leaves no chunk of what was there before."""
+    root = corpus(tmp_path / "notes")
+    chapter = root / "chapter.txt"
+    if change == "file to folder":
+        write_doc(chapter, "chapter as a file", 3)
+    else:
+        write_doc(chapter / "one.txt", "first inner file", 2)
+        write_doc(chapter / "deeper" / "two.txt", "second inner file", 2)
+    fake_sync(settings, root)
+    before = fake_store(settings).sources
+    if change == "file to folder":
+        chapter.unlink()
+        write_doc(chapter / "inner.txt", "inner file", 2)
+    else:
+        shutil.rmtree(chapter)
+        write_doc(chapter, "chapter as a file", 3)
+
+    report, _ = fake_sync(settings, scopes={"notes": ["chapter.txt"]})
+
+    now = fake_store(settings).sources
+    gone = before - now
+    assert gone == (
+        {"notes/chapter.txt"}
+        if change == "file to folder"
+        else {"notes/chapter.txt/one.txt", "notes/chapter.txt/deeper/two.txt"}
+    )
+    assert sorted(report.deleted) == sorted(gone)
+    reference_settings = settings.model_copy(update={"chroma_dir": tmp_path / "reference"})
+    fake_sync(reference_settings, root)
+    assert_same_store(fake_store(settings), fake_store(reference_settings), f"after {change}")
+
+
+@pytest.mark.unit
+def test_a_collection_from_before_libraries_is_named_and_replaced_by_the_folders_added(
     settings: Settings, tmp_path: Path, spy: ParseSpy
 ) -> None:
-    from app.store.chroma import connect, create_collection, get_collection
-
-    name = collection_name(settings, FAKE_INFO)
-    create_collection(connect(settings), name, FAKE_INFO, 64)  # as earlier versions made it
+    name = library_name(settings, FAKE_INFO.key)
+    fresh_store(settings).create_collection(name, FAKE_INFO.key, 64)  # as earlier versions did
     root = corpus(tmp_path / "notes")
 
-    with pytest.raises(StoreError, match=r"earlier localrag.*--rebuild PATH"):
-        fake_sync(settings, root)
-    report, _ = fake_sync(settings, root, rebuild=True)
+    # A run without paths would re-embed the sample documents (DOCS_DIR): refused, with the fix.
+    with pytest.raises(StoreError, match=r"earlier localrag.*python -m app\.ingest PATH"):
+        fake_sync(settings)
+    report, _ = fake_sync(settings, root)
 
     assert sorted(report.new) == ["notes/alpha.txt", "notes/beta.txt", "notes/sub/gamma.txt"]
-    assert get_collection(fresh_client(settings), name) is None  # replaced once complete
+    assert fresh_store(settings).collection(name) is None  # replaced once complete
+    assert [s.label for s in fake_library(settings).sources] == ["notes"]
     assert len(fake_store(settings).ids) == report.chunks_added

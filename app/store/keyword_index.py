@@ -24,6 +24,7 @@ import contextlib
 import math
 import re
 import sqlite3
+import time
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,7 +78,7 @@ class KeywordIndex:
         # timeout: a reader waits for a writer's transaction instead of "database is locked".
         # isolation_level=None: transactions are explicit (`_transaction`), DDL included.
         self.db = sqlite3.connect(path, check_same_thread=False, timeout=60, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        self._use_wal()
         wanted = {
             "schema": SCHEMA,
             "terms": str(TERMS_VERSION),
@@ -88,6 +89,21 @@ class KeywordIndex:
             found = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
             if any(found.get(k) != v for k, v in wanted.items()):
                 self._create(wanted)
+
+    def _use_wal(self, patience: float = 60.0) -> None:
+        """WAL: readers never block the writer. Two processes opening a new index at once (two
+        chats started together) both ask for the lock that switch needs while each holds a
+        shared one: SQLite answers "database is locked" at once, without waiting, to one of
+        them, which then tries again."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
