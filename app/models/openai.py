@@ -4,11 +4,13 @@ Ollama's `/v1`, or a hosted API, through `langchain-openai`.
 `auto` considers it only when OPENAI_BASE_URL is set: documents are never sent to a server the
 user did not name. The context window comes from the server's model list where it says
 (`max_model_len`, vLLM; `context_length` / `max_context_length`, others), else from
-CHAT_CONTEXT_TOKENS.
+CHAT_CONTEXT_TOKENS; the smaller when both are known. A server that does not list its models
+(404 on `/models`) is taken at its word: a missing model shows when it is first asked.
 """
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -25,17 +27,25 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
 WINDOW_FIELDS = ("max_model_len", "context_length", "max_context_length", "n_ctx")
+# `/models` answered with one of these: the server does not list its models (it still serves).
+NOT_LISTED = (404, 405, 501)
+# The openai client needs a key; a server started without one ignores whatever is sent.
+NO_KEY = "not-needed"
+
+_list_lock = threading.Lock()
 
 
 @cache
-def list_models(base_url: str, api_key: str, timeout: float) -> tuple[dict[str, Any], str | None]:
-    """`GET /models` once per process: {model id: its entry}, and the problem (None when the
-    server answered). Never raises."""
+def list_models(
+    base_url: str, api_key: str, timeout: float
+) -> tuple[dict[str, Any] | None, str | None]:
+    """`GET /models` once per process: ({model id: its entry} or None when the server does not
+    list its models, the problem or None when the server answered). Never raises."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         response = httpx.get(f"{base_url}/models", headers=headers, timeout=timeout)
-        if response.status_code in (401, 403):
-            return {}, f"it refused the key (HTTP {response.status_code}; check OPENAI_API_KEY)"
+        if response.status_code in NOT_LISTED:
+            return None, None
         response.raise_for_status()
         entries = response.json().get("data") or []
         return {str(e.get("id")): e for e in entries if isinstance(e, dict)}, None
@@ -43,8 +53,38 @@ def list_models(base_url: str, api_key: str, timeout: float) -> tuple[dict[str, 
         return {}, f"no answer within {timeout:g} s"
     except httpx.HTTPStatusError as exc:
         return {}, f"HTTP {exc.response.status_code}"
-    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+    except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
         return {}, type(exc).__name__
+
+
+def served_name(models: dict[str, Any], wanted: str) -> str | None:
+    """The id under which the server lists `wanted`: itself, or with `:latest` (Ollama's /v1
+    lists `nomic-embed-text:latest` and serves it as `nomic-embed-text` too)."""
+    return next((name for name in (wanted, f"{wanted}:latest") if name in models), None)
+
+
+def server_message(exc: Any) -> str:
+    """What the server said, without the client's "Error code: 400 - " wrapping."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        message = inner.get("message") if isinstance(inner, dict) else None
+        if isinstance(message, str) and message:
+            return message
+    return str(getattr(exc, "message", None) or exc)
+
+
+def is_context_overflow(exc: BaseException, message: str) -> bool:
+    from langchain_core.exceptions import ContextOverflowError
+
+    text = message.lower()
+    return (
+        isinstance(exc, ContextOverflowError)
+        or getattr(exc, "code", None) == "context_length_exceeded"
+        or "context length" in text  # vLLM: "This model's maximum context length is ..."
+        or "context window" in text
+        or "too long" in text
+    )
 
 
 class OpenAIProvider:
@@ -58,14 +98,22 @@ class OpenAIProvider:
     def model_setting(self, role: Role) -> str:
         return "openai_embedding_model" if role == "embedding" else "openai_chat_model"
 
-    def _models(self, settings: Settings) -> tuple[dict[str, Any], str | None]:
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
-        return list_models(settings.openai_base_url, key, settings.ollama_probe_timeout)
+    def _key(self, settings: Settings) -> str:
+        return settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
+
+    def _models(self, settings: Settings) -> tuple[dict[str, Any] | None, str | None]:
+        # One request per process even when the chat model opens in a thread beside the
+        # embeddings.
+        with _list_lock:
+            return list_models(
+                settings.openai_base_url, self._key(settings), settings.ollama_probe_timeout
+            )
 
     def availability(self, settings: Settings, role: Role) -> Availability:
         model = self.model_name(settings, role)
         setting = f"{role.upper()}_PROVIDER"
-        if not settings.openai_base_url:
+        url = settings.openai_base_url
+        if not url:  # never probed: `auto` says nothing of a server the user did not name
             return Availability(
                 False,
                 model,
@@ -73,7 +121,13 @@ class OpenAIProvider:
                 f"Set OPENAI_BASE_URL to the server's /v1 address to use {setting}=openai.",
             )
         models, problem = self._models(settings)
-        url = settings.openai_base_url
+        if problem in ("HTTP 401", "HTTP 403"):
+            return Availability(
+                False,
+                model,
+                f"The OpenAI-compatible server at {url} refused the key ({problem})",
+                f"Set OPENAI_API_KEY to a key it accepts, or use {setting}=local.",
+            )
         if problem is not None:
             return Availability(
                 False,
@@ -81,12 +135,20 @@ class OpenAIProvider:
                 f"The OpenAI-compatible server at {url} is not answering ({problem})",
                 f"Start it (or point OPENAI_BASE_URL at it), or use {setting}=local.",
             )
-        if models and model not in models:
-            listed = ", ".join(sorted(models)[:8])
+        if models is None:
+            return Availability(
+                True,
+                model,
+                f"the OpenAI-compatible server at {url} (it does not list its models; "
+                f"asking it for {model})",
+            )
+        if served_name(models, model) is None:
+            listed = ", ".join(sorted(models)[:8]) or "no models"
             return Availability(
                 False,
                 model,
-                f"The server at {url} does not serve the model '{model}' (it lists {listed})",
+                f"The OpenAI-compatible server at {url} does not serve the model '{model}' "
+                f"(it lists {listed})",
                 f"Set OPENAI_{role.upper()}_MODEL to one it serves, or use {setting}=local.",
             )
         return Availability(True, model, f"the OpenAI-compatible server at {url} serves {model}")
@@ -100,12 +162,13 @@ class OpenAIProvider:
             return OpenAIEmbeddings(
                 model=model,
                 base_url=settings.openai_base_url,
-                api_key=settings.openai_api_key or "not-needed",  # type: ignore[arg-type]
+                api_key=self._key(settings) or NO_KEY,  # type: ignore[arg-type]
                 # Other servers' models have no tiktoken encoding: send the text as it is.
                 check_embedding_ctx_length=False,
                 chunk_size=settings.embedding_batch_size,
                 timeout=settings.ollama_timeout,
-                max_retries=1,
+                # No retry, as for Ollama: a timeout is one OLLAMA_TIMEOUT, not two.
+                max_retries=0,
             )
 
         prefixes = chosen_prefixes(settings, prefixes_for(model))
@@ -118,21 +181,27 @@ class OpenAIProvider:
             explain=lambda exc: self.explain(exc, settings, "embedding"),
         )
 
-    def chat_capabilities(self, settings: Settings) -> ChatCapabilities:
-        entry = self._models(settings)[0].get(settings.openai_chat_model, {})
-        reported = next(
+    def reported_window(self, settings: Settings) -> int | None:
+        """The chat model's context window as the server lists it, or None."""
+        models = self._models(settings)[0] or {}
+        entry = models.get(served_name(models, settings.openai_chat_model) or "", {})
+        return next(
             (entry[f] for f in WINDOW_FIELDS if isinstance(entry.get(f), int) and entry[f] > 0),
             None,
         )
-        window = reported or settings.chat_context_tokens
-        if window is None:
+
+    def chat_capabilities(self, settings: Settings) -> ChatCapabilities:
+        reported = self.reported_window(settings)
+        configured = settings.chat_context_tokens
+        known = [w for w in (reported, configured) if w is not None]
+        if not known:
             raise ConfigError(
                 f"The server at {settings.openai_base_url} does not say the context window of "
                 f"'{settings.openai_chat_model}': set CHAT_CONTEXT_TOKENS to it (for example "
                 "8192), so long conversations and sources are fitted to it."
             )
         return ChatCapabilities(
-            "openai", settings.openai_chat_model, window, default_k=4, seeded=True
+            "openai", settings.openai_chat_model, min(known), default_k=4, seeded=True
         )
 
     def chat_model(
@@ -144,13 +213,20 @@ class OpenAIProvider:
         model = ChatOpenAI(
             model=settings.openai_chat_model,
             base_url=settings.openai_base_url,
-            api_key=settings.openai_api_key or "not-needed",  # type: ignore[arg-type]
+            api_key=self._key(settings) or NO_KEY,  # type: ignore[arg-type]
             temperature=settings.chat_temperature,
             max_completion_tokens=settings.max_answer_tokens,
             timeout=settings.ollama_timeout,
-            max_retries=1,
+            max_retries=0,
             stream_usage=True,
         )
+        if self.reported_window(settings) is not None:
+            # The budget takes the model's own window over LangChain's profile of the name
+            # (a server's `gpt-4o-mini` may be an alias with a smaller window).
+            model.profile = {
+                **(model.profile or {}),
+                "max_input_tokens": capabilities.context_window,
+            }
         return model, capabilities
 
     def prepare(self, settings: Settings, notify: Notify) -> None:
@@ -163,27 +239,51 @@ class OpenAIProvider:
         model = self.model_name(settings, role)
         setting = f"{role.upper()}_PROVIDER"
         if isinstance(exc, openai.APITimeoutError):
+            knob = "lower EMBEDDING_BATCH_SIZE" if role == "embedding" else "lower RETRIEVAL_K"
             return ProviderError(
                 f"The server at {url} did not answer within {settings.ollama_timeout:g} s "
-                "(OLLAMA_TIMEOUT applies to every model server): raise it, or use a smaller model."
+                f"(OLLAMA_TIMEOUT applies to every model server): raise it, {knob}, or use a "
+                f"smaller model than '{model}'."
             )
         if isinstance(exc, openai.APIConnectionError):
             return ProviderError(
                 f"The OpenAI-compatible server at {url} is not answering. Start it (or point "
                 f"OPENAI_BASE_URL at it), or use {setting}=local."
             )
+        if not isinstance(exc, openai.APIStatusError):
+            return None
+        said = server_message(exc)
         if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-            return ProviderError(f"The server at {url} refused the key: check OPENAI_API_KEY.")
+            return ProviderError(
+                f"The server at {url} refused the key (HTTP {exc.status_code}: {said}): set "
+                "OPENAI_API_KEY to a key it accepts."
+            )
         if isinstance(exc, openai.NotFoundError):
             return ProviderError(
-                f"The server at {url} does not serve the model '{model}': set "
-                f"OPENAI_{role.upper()}_MODEL to one it serves."
+                f"The server at {url} does not serve the model '{model}' ({said}): set "
+                f"OPENAI_{role.upper()}_MODEL to one it serves, or check that OPENAI_BASE_URL "
+                "is its API address (it usually ends in /v1)."
             )
-        if isinstance(exc, openai.APIStatusError):
+        if isinstance(exc, openai.RateLimitError):
+            knob = "lower EMBEDDING_BATCH_SIZE" if role == "embedding" else "ask again later"
             return ProviderError(
-                f"The server at {url} answered HTTP {exc.status_code} for '{model}': {exc.message}"
+                f"The server at {url} is limiting requests (HTTP 429: {said}): wait a little "
+                f"and run again, or {knob}."
             )
-        return None
+        if isinstance(exc, openai.BadRequestError) and is_context_overflow(exc, said):
+            knob = (
+                f"lower CHUNK_SIZE (now {settings.chunk_size}) and run `python -m app.ingest "
+                "--rebuild`"
+                if role == "embedding"
+                else "set CHAT_CONTEXT_TOKENS to the model's window, or lower RETRIEVAL_K"
+            )
+            return ProviderError(
+                f"The server at {url} refused the input for '{model}': {said}. The text is "
+                f"longer than the model's context window: {knob}."
+            )
+        return ProviderError(
+            f"The server at {url} answered HTTP {exc.status_code} for '{model}': {said}"
+        )
 
     def settings_for(self, model: str) -> str:
         return f"EMBEDDING_PROVIDER=openai and OPENAI_EMBEDDING_MODEL={model}"
