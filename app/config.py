@@ -13,6 +13,7 @@ from app.errors import ConfigError
 from app.paths import DEFAULT_CHROMA_DIR, ENV_FILE, SAMPLE_DOCS_DIR, resolve
 
 RetrievalMode = Literal["similarity", "mmr", "hybrid"]
+AnswerMode = Literal["auto", "generate", "extract"]
 GgufType = Literal["F32", "F16", "Q8_0", "packaged"]
 
 
@@ -150,6 +151,13 @@ class Settings(BaseSettings):
 
     # --- Retrieval -------------------------------------------------------------------------
     chain: str = Field("rag", description="Which chain answers: python -m app.chat --list-chains.")
+    answer_mode: AnswerMode = Field(
+        "auto",
+        description="generate: the chat model writes the answer, which is checked against the "
+        "sources and replaced by their own sentences if it states what they do not hold; "
+        "extract: the sources' best sentences, cited, without a model call; auto: the model's "
+        "choice (extract for the embedded SmolLM2, generate otherwise).",
+    )
     retrieval_mode: RetrievalMode | None = Field(
         None, description="similarity, mmr or hybrid (BM25 + vectors). Empty: the chain's choice."
     )
@@ -158,8 +166,8 @@ class Settings(BaseSettings):
         ge=1,
         le=100,
         description="Chunks given to the model per question. Empty: the chain's choice, else 4 "
-        "for Ollama models and 2 for the embedded SmolLM2, which loses the thread in long "
-        "contexts.",
+        "(2 for the embedded SmolLM2 when it writes answers: it loses the thread in long "
+        "contexts).",
     )
     fetch_k: int | None = Field(
         None, ge=1, le=1000, description="Candidates fetched before MMR or fusion. Empty: 5 x k."

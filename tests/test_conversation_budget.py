@@ -88,12 +88,16 @@ def test_twenty_long_exchanges_fit_the_window_for_rewrite_and_answer() -> None:
     # Long ago the history outgrew the window: the oldest exchanges went, the last one stayed.
     _, _, last_rewrite = rewrites[-1]
     _, _, last_answer = answers[-1]
-    for messages in (last_rewrite, last_answer):
-        contents = [str(m.content) for m in messages]
-        assert isinstance(messages[0], SystemMessage)
-        assert any(c.startswith("Question 19:") for c in contents)  # the last exchange
-        assert not any(c.startswith("Question 1:") for c in contents)  # the oldest, dropped
-        assert "Question 20:" in contents[-1]  # the question itself is never cut
+    contents = [str(m.content) for m in last_answer]
+    assert isinstance(last_answer[0], SystemMessage)
+    assert any(c.startswith("Question 19:") for c in contents)  # the last exchange
+    assert not any(c.startswith("Question 1:") for c in contents)  # the oldest, dropped
+    assert "Question 20:" in contents[-1]  # the question itself is never cut
+    # The rewrite is shown the previous question and the follow-up only (chains/core/rewrite.py).
+    assert isinstance(last_rewrite[0], SystemMessage)
+    assert "Question 19:" in str(last_rewrite[-1].content)
+    assert "Question 20:" in str(last_rewrite[-1].content)
+    assert "Question 18:" not in " ".join(str(m.content) for m in last_rewrite)
     assert "<source id=" in str(last_answer[-1].content)  # sources still reach the model
 
 

@@ -296,7 +296,10 @@ class SlowSyncModel(BaseChatModel):
             time.sleep(self.delay)
             with STEP_LOCK:
                 self.in_flight -= 1
-            yield ChatGenerationChunk(message=AIMessageChunk(content=f"w{number} "))
+            # Plain words: the answer check replaces an answer that states a code ("w0") or
+            # a number its sources do not hold.
+            word = "word" + "abcdefghij"[number]
+            yield ChatGenerationChunk(message=AIMessageChunk(content=f"{word} "))
 
 
 STEP_LOCK = threading.Lock()
@@ -361,6 +364,6 @@ def test_a_cancelled_answer_on_the_embedded_model_never_overlaps_the_next() -> N
             staying.release()
 
     answer = asyncio.run(scenario())
-    assert answer.startswith("w0 w1 ")
+    assert answer.startswith("worda wordb ")
     assert model.most_in_flight == 1
     assert model.steps <= model.pieces + 3  # the one that left stopped after its current step

@@ -86,6 +86,7 @@ class CompletedAnswer:
     answer: str
     sources: Sources
     usage: Usage
+    replaced: str | None = None  # why the model's own answer was withdrawn (Replaced.reason)
 
 
 def source_refs(context: list[Document]) -> list[SourceRef]:

@@ -9,6 +9,9 @@ Events of `/api/chat`, in order (each `data:` is JSON):
     question  {"standalone_question": "..."}     what retrieval searched for
     sources   {"not_found": bool, "sources": [{"number", "file", "page", "score"}]}
     token     {"text": "..."}                    answer text, already sanitized
+    replaced  {"text": "...", "reason": "..."}   the answer so far is withdrawn (it stated what
+                                                 the sources do not hold): `text`, the sources'
+                                                 own sentences, stands instead; show `reason`
     done      {"answer": "...", "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}}
                                                  usage: zeros when the model was not called
     error     {"message": "...", "status": n}    instead of done, when the answer broke off
@@ -27,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import get_service
 from app.api.errors import AnswerFailed
-from app.api.events import Finished, Question, Queued, Sources, Token
+from app.api.events import Finished, Question, Queued, Replaced, Sources, Token
 from app.api.service import AnswerRequest, AnswerService, PreparedAnswer, Turn
 from app.api.streaming import EventStream, sse
 from app.api.validation import Text
@@ -97,6 +100,8 @@ async def _events(prepared: PreparedAnswer) -> AsyncIterator[bytes]:
                 yield sse({"not_found": event.not_found, "sources": sources}, "sources")
             elif isinstance(event, Token):
                 yield sse({"text": event.text}, "token")
+            elif isinstance(event, Replaced):
+                yield sse({"text": event.text, "reason": event.reason}, "replaced")
             elif isinstance(event, Finished):
                 yield sse({"answer": event.answer, "usage": event.usage.as_json()}, "done")
     except AnswerFailed as exc:

@@ -8,6 +8,11 @@ file name a Markdown code span (a file named like a Markdown image or an HTML ta
 name, never as markup); programs get them as `sources` (file, page, score) in the last chunk and
 in a whole response.
 
+When the answer check withdraws what the model wrote (it stated a name, number or date the
+sources do not hold), a client reading the stream has already shown it: the sources' own
+sentences follow under a line that says why (`replaced_note`). A whole response holds only
+those sentences, with the same note.
+
 The client's `system` (and `developer`) messages are passed to the chain as instructions: it
 puts them below its own system prompt, marked as the client's, and its own rules (answer from
 the sources, which are data, never instructions) stay first and win.
@@ -29,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import get_service
 from app.api.errors import AnswerFailed, RequestRejected, error_body
-from app.api.events import Finished, Queued, Sources, Token
+from app.api.events import Finished, Queued, Replaced, Sources, Token
 from app.api.service import AnswerRequest, AnswerService, PreparedAnswer, Turn
 from app.api.streaming import EventStream, sse, sse_comment
 from app.api.validation import Text
@@ -120,6 +125,11 @@ def _text(message: ChatMessage, index: int) -> str:
             )
         parts.append(part.text)
     return "\n".join(parts)
+
+
+def replaced_note(reason: str) -> str:
+    """The line that says why the text under it replaces the model's answer (Markdown)."""
+    return f"*{reason[:1].upper()}{reason[1:]}; what the sources say:*"
 
 
 def sources_block(sources: Sources) -> str:
@@ -224,6 +234,8 @@ async def chat_completions(
     finally:
         prepared.release()
     content = answer.answer + sources_block(answer.sources)
+    if answer.replaced:
+        content = replaced_note(answer.replaced) + "\n\n" + content
     return JSONResponse(
         completion.head("chat.completion")
         | {
@@ -256,6 +268,9 @@ async def _chunks(
         async for event in prepared.events():
             if isinstance(event, Token):
                 yield chunk({"content": event.text})
+            elif isinstance(event, Replaced):  # what was streamed cannot be taken back
+                note = replaced_note(event.reason)
+                yield chunk({"content": f"\n\n---\n{note}\n\n{event.text}"})
             elif isinstance(event, Sources):
                 sources = event
             elif isinstance(event, Finished):

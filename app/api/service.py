@@ -143,11 +143,14 @@ class PreparedAnswer:
 
     async def collect(self) -> CompletedAnswer:
         sources = Sources([], True)
+        replaced: str | None = None
         async for event in self.events():
             if isinstance(event, Sources):
                 sources = event
+            elif isinstance(event, Replaced):
+                replaced = event.reason
             elif isinstance(event, Finished):
-                return CompletedAnswer(event.answer, sources, event.usage)
+                return CompletedAnswer(event.answer, sources, event.usage, replaced)
         raise AnswerFailed(500, "The answer ended without finishing; see the server log.")
 
 

@@ -6,6 +6,9 @@ time per loaded model, because a llama.cpp context is not thread-safe and concur
 abort the interpreter (so `batch`, `abatch` and parallel branches are safe); token counting
 with the model's own tokenizer and chat template; `n_ctx` for the token budget.
 
+A GBNF grammar (`grammar=`, as a field or per call: `model.bind(grammar=...)`) constrains what
+the model may write: the follow-up rewrite uses one that allows a single line ending in "?".
+
 `prepare_gguf` converts the packaged GGUF file to a type that evaluates prompts faster on CPU,
 once, into a cache directory (written to a temporary name and renamed).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import tempfile
 import threading
@@ -166,6 +170,11 @@ class ChatLlamaCpp(BaseChatModel):
         "default: llama.cpp's own sequence.",
     )
     streaming: bool = Field(default=False, description="Whether invoke streams under the hood.")
+    grammar: str | None = Field(
+        default=None,
+        description="A GBNF grammar every generation must follow (llama.cpp's grammar format); "
+        "a call may pass its own (`grammar=`).",
+    )
 
     _model: LoadedModel | None = PrivateAttr(None)
 
@@ -315,6 +324,9 @@ class ChatLlamaCpp(BaseChatModel):
         for key in ("temperature", "top_p", "top_k", "repeat_penalty", "max_tokens", "seed"):
             if key in overrides:
                 params[key] = overrides[key]
+        grammar = overrides.get("grammar", self.grammar)
+        if grammar:
+            params["grammar"] = compiled_grammar(grammar)
         return params
 
     # --- identity ------------------------------------------------------------------------
@@ -346,6 +358,14 @@ class ChatLlamaCpp(BaseChatModel):
         if stop or self.stop:
             params["ls_stop"] = [*(self.stop or []), *(stop or [])]
         return params
+
+
+@functools.lru_cache(maxsize=16)
+def compiled_grammar(text: str) -> Any:
+    """A GBNF grammar parsed once (llama_cpp.LlamaGrammar); a ValueError says what is wrong."""
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_string(text, verbose=False)
 
 
 def _as_dicts(messages: list[BaseMessage]) -> Any:

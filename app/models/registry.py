@@ -49,6 +49,10 @@ class ChatCapabilities:
     # called from two threads aborts the interpreter).
     serialized: bool = False
     seeded: bool = False  # takes a sampling seed per generation (for reproducible evaluations)
+    # How it answers when ANSWER_MODE is auto: "generate" (it writes, the support check
+    # replaces what the sources do not hold) or "extract" (the sources' best sentences: a
+    # model too small to write answers that hold up; docs/evaluation.md has the measurement).
+    answering: Literal["generate", "extract"] = "generate"
 
     @property
     def key(self) -> str:

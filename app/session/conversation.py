@@ -71,6 +71,8 @@ class Conversation:
             settings = settings.model_copy(
                 update={"chat_context_tokens": r.capabilities.context_window}
             )
+        if settings.answer_mode == "auto":  # the model knows whether its answers hold up
+            settings = settings.model_copy(update={"answer_mode": r.capabilities.answering})
         try:
             self.chain = self.spec.build(settings, self.retriever(), r.model)
         except BudgetError as exc:  # an unknown or too small context window: a setting to fix

@@ -1,22 +1,34 @@
 """The shape every shipped chain shares; a domain chain supplies its prompts.
 
-    {"question", "history"} -> rewrite a follow-up into a standalone question (its prompt
-    fitted to the window) -> retrieve -> not found? fixed message, no model call -> fit the
-    token budget -> prompt -> model -> text
+    {"question", "history"} -> a follow-up made to stand alone (`chains/core/rewrite.py`: a
+    checked rewrite, else the user's own words) -> retrieve -> not found? fixed message, no
+    model call -> answer -> check
 
-Streams {"standalone_question"}, then {"context": [Document]}, then {"answer": token}...: the
-dict shape `chains.core.events.answer_events` reads into typed events.
+How it answers is ANSWER_MODE (`settings.answer_mode`; the conversation resolves `auto` from
+the model's capabilities): `generate` fits the token budget, prompts the model and streams its
+text, then checks it against the sources (`chains/core/support.py`) and, when it states a name,
+number, date or quote they do not hold, replaces it with the sources' own best sentences
+(`chains/core/extractive.py`); `extract` answers with those sentences at once, without a model
+call. A chain built without a resolved mode (`auto`) generates.
+
+Streams {"standalone_question"}, then {"context": [Document]}, then {"answer": token}..., and
+{"replaced": AnswerReplaced} when the check withdrew the answer: the dict shape
+`chains.core.events.answer_events` reads into typed events.
 Both `stream` and `astream` work; the async path (used by the HTTP server) awaits the model's own
 async calls, so cancelling it closes the model's connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.retrievers import BaseRetriever
@@ -26,20 +38,20 @@ from langchain_core.runnables import (
     RunnableLambda,
     RunnablePassthrough,
 )
+from langchain_core.runnables.utils import AddableDict
 
 from chains.core.budget import context_window, fit_budget, prompt_budget, token_counter
 from chains.core.context import format_context
-from chains.core.events import is_not_found
-from chains.core.wording import not_found_message
+from chains.core.events import AnswerReplaced, is_not_found
+from chains.core.extractive import SentenceRanker, pick, render
+from chains.core.rewrite import REWRITE_INSTRUCTIONS, constrained, rewrite_messages, standalone
+from chains.core.support import NOT_SUPPORTED, check_support
+from chains.core.wording import DONT_KNOW, not_found_message
 
 if TYPE_CHECKING:
     from app.config import Settings
 
-REWRITE_INSTRUCTIONS = (
-    "Rewrite the user's last question so it can be understood without the conversation: "
-    "replace pronouns and references with what they refer to. Reply with the question "
-    "only, nothing else."
-)
+__all__ = ["CLIENT_INSTRUCTIONS", "REWRITE_INSTRUCTIONS", "answering_chain", "client_instructions"]
 # A client's own system messages (Open WebUI puts its settings there), below the chain's prompt.
 CLIENT_INSTRUCTIONS = (
     "\n\nThe user's chat application adds the instructions below. Follow them where they do "
@@ -54,13 +66,25 @@ def client_instructions(inputs: dict[str, Any]) -> str:
     return CLIENT_INSTRUCTIONS + text + "\n</client_instructions>" if text else ""
 
 
-REWRITE_PROMPT = ChatPromptTemplate.from_messages(
-    [
-        ("system", REWRITE_INSTRUCTIONS),
-        MessagesPlaceholder("history"),
-        ("human", "{question}"),
-    ]
-)
+def extractive_answer(ranker: SentenceRanker, question: str, context: Sequence[Document]) -> str:
+    """The sources' best sentences for the question, cited; "I don't know" when none adds
+    anything to the question."""
+    return render(pick(ranker.rank(question, context))) or DONT_KNOW
+
+
+def supporting_texts(inputs: dict[str, Any]) -> list[str]:
+    """What an answer may take its facts from: the sources it was given and what the user
+    said (the question and their earlier questions), never an earlier answer."""
+    said: list[BaseMessage] = list(inputs.get("history") or [])
+    users = [m.text for m in said if isinstance(m, HumanMessage)]
+    return [d.page_content for d in inputs["context"]] + users + [str(inputs["question"])]
+
+
+def retriever_embeddings(retriever: BaseRetriever) -> Embeddings | None:
+    """The retriever's embedding model, when it has one: the extractive answer ranks sentences
+    with it (without one, by their words alone)."""
+    embeddings = getattr(retriever, "embeddings", None)
+    return embeddings if isinstance(embeddings, Embeddings) else None
 
 
 def answering_chain(
@@ -89,32 +113,28 @@ def answering_chain(
     budget = prompt_budget(
         context_window(model, settings.chat_context_tokens), settings.max_answer_tokens
     )
-    rewrite = (REWRITE_PROMPT | model | StrOutputParser()).with_config(run_name="rewrite")
+    mode = "extract" if settings.answer_mode == "extract" else "generate"
+    ranker = SentenceRanker(retriever_embeddings(retriever))
 
-    def standalone(inputs: dict[str, Any]) -> str:
+    def rewrite(question: str) -> Runnable:
+        return (constrained(model, question) | StrOutputParser()).with_config(run_name="rewrite")
+
+    def searched(inputs: dict[str, Any]) -> str:
         if not inputs.get("history"):
             return str(inputs["question"])
-        return _first_line(rewrite.invoke(rewrite_inputs(inputs)), inputs["question"])
+        question, history = str(inputs["question"]), inputs["history"]
+        draft = rewrite(question).invoke(rewrite_messages(question, history))
+        return standalone(draft, question, history).query
 
-    async def astandalone(inputs: dict[str, Any]) -> str:
+    async def asearched(inputs: dict[str, Any]) -> str:
         if not inputs.get("history"):
             return str(inputs["question"])
-        return _first_line(await rewrite.ainvoke(rewrite_inputs(inputs)), inputs["question"])
-
-    def rewrite_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
-        """The rewrite sees as much recent history as fits the window; the oldest goes first."""
-        fitted = fit_budget(
-            budget=budget,
-            count=count,
-            fixed=REWRITE_INSTRUCTIONS + str(inputs["question"]),
-            history=list(inputs["history"]),
-            context=[],
-            render_context=format_context,
-        )
-        return {"question": inputs["question"], "history": fitted.history}
+        question, history = str(inputs["question"]), inputs["history"]
+        draft = await rewrite(question).ainvoke(rewrite_messages(question, history))
+        return standalone(draft, question, history).query
 
     def fit(inputs: dict[str, Any]) -> dict[str, Any]:
-        if is_not_found(inputs["context"]):
+        if is_not_found(inputs["context"]) or mode == "extract":
             return inputs  # nothing goes to the model, so nothing to fit
         fixed = (
             system_prompt
@@ -145,10 +165,15 @@ def answering_chain(
         | StrOutputParser()
     )
 
+    def quoted(item: dict[str, Any]) -> str:
+        return extractive_answer(ranker, item["standalone_question"], item["context"])
+
     def answer_or_not_found(inputs: Iterator[dict[str, Any]]) -> Iterator[str]:
         for item in inputs:
             if is_not_found(item["context"]):
                 yield not_found_message(item["question"])  # the model is never called
+            elif mode == "extract":
+                yield quoted(item)
             else:
                 yield from generate.stream(item)
 
@@ -156,25 +181,53 @@ def answering_chain(
         async for item in inputs:
             if is_not_found(item["context"]):
                 yield not_found_message(item["question"])
+            elif mode == "extract":
+                yield await asyncio.get_running_loop().run_in_executor(None, quoted, item)
             else:
                 async for token in generate.astream(item):
                     yield token
 
+    def replacement(seen: dict[str, Any], answer: str) -> dict[str, Any] | None:
+        """{"replaced": AnswerReplaced} when a generated answer states what the sources and
+        the user's words do not hold; None when it stands (or nothing was generated)."""
+        if mode != "generate" or not answer.strip() or is_not_found(seen.get("context", ())):
+            return None
+        if check_support(answer, supporting_texts(seen)).supported:
+            return None
+        return {"replaced": AnswerReplaced(quoted(seen), NOT_SUPPORTED)}
+
+    def check(chunks: Iterator[dict[str, Any]]) -> Iterator[AddableDict]:
+        seen: dict[str, Any] = {}
+        answer = ""
+        for chunk in chunks:
+            yield AddableDict(chunk)
+            answer += str(chunk.get("answer") or "")
+            seen |= {k: v for k, v in chunk.items() if k != "answer"}
+        replaced = replacement(seen, answer)
+        if replaced:
+            yield AddableDict(replaced)
+
+    async def acheck(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[AddableDict]:
+        seen: dict[str, Any] = {}
+        answer = ""
+        async for chunk in chunks:
+            yield AddableDict(chunk)
+            answer += str(chunk.get("answer") or "")
+            seen |= {k: v for k, v in chunk.items() if k != "answer"}
+        loop = asyncio.get_running_loop()
+        replaced = await loop.run_in_executor(None, replacement, seen, answer)
+        if replaced:
+            yield AddableDict(replaced)
+
     return (
         RunnablePassthrough.assign(history=lambda x: list(x.get("history") or []))
-        | RunnablePassthrough.assign(
-            standalone_question=RunnableLambda(standalone, afunc=astandalone)
-        )
+        | RunnablePassthrough.assign(standalone_question=RunnableLambda(searched, afunc=asearched))
         | RunnablePassthrough.assign(
             context=itemgetter("standalone_question") | retriever
         ).with_config(run_name="retrieve")
         | RunnableLambda(fit).with_config(run_name="fit_budget")
         | RunnablePassthrough.assign(
             answer=RunnableGenerator(answer_or_not_found, aanswer_or_not_found)
-        ).with_config(run_name="generate")
+        ).with_config(run_name="generate" if mode == "generate" else "extract")
+        | RunnableGenerator(check, acheck).with_config(run_name="check")
     )
-
-
-def _first_line(rewritten: str, question: str) -> str:
-    lines = rewritten.strip().splitlines()
-    return lines[0].strip() if lines and lines[0].strip() else question

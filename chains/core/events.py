@@ -4,7 +4,8 @@ these events, so a chain of another shape works everywhere once it streams them.
 
 A chain may stream the events themselves, or the dicts LCEL builds with
 `RunnablePassthrough.assign` (what `answering_chain` does): `standalone_question`, `context`
-(a list of Documents) and `answer` (text, token by token).
+(a list of Documents), `answer` (text, token by token) and `replaced` (an `AnswerReplaced`:
+the support check withdrew the answer).
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ def events_of(chunk: Any) -> Iterator[AnswerEvent]:
         yield Retrieved(tuple(chunk["context"]))
     if chunk.get("answer"):
         yield AnswerText(str(chunk["answer"]))
+    if isinstance(chunk.get("replaced"), AnswerReplaced):
+        yield chunk["replaced"]
 
 
 def answer_events(stream: Iterable[Any]) -> Iterator[AnswerEvent]:
