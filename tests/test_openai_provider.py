@@ -27,6 +27,7 @@ from app.errors import ConfigError, ExitCode, ProviderError
 from app.models import registry
 from app.models.openai import list_models
 from app.paths import PROJECT_ROOT, SAMPLE_DOCS_DIR
+from chains.core.budget import estimate_tokens, token_counter
 from tests.fakes import bag_of_words_vector
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding, closed_port
 from tests.openai_server import OpenAITestServer
@@ -189,6 +190,17 @@ def test_chat_model_streams_with_the_model_the_key_and_max_completion_tokens(
     assert request.json["stream"] is True
     assert request.json["stream_options"] == {"include_usage": True}
     assert request.headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_prompts_are_counted_without_tiktoken(
+    server: OpenAITestServer, make_settings: MakeSettings
+) -> None:
+    """ChatOpenAI's own counter fetches a tiktoken encoding from the internet, and a server's
+    model has none: the budget uses the estimate."""
+    settings = make_settings(chat_provider="openai", **openai_settings(server))
+    model, _, _ = registry.build_chat_model(settings, lambda line: None)
+
+    assert token_counter(model) is estimate_tokens
 
 
 def test_no_key_configured_sends_none_to_the_model_list(make_settings: MakeSettings) -> None:

@@ -75,11 +75,12 @@ def server_message(exc: Any) -> str:
 
 
 def is_context_overflow(exc: BaseException, message: str) -> bool:
-    from langchain_core.exceptions import ContextOverflowError
+    import langchain_core.exceptions
 
+    overflow = getattr(langchain_core.exceptions, "ContextOverflowError", None)  # core >= 1.1
     text = message.lower()
     return (
-        isinstance(exc, ContextOverflowError)
+        (overflow is not None and isinstance(exc, overflow))
         or getattr(exc, "code", None) == "context_length_exceeded"
         or "context length" in text  # vLLM: "This model's maximum context length is ..."
         or "context window" in text
@@ -220,7 +221,7 @@ class OpenAIProvider:
             max_retries=0,
             stream_usage=True,
         )
-        if self.reported_window(settings) is not None:
+        if self.reported_window(settings) is not None and "profile" in type(model).model_fields:
             # The budget takes the model's own window over LangChain's profile of the name
             # (a server's `gpt-4o-mini` may be an alias with a smaller window).
             model.profile = {
