@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import threading
 import time
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from app.config import Settings, load_settings
@@ -157,11 +159,15 @@ def main(argv: list[str] | None = None) -> int:
         watcher = start_watching(settings, resources, stop_watching) if args.watch else None
         shown = f"[{host}]" if ":" in host else host
         status(f"Serving on http://{shown}:{port}/ (the API under /v1 and /api; Ctrl-C stops)")
+        # uvicorn handles Ctrl-C and SIGTERM, then raises the signal again once it has stopped:
+        # both must then end here, as a KeyboardInterrupt, so the watch stops cleanly too.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             server.run(sockets=[sock])
-        except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: stopping is normal
+        except KeyboardInterrupt:  # the Ctrl-C or SIGTERM uvicorn handled: stopping is normal
             pass
         finally:
+            signal.signal(signal.SIGTERM, previous)
             if watcher is not None:
                 stop_watching.set()
                 if watcher.is_alive():
@@ -171,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sock.close()
     return int(ExitCode.OK)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def start_watching(
