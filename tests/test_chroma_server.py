@@ -29,8 +29,10 @@ from app.config import Settings, load_settings
 from app.errors import ConfigError, StoreError
 from app.indexing.sync import sync_collection
 from app.paths import PROJECT_ROOT
-from app.store.chroma import connect
-from app.store.library import Library, as_langchain_store, open_collection
+from app.store import open_store
+from app.store.base import ChunkCollection
+from app.store.library import Library, library_name
+from tests.fakes import fake_embeddings
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding, closed_port
 from tests.test_crash_safety import (
     check_vector_index,
@@ -48,7 +50,7 @@ from tests.test_sync import (
     assert_same_store,
     assert_store_matches_folder,
     check_bookkeeping,
-    fake_embeddings,
+    collection_of,
     read_store,
     write_doc,
 )
@@ -175,7 +177,7 @@ def local_reference(settings: Settings, folder: Path, monkeypatch: pytest.Monkey
         patch.setattr(app.indexing.sync, "parse_in_workers", ParseSpy())
         embeddings = server_embeddings(local)
         sync_collection(local, [folder], embeddings)
-    return read_store(open_collection(connect(local), local, embeddings.info))
+    return read_store(collection_of(local, embeddings.info.key))
 
 
 def server_snapshot(server: ChromaServer, settings: Settings) -> Any:
@@ -183,11 +185,20 @@ def server_snapshot(server: ChromaServer, settings: Settings) -> Any:
     return read_store(server_collection(server, settings.collection_name))
 
 
-def server_collection(server: ChromaServer, name: str) -> Any:
-    """The collection the library `name` on the server points at."""
-    library = Library.find(server.client(), name)
+def server_collection(server: ChromaServer, name: str) -> ChunkCollection | None:
+    """The collection the library `name` on the server points at, read through the seam."""
+    store = open_store(load_settings(chroma_host="127.0.0.1", chroma_port=server.port))
+    library = Library.find(store, name)
     assert library is not None
     return library.collection()
+
+
+def similarity_search(settings: Settings, embeddings: Any, question: str, k: int) -> Any:
+    """The library's collection as LangChain's VectorStore (as a chain of your own uses it)."""
+    collection = collection_of(settings, embeddings.info.key)
+    assert collection is not None
+    vectors = open_store(settings).as_vectorstore(collection, embeddings)
+    return vectors.similarity_search(question, k=k)
 
 
 # --- Ingest and query over HTTP ---------------------------------------------------------------
@@ -218,8 +229,9 @@ def test_ingest_rerun_edit_and_query_over_http(
     assert again["files"]["unchanged"] == 8
     assert again["chunks"] == {"added": 0, "kept": 0, "removed": 0}
 
-    store = as_langchain_store(connect(settings), settings, embeddings)
-    found = store.similarity_search("Which bucket dredger works the Inner Basin?", k=3)
+    found = similarity_search(
+        settings, embeddings, "Which bucket dredger works the Inner Basin?", k=3
+    )
     assert found[0].metadata["source"] == "docs/town/harbour-notice.txt"
     assert "Inner Basin" in found[0].page_content
 
@@ -252,8 +264,8 @@ def test_writes_stay_under_the_servers_max_batch_size(
 ) -> None:
     limit = 5
     settings = on_server.model_copy(update={"chunk_size": 200, "chunk_overlap": 20})
-    client = connect(settings)
-    assert client.get_max_batch_size() == chroma_server.client().get_max_batch_size() > 100
+    store = open_store(settings)
+    assert store.max_batch == chroma_server.client().get_max_batch_size() > 100
     folder = tmp_path / "corpus"
     for name in ("alpha", "beta", "gamma"):
         write_doc(folder / f"{name}.txt", name, 6)
@@ -271,7 +283,7 @@ def test_writes_stay_under_the_servers_max_batch_size(
     ops = [(op, n) for op, n in recorder.writes if op in ("upsert", "update", "delete")]
     assert {op for op, _ in ops} == {"upsert", "update", "delete"}
     assert all(0 < n <= limit for _, n in ops), ops
-    collection = open_collection(connect(settings), settings, embeddings.info)
+    collection = collection_of(settings, embeddings.info.key)
     assert_store_matches_folder(
         collection, folder, settings=settings, make_embeddings=lambda: fake_embeddings(settings)[0]
     )
@@ -288,8 +300,7 @@ def test_a_reader_queries_the_server_while_an_ingest_writes_and_a_second_is_refu
     folder, writer = slow_ingest_holding_the_lock(tmp_path, embed_server, settings)
     embeddings = server_embeddings(settings)
     try:
-        store = as_langchain_store(connect(settings), settings, embeddings)
-        found = store.similarity_search("Who is the lighthouse keeper?", k=1)
+        found = similarity_search(settings, embeddings, "Who is the lighthouse keeper?", k=1)
         assert found[0].metadata["source"] == "docs/lighthouse.txt"
         second = subprocess.run(
             ingest_command(folder),
@@ -452,7 +463,7 @@ def test_a_server_that_is_not_there_is_exit_5_without_a_traceback(
     ) in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr
     with pytest.raises(StoreError, match="Could not connect"):
-        connect(load_settings())
+        open_store(load_settings())
 
 
 def test_a_server_that_dies_mid_ingest_is_exit_5_and_the_next_run_repairs(
@@ -500,9 +511,7 @@ def test_a_server_that_dies_mid_ingest_is_exit_5_and_the_next_run_repairs(
 
 
 def _default_name(settings: Settings) -> str:
-    from app.store.chroma import collection_name
-
-    return collection_name(settings, server_embeddings(settings).info)
+    return library_name(settings, server_embeddings(settings).info.key)
 
 
 def test_a_chat_on_another_machine_catches_its_keyword_index_up(
@@ -510,7 +519,10 @@ def test_a_chat_on_another_machine_catches_its_keyword_index_up(
 ) -> None:
     """Ingest on machine A, chat on machine B (its own CHROMA_DIR, so its own keyword index):
     B's index follows the library's generations, catching up on just the changed source."""
-    from app.session.conversation import catch_up_keyword_index, current_keyword_index
+    from app.models.registry import ChatCapabilities
+    from app.session.resources import Resources, catch_up_keyword_index
+    from app.store.keyword_index import open_keyword_index
+    from tests.fakes import FailingChatModel
 
     monkeypatch.setattr(app.indexing.sync, "parse_in_workers", ParseSpy())
     machine_a = on_server
@@ -522,19 +534,36 @@ def test_a_chat_on_another_machine_catches_its_keyword_index_up(
     sync_collection(machine_a, [notes], embeddings)
     sync_collection(machine_a, [papers], embeddings)
 
-    library = Library.find(connect(machine_b), str(machine_b.collection_name))
+    store = open_store(machine_b)
+    library = Library.find(store, str(machine_b.collection_name))
     assert library is not None
     collection = library.collection()
     assert collection is not None
-    index = current_keyword_index(machine_b, library, collection)  # caught up at start
-    assert index.ids() == set(collection.get(include=[])["ids"])
+    index = open_keyword_index(machine_b, store, collection)  # B's own: empty
+    chat = Resources(
+        machine_b,
+        embeddings,
+        store,
+        library,
+        collection,
+        index,
+        FailingChatModel(messages=iter([])),
+        ChatCapabilities("fake", "chat", context_window=4096, default_k=4),
+    )
+    assert index.behind(library.record) == ["notes", "papers"]
+    assert catch_up_keyword_index(chat) == 2  # as a chat starting up does
+
+    def stored_ids() -> set[str]:
+        return {chunk_id for chunk_id, _ in collection.rows()}
+
+    assert index.ids() == stored_ids()
     assert index.behind(library.record) == []
 
     write_doc(notes / "gamma.txt", "gamma", 2)
     sync_collection(machine_a, [notes], embeddings)  # only `notes` changes
     library.reload()
     assert index.behind(library.record) == ["notes"]
-    assert catch_up_keyword_index(machine_b, library, index) == 1  # `papers` is not read
-    assert index.ids() == set(collection.get(include=[])["ids"])
+    assert catch_up_keyword_index(chat) == 1  # `papers` is not read
+    assert index.ids() == stored_ids()
     assert index.behind(library.record) == []
-    index.close()
+    chat.close()

@@ -20,11 +20,17 @@ from typing import Any
 
 import pytest
 
+from app.config import load_settings
 from app.paths import SAMPLE_DOCS_DIR
 from loaders.discovery import SourceFile, discover
 from loaders.parsers import UnreadableFile, decode_text, parse_file
 from loaders.pool import Failed, Parsed, PoolLimits, parse_in_workers
 from tests.ollama_server import OllamaTestServer
+from tests.test_sync import fresh_store
+
+# The command and the worker pool run for real; the discovery and decoding tests are fast and
+# marked unit as well.
+pytestmark = pytest.mark.integration
 
 GOOD_FILES = {
     "about-brindlemoor.md": SAMPLE_DOCS_DIR / "about-brindlemoor.md",
@@ -108,10 +114,11 @@ def hostile_folder(tmp_path: Path) -> Iterator[Path]:
     locked.chmod(0o644)
 
 
-def ingest(run_module: Callable[..., Any], folder: Path, server: OllamaTestServer) -> Any:
+def ingest(run_module: Callable[..., Any], folder: Path | None, server: OllamaTestServer) -> Any:
+    """`python -m app.ingest [FOLDER] --json` (no folder: every source) on the test server."""
     return run_module(
         "app.ingest",
-        str(folder),
+        *([str(folder)] if folder else []),
         "--json",
         EMBEDDING_PROVIDER="ollama",
         OLLAMA_BASE_URL=server.base_url,
@@ -119,26 +126,20 @@ def ingest(run_module: Callable[..., Any], folder: Path, server: OllamaTestServe
     )
 
 
-def stored_documents(collection: str) -> dict[str, list[str]]:
-    """source -> the chunks the store holds for it."""
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
-
-    client = chromadb.PersistentClient(
-        path=os.environ["CHROMA_DIR"], settings=ChromaSettings(anonymized_telemetry=False)
-    )
-    got = client.get_collection(collection).get(include=["metadatas", "documents"])
+def stored_documents(collection_name: str) -> dict[str, list[str]]:
+    """source (after the folder's label) -> the chunks the store holds for it."""
+    collection = fresh_store(load_settings()).collection(collection_name)
+    assert collection is not None, collection_name
     documents: dict[str, list[str]] = {}
-    for metadata, text in zip(got["metadatas"] or [], got["documents"] or [], strict=True):
-        inside = str(metadata["source"]).partition("/")[2]  # after the folder's label
-        documents.setdefault(inside, []).append(text)
+    for chunk in collection.get([chunk_id for chunk_id, _ in collection.rows()]):
+        inside = str(chunk.metadata["source"]).partition("/")[2]
+        documents.setdefault(inside, []).append(chunk.text)
     return documents
 
 
 # --- The CLI on a folder of hostile files ---------------------------------------------------
 
 
-@pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_hostile_files_are_skipped_with_reasons_and_good_files_go_in(
     run_module: Callable[..., Any], hostile_folder: Path, ollama_server: OllamaTestServer
@@ -163,7 +164,6 @@ def test_hostile_files_are_skipped_with_reasons_and_good_files_go_in(
         assert word in legacy
 
 
-@pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_a_folder_of_good_files_exits_0(
     run_module: Callable[..., Any], tmp_path: Path, ollama_server: OllamaTestServer
@@ -177,6 +177,79 @@ def test_a_folder_of_good_files_exits_0(
     report = json.loads(result.stdout)
     assert report["failed"] == []
     assert set(stored_documents(report["collection"])) == {*GOOD_FILES, "legacy-cp1252.txt"}
+
+
+def make_too_long_path(folder: Path, name: str = "d" * 250, depth: int = 18) -> None:
+    """Folders nested until the path is longer than the system allows (PATH_MAX, 4096 on
+    Linux), with a file at the bottom: made one level at a time, relative to each folder."""
+    here = os.open(folder, os.O_RDONLY)
+    try:
+        for _ in range(depth):
+            os.mkdir(name, dir_fd=here)
+            inner = os.open(name, os.O_RDONLY, dir_fd=here)
+            os.close(here)
+            here = inner
+        made = os.open("deep.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=here)
+        os.write(made, b"A file no path can reach.\n")
+        os.close(made)
+    finally:
+        os.close(here)
+    assert len(str(folder)) + depth * (len(name) + 1) > os.pathconf(folder, "PC_PATH_MAX")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("odd", ["link loop", "path too long"])
+def test_a_link_loop_or_a_too_long_path_is_skipped_with_a_reason(
+    run_module: Callable[..., Any], tmp_path: Path, ollama_server: OllamaTestServer, odd: str
+) -> None:
+    """No traceback: the path is reported as skipped with the system's reason, the other files
+    go in, and later runs do the same (nothing is re-embedded)."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "good.txt").write_text("The harbour master keeps the tide tables.\n")
+    if odd == "link loop":
+        (folder / "loop").symlink_to(folder / "loop")
+        (folder / "ping").symlink_to("pong")
+        (folder / "pong").symlink_to("ping")
+        expected = {"loop": "symbolic link", "ping": "symbolic link", "pong": "symbolic link"}
+    else:
+        make_too_long_path(folder)
+        expected = {"d" * 250: "path too long for the system (ENAMETOOLONG)"}
+
+    for run in (1, 2):
+        result = ingest(run_module, folder if run == 1 else None, ollama_server)
+
+        assert "Traceback" not in result.stderr, result.stderr
+        assert result.returncode == 3, result.stderr
+        report = json.loads(result.stdout)
+        # source (inside the folder, its first part: a too long one is cut where it failed)
+        failed = {item["source"].split("/")[1]: item["reason"] for item in report["failed"]}
+        assert len(failed) == len(report["failed"]) == len(expected), report["failed"]
+        assert set(failed) == set(expected), failed
+        for name, words in expected.items():
+            assert words in failed[name], failed
+        assert report["files"]["new" if run == 1 else "unchanged"] == 1
+        assert report["chunks"]["added"] == (1 if run == 1 else 0)
+    assert set(stored_documents(report["collection"])) == {"good.txt"}
+
+
+def test_a_source_path_that_is_not_utf8_is_refused_readably(
+    run_module: Callable[..., Any], tmp_path: Path, ollama_server: OllamaTestServer
+) -> None:
+    """Its name could be neither stored nor shown faithfully: exit 2, the name shown with
+    U+FFFD for the bad bytes, nothing written."""
+    folder = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9-notes"))
+    folder.mkdir()
+    (folder / "menu.txt").write_text("Crab soup on Fridays.\n")
+
+    result = ingest(run_module, folder, ollama_server)
+
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert "caf\ufffd-notes" in message
+    assert "is not valid UTF-8" in message
+    assert fresh_store(load_settings()).record_names() == []  # no library was started
 
 
 @pytest.mark.unit
@@ -242,7 +315,6 @@ def parse_all(files: list[SourceFile], limits: PoolLimits) -> dict[str, Parsed |
     return {result.file.source: result for result in parse_in_workers(files, limits)}
 
 
-@pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_a_hung_parser_is_stopped_at_parse_timeout(tmp_path: Path) -> None:
     # One worker: the good files can only be parsed once the hung one has been stopped.
@@ -262,7 +334,6 @@ def test_a_hung_parser_is_stopped_at_parse_timeout(tmp_path: Path) -> None:
         assert isinstance(results[name], Parsed), results[name]
 
 
-@pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_a_parser_that_blows_memory_is_stopped_by_parse_memory_mb(tmp_path: Path) -> None:
     # One worker, so the files are parsed in this order.
@@ -291,7 +362,6 @@ def test_a_parser_that_blows_memory_is_stopped_by_parse_memory_mb(tmp_path: Path
     assert len(set(readers)) == 3, readers
 
 
-@pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_office_and_email_text_keeps_its_structure() -> None:
     """Tables keep their rows, emails their headers, slides their numbers."""
