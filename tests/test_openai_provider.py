@@ -535,6 +535,26 @@ def test_explicit_openai_ingest_without_openai_base_url_names_it(
     assert_clean_failure(result, ExitCode.PROVIDER, "Set OPENAI_BASE_URL")
 
 
+@pytest.mark.parametrize("later", ["unset", "down"])
+def test_a_library_the_server_embedded_is_not_hidden_when_the_server_is_not_there(
+    server: OpenAITestServer, run_module: RunModule, plain_docs: Path, later: str
+) -> None:
+    """Ingested with the server; later OPENAI_BASE_URL is unset (or the server is down) and
+    `auto` takes the embedded model: refused, naming what brings the library back."""
+    made = run_module("app.ingest", str(plain_docs), **openai_env(server))
+    assert made.returncode == ExitCode.OK, made.stderr
+    url = "" if later == "unset" else f"http://127.0.0.1:{closed_port()}/v1"
+
+    result = run_module("app.ingest", str(plain_docs), **openai_env(server, OPENAI_BASE_URL=url))
+
+    fix = "set OPENAI_BASE_URL" if later == "unset" else "start it (or point OPENAI_BASE_URL"
+    assert_clean_failure(
+        result, ExitCode.PROVIDER, f"embedded with openai/{EMBED}, but ", fix, "--rebuild"
+    )
+    assert "but ," not in result.stderr
+    assert "library, or use" not in result.stderr
+
+
 def test_chat_answers_from_the_server_with_sources(
     server: OpenAITestServer, run_module: RunModule, sample_docs: Path
 ) -> None:

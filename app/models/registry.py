@@ -189,6 +189,10 @@ def advice(settings: Settings) -> Callable[[str], ModelAdvice]:
         found = owner.availability(wanted, "embedding")
         if found.ok:
             return ModelAdvice(keep)
-        return ModelAdvice(keep, found.reason, found.fix.rstrip(".") or f"set {keep}")
+        # The fix goes mid-sentence ("To use your library, start it ..."), without the
+        # alternative of another provider (which would not see the library either).
+        fix = found.fix.split(", or use ")[0].rstrip(".")
+        fix = fix[:1].lower() + fix[1:] if fix else f"set {keep}"
+        return ModelAdvice(keep, found.reason or "its provider is not set up", fix)
 
     return advise
