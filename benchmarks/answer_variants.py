@@ -102,7 +102,7 @@ def prompt_tokens(text: str) -> int:
     """Tokens of a system prompt with the embedded model's own tokenizer (vocabulary only)."""
     from llama_cpp import Llama
 
-    from app.models.chat_model import local_chat_model_path
+    from app.models.local import local_chat_model_path
 
     vocab = Llama(model_path=local_chat_model_path(), vocab_only=True, verbose=False)
     return len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True))

@@ -15,6 +15,7 @@ tokenizer runs). Writes benchmarks/results/chunk_tokens.json and prints a Markdo
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -26,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from langchain_core.documents import Document
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from app.config import Settings
+from app.config import load_settings
+from app.console import status
 from app.evaluation.report import machine, now
 from app.indexing.splitter import ChunkPolicy, split_documents
-from app.models.embeddings import build_embeddings
-from app.models.providers import ProviderChoice
+from app.models.local import local_chat_model_path, local_embeddings
 from app.paths import SAMPLE_DOCS_DIR, SAMPLE_DOCS_ZH_DIR
 from chains.core.budget import estimate_tokens
 from loaders.parsers import parse_file
@@ -106,12 +107,14 @@ def summary(values: list[int]) -> dict[str, float]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--json", type=Path, default=RESULTS, help="results file (JSON)")
+    args = parser.parse_args()
+
     from llama_cpp import Llama
 
-    from app.models.chat_model import local_chat_model_path
-
-    settings = Settings()
-    embeddings = build_embeddings(settings, ProviderChoice("local", "", "benchmark"))
+    settings = load_settings()
+    embeddings = local_embeddings(settings, status)
     assert embeddings.count_tokens is not None
     vocab = Llama(model_path=local_chat_model_path(), vocab_only=True, verbose=False)
     counters: dict[str, Callable[[str], int]] = {
@@ -142,8 +145,8 @@ def main() -> None:
             ),
             "before": describe(doc.page_content, old_split(doc, policy), counters),
         }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
         json.dumps({"date": now(), "machine": machine(), "documents": results}, indent=2) + "\n",
         encoding="utf-8",
     )

@@ -10,7 +10,7 @@ its page cache, as it has on a user's second chat). Then, alternately, --runs ti
 - cold: a new `python -m app.chat -q QUESTION` process; seconds from its start to the first
   byte of the answer on stdout, and to its exit;
 - warm: the same question asked in one long-lived process that opened its session once
-  (`app.session.conversation.open_session`, as the chat does), with llama.cpp's context cleared
+  (`open_resources` and `start_conversation`, as the chat does), with llama.cpp's context cleared
   before each question so the prompt is evaluated again; seconds from the call to the first
   answer token, and to the last.
 
@@ -62,7 +62,9 @@ def serve_warm() -> None:
     from langchain_core.callbacks import BaseCallbackHandler
 
     from app.config import load_settings
-    from app.session.conversation import open_session
+    from app.session.conversation import start_conversation
+    from app.session.resources import open_resources
+    from chains.core.events import AnswerText, answer_events
 
     class PromptTokens(BaseCallbackHandler):
         tokens = 0
@@ -72,20 +74,22 @@ def serve_warm() -> None:
             self.tokens = usage.get("input_tokens", 0)
 
     started = time.perf_counter()
-    session = open_session(load_settings(), "rag", [])
+    resources = open_resources(load_settings())
+    session = start_conversation(resources, "rag")
     print(json.dumps({"session_open_s": time.perf_counter() - started}), flush=True)
     assert session.chain is not None
     for _ in sys.stdin:
-        client = getattr(session.model, "client", None)
+        client = getattr(resources.model, "client", None)
         if client is not None:
             client.reset()  # no prompt prefix kept from the previous question
         counter = PromptTokens()
         start = time.perf_counter()
         first = None
-        for chunk in session.chain.stream(
+        stream = session.chain.stream(
             {"question": QUESTION, "history": []}, config={"callbacks": [counter]}
-        ):
-            if chunk.get("answer") and first is None:
+        )
+        for event in answer_events(stream):
+            if isinstance(event, AnswerText) and first is None:
                 first = time.perf_counter() - start
         whole = time.perf_counter() - start
         row = {"first": first, "whole": whole, "prompt_tokens": counter.tokens}
@@ -93,7 +97,7 @@ def serve_warm() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--serve-warm", action="store_true", help=argparse.SUPPRESS)

@@ -14,6 +14,7 @@ Writes benchmarks/results/file_hits.json and prints a Markdown table.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -21,26 +22,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.config import Settings
+from app.config import load_settings
+from app.console import status
 from app.evaluation.report import load_average, write_results
 from app.indexing.sync import sync_collection
-from app.models.embeddings import build_embeddings
-from app.models.providers import ProviderChoice
+from app.models.local import local_embeddings
 from app.paths import SAMPLE_DOCS_DIR, SAMPLE_DOCS_ZH_DIR, SAMPLE_QUESTIONS, SAMPLE_QUESTIONS_ZH
 from app.retrieval.retriever import DocumentRetriever
-from app.store.chroma import connect
+from app.store import open_store
 from app.store.keyword_index import open_keyword_index
-from app.store.library import open_collection
+from app.store.library import find_library
 
 RESULTS = Path(__file__).resolve().parent / "results" / "file_hits.json"
 
 
 def measure(docs: Path, questions_file: Path, store: Path) -> dict[str, object]:
-    settings = Settings(chroma_dir=store, _env_file=None)  # type: ignore[call-arg]
-    embeddings = build_embeddings(settings, ProviderChoice("local", "", "benchmark"))
-    sync_collection(settings, [docs], embeddings)
-    collection = open_collection(connect(settings), settings, embeddings.info)
-    index = open_keyword_index(settings, collection)  # the sync wrote it
+    settings = load_settings(chroma_dir=store, _env_file=None)
+    embeddings = local_embeddings(settings, status)
+    chunk_store = open_store(settings, status)
+    sync_collection(settings, [docs], embeddings, store=chunk_store)
+    library = find_library(chunk_store, settings, embeddings.info.key)
+    collection = library.collection() if library is not None else None
+    assert collection is not None
+    index = open_keyword_index(settings, chunk_store, collection)  # the sync wrote it
     questions = [json.loads(line) for line in questions_file.read_text("utf-8").splitlines()]
     row: dict[str, object] = {
         "answerable": sum(1 for q in questions if q["source"]),
@@ -69,10 +73,14 @@ def measure(docs: Path, questions_file: Path, store: Path) -> dict[str, object]:
         row[f"file_found@{k}"] = found
         row[f"outside_not_found@{k}"] = stopped
     index.close()
+    chunk_store.close()
     return row
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--json", type=Path, default=RESULTS, help="results file (JSON)")
+    args = parser.parse_args()
     load = load_average()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +89,7 @@ def main() -> None:
             ("Chinese", SAMPLE_DOCS_ZH_DIR, SAMPLE_QUESTIONS_ZH),
         ):
             results[name] = measure(docs, questions, Path(tmp) / name)
-    write_results(RESULTS, load, sets=results)
+    write_results(args.json, load, sets=results)
     print("| sample set | file among 2 chunks | among 4 chunks | outside questions not found |")
     print("|---|---:|---:|---:|")
     for name, r in results.items():

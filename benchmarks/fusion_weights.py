@@ -23,15 +23,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import app.retrieval.retriever
 from app.config import load_settings
-from app.console import embeddings_for
 from app.evaluation.beir import load_beir
 from app.evaluation.corpus import doc_source, eval_collection_name
 from app.evaluation.metrics import dedupe, evaluate, judged_queries
 from app.evaluation.report import load_average, write_results
 from app.retrieval.retriever import DocumentRetriever
-from app.store.chroma import connect
+from app.session.resources import open_embeddings
+from app.store import open_store
+from app.store.base import ChunkCollection
 from app.store.keyword_index import open_keyword_index
-from app.store.library import open_collection
+from app.store.library import Library
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fusion_weights.json"
 WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -47,22 +48,27 @@ def reciprocal_rank(retriever: DocumentRetriever, query: str) -> list[Any]:
         for rank, chunk_id in enumerate(ranking):
             fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (60 + rank + 1)
     best = sorted(fused, key=lambda i: fused[i], reverse=True)[:CHUNKS]
-    found = retriever.collection.get(ids=best, include=["metadatas"])
-    source = {i: m["source"] for i, m in zip(found["ids"], found["metadatas"], strict=True)}
+    source = sources_of(retriever.collection, best)
     return [source[i] for i in best]
+
+
+def sources_of(collection: ChunkCollection, ids: list[str]) -> dict[str, str]:
+    """Chunk id -> the stored file it comes from."""
+    return {c.id: str(c.metadata["source"]) for c in collection.get(ids, text=False)}
 
 
 def run(folder: Path) -> dict[str, float]:
     settings = load_settings()
     dataset = load_beir(folder)
-    embeddings = embeddings_for(settings)
-    eval_settings = settings.model_copy(
-        update={"collection_name": eval_collection_name(folder, embeddings)}
-    )
-    collection = open_collection(connect(eval_settings), eval_settings, embeddings.info)
+    embeddings = open_embeddings(settings)
+    name = eval_collection_name(folder, embeddings)
+    eval_settings = settings.model_copy(update={"collection_name": name})
+    store = open_store(eval_settings)
+    library = Library.find(store, name)
+    collection = library.collection() if library is not None else None
     if collection is None:
         raise SystemExit(f"Run `python -m app.eval --dataset {folder}` first.")
-    index = open_keyword_index(eval_settings, collection)  # the sync wrote it
+    index = open_keyword_index(eval_settings, store, collection)  # the sync wrote it
     retriever = DocumentRetriever(
         collection=collection,
         embeddings=embeddings,
@@ -84,12 +90,7 @@ def run(folder: Path) -> dict[str, float]:
 
     def keywords(q: str) -> list[Any]:
         hits = index.search(q, CHUNKS)
-        found = collection.get(ids=[i for i, _ in hits], include=["metadatas"]) if hits else None
-        by_id = (
-            {i: m["source"] for i, m in zip(found["ids"], found["metadatas"], strict=True)}
-            if found
-            else {}
-        )
+        by_id = sources_of(collection, [i for i, _ in hits])
         return [by_id[i] for i, _ in hits]
 
     row = {
@@ -105,18 +106,20 @@ def run(folder: Path) -> dict[str, float]:
     finally:
         app.retrieval.retriever.VECTOR_WEIGHT = default
     index.close()
+    store.close()
     for name, value in row.items():
         print(f"{dataset.name:12} {name:40} {value:.4f}", file=sys.stderr)
     return row
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="BEIR folders")
+    parser.add_argument("--json", type=Path, default=RESULTS, help="results file (JSON)")
     args = parser.parse_args()
     load = load_average()
     results = {f.name: run(f) for f in args.folders}
-    write_results(RESULTS, load, nDCG=results)
+    write_results(args.json, load, nDCG=results)
     print("| fusion | " + " | ".join(f"{d} nDCG@10" for d in results) + " |")
     print("|---|" + "---:|" * len(results))
     for name in next(iter(results.values())):

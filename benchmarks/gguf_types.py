@@ -27,18 +27,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.evaluation.report import machine  # noqa: E402
 
+if TYPE_CHECKING:
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
+
 QUESTION = "Who founded the town of Brindlemoor?"
 GENERATE = 64
 
 
-def prompt_messages() -> list[dict[str, str]]:
+def prompt_messages() -> list[ChatCompletionRequestMessage]:
     from langchain_core.documents import Document
 
     from app.paths import SAMPLE_DOCS_DIR
@@ -144,8 +147,8 @@ def main() -> None:
     if args.case:
         print(json.dumps(measure(Path(args.case[0]), int(args.case[1]), args.runs)))
         return
-    from app.models.chat_model import local_chat_model_path
     from app.models.llama_chat import prepare_gguf
+    from app.models.local import local_chat_model_path
 
     packaged = Path(local_chat_model_path())
     results: dict[str, Any] = {"machine_at_start": machine(), "types": {}}
@@ -154,7 +157,7 @@ def main() -> None:
         cases.append(("Q4_1 (packaged)", packaged, 512))
         for gguf_type in ("Q8_0", "F16", "F32"):
             started = time.perf_counter()
-            path = prepare_gguf(packaged, Path(cache), gguf_type)  # type: ignore[arg-type]
+            path = prepare_gguf(packaged, Path(cache), gguf_type)
             convert = time.perf_counter() - started
             cases.append((gguf_type, path, 512))
             results.setdefault("convert_s", {})[gguf_type] = round(convert, 2)

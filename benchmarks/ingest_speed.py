@@ -105,18 +105,21 @@ def import_stores() -> None:
 
 
 def read_back_texts(settings: Any, embeddings: Any) -> list[str]:
-    from app.store.chroma import connect
-    from app.store.library import open_collection
+    """Every chunk's text as stored, read through the store seam in pages."""
+    from app.store import open_store
+    from app.store.library import find_library
 
-    collection = open_collection(connect(settings), settings, embeddings.info)
+    store = open_store(settings)
+    library = find_library(store, settings, embeddings.info.key)
+    collection = library.collection() if library is not None else None
     assert collection is not None, "the ingest wrote no collection"
+    ids = [chunk_id for chunk_id, _ in collection.rows()]
     texts: list[str] = []
     page = 5000
-    while True:
-        got = collection.get(include=["documents"], limit=page, offset=len(texts))
-        texts.extend(got["documents"] or [])
-        if len(got["ids"]) < page:
-            return texts
+    for start in range(0, len(ids), page):
+        texts.extend(c.text for c in collection.get(ids[start : start + page]))
+    store.close()
+    return texts
 
 
 def run_ours(folder: Path, store: Path, embeddings: Any) -> dict[str, Any]:
@@ -296,7 +299,7 @@ def markdown_rows(summary: dict[str, Any], docs: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--docs", type=int, default=5000, help="passages to ingest (>= 2000)")
     parser.add_argument(
         "--corpus", type=Path, default=DEFAULT_CORPUS, help="folder of corpus.jsonl"
@@ -310,10 +313,10 @@ def main() -> None:
     os.environ["EMBEDDING_PROVIDER"] = "local"
     sys.path.insert(0, str(ROOT))
     from app.config import load_settings
-    from app.models.embeddings import build_embeddings
-    from app.models.providers import ProviderChoice
+    from app.console import status
+    from app.models.local import local_embeddings
 
-    info = {"machine": machine(), "load_average_start": load_average()}
+    info: dict[str, Any] = {"machine": machine(), "load_average_start": load_average()}
     print(
         f"machine: {info['machine']['cpu']}, {info['machine']['cores']} cores, "
         f"{info['machine']['ram_gib']} GiB RAM, Python {info['machine']['python']}"
@@ -336,9 +339,9 @@ def main() -> None:
         # pipelines before any timing, so neither is charged for them.
         _, import_s = timed(import_stores)
         settings = load_settings(chroma_dir=work / "unused", embedding_provider="local")
-        embeddings = build_embeddings(settings, ProviderChoice("local", "", "benchmark"))
+        embeddings = local_embeddings(settings, status)
         _, load_s = timed(lambda: embeddings.model)
-        model = embeddings.model
+        model: Any = embeddings.model  # sentence-transformers, through langchain-huggingface
         assert model.encode_kwargs.get("batch_size") == embeddings.batch_size
         _, warm_s = timed(model.embed_documents, [t for _, t in passages[: embeddings.batch_size]])
         print(
@@ -368,7 +371,7 @@ def main() -> None:
         return statistics.median(r[who][key] for r in repeats)
 
     last = repeats[-1]
-    summary = {
+    summary: dict[str, Any] = {
         "ratio_full_vs_direct": median("ours", "ratio_full_vs_direct"),
         "ratio_full_vs_direct_per_batch": median("ours", "ratio_full_vs_direct_per_batch"),
         "ratio_rerun_vs_full": median("ours", "ratio_rerun_vs_full"),

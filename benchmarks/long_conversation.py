@@ -30,9 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.config import load_settings
 from app.errors import LocalragError
 from app.evaluation.report import machine
-from app.session.conversation import open_session
-from chains.core.answering import REWRITE_INSTRUCTIONS, is_not_found
+from app.session.conversation import start_conversation
+from app.session.resources import open_resources
+from chains.core.answering import REWRITE_INSTRUCTIONS
 from chains.core.budget import MESSAGE_OVERHEAD, context_window, token_counter
+from chains.core.events import CollectedAnswer
+from chains.core.registry import ChainSpec
 
 CONVERSATION = [
     "Who founded the town of Brindlemoor?",
@@ -76,7 +79,7 @@ class PromptRecorder(BaseCallbackHandler):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the turns and figures here")
     parser.add_argument("--store", type=Path, help="Chroma directory (default: a fresh temp one)")
     args = parser.parse_args()
@@ -87,38 +90,44 @@ def main() -> int:
         embedding_provider="local", chat_provider="local", chroma_dir=store, chain="rag"
     )
     at_start = machine()
-    session = open_session(settings, "rag", [])
+    resources = open_resources(settings)
+    session = start_conversation(resources, "rag")
     recorder = PromptRecorder()
-    assert session.chain is not None
-    session.chain = session.chain.with_config(callbacks=[recorder])
-    count = token_counter(session.model)
-    window = context_window(session.model, settings.chat_context_tokens)
+    # The chain as the chat builds it, recording every prompt: also when the conversation
+    # builds it again (it does before the first question, and whenever the library changes).
+    spec = session.spec
+    session.spec = ChainSpec(
+        spec.name,
+        spec.description,
+        lambda s, r, m: spec.build(s, r, m).with_config(callbacks=[recorder]),
+        spec.retrieval,
+    )
+    session.rebuild()
+    count = token_counter(resources.model)
+    window = context_window(resources.model, settings.chat_context_tokens)
 
     def tokens(messages: list[BaseMessage]) -> int:
         return sum(count(str(m.content)) + MESSAGE_OVERHEAD for m in messages)
 
-    turns = []
+    turns: list[dict[str, Any]] = []
     for number, question in enumerate(CONVERSATION, 1):
         before = len(recorder.calls)
         history_messages = len(session.history)
         started = time.perf_counter()
-        answer, context, standalone, error = "", [], question, None
+        collected, error = CollectedAnswer(searched=question), None
         try:
-            for chunk in session.answer(question):
-                context = chunk.get("context", context)
-                standalone = chunk.get("standalone_question", standalone)
-                answer += chunk.get("answer", "")
+            for event in session.answer(question):
+                collected.add(event)
         except LocalragError as exc:
             error = str(exc)
         seconds = time.perf_counter() - started
-        if error is None and context and not is_not_found(context):
-            from langchain_core.messages import AIMessage, HumanMessage
-
-            session.history += [HumanMessage(question), AIMessage(answer)]
+        answer, context, standalone = collected.text, collected.documents, collected.searched
+        if error is None and context and not collected.not_found:
+            session.remember(question, answer)
         calls = recorder.calls[before:]
         rewrite = next((c for c in calls if c[0].content == REWRITE_INSTRUCTIONS), None)
         answer_prompt = next((c for c in calls if c[0].content != REWRITE_INSTRUCTIONS), None)
-        turn = {
+        turn: dict[str, Any] = {
             "turn": number,
             "question": question,
             "standalone_question": standalone,
@@ -141,14 +150,15 @@ def main() -> int:
             flush=True,
         )
     session.close()
+    resources.close()
 
     last = turns[-1]
-    result = {
+    result: dict[str, Any] = {
         "command": "python benchmarks/long_conversation.py --json "
         "benchmarks/results/long_conversation.json",
         "machine": at_start | {"load_average_end": machine()["load_average"]},
-        "chat_model": f"{session.model_info.provider}/{session.model_info.name}",
-        "embeddings": session.embeddings.info.key,
+        "chat_model": resources.capabilities.key,
+        "embeddings": resources.embeddings.info.key,
         "context_window": window,
         "max_answer_tokens": settings.max_answer_tokens,
         "prompt_budget": window - settings.max_answer_tokens,

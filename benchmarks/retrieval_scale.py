@@ -3,13 +3,13 @@
     python benchmarks/retrieval_scale.py [--sizes 10000 100000] [--rounds 3]
 
 For each size a fresh persistent Chroma directory gets a collection made the way ingest makes
-it (`app.store.chroma.create_collection`: cosine HNSW, Chroma's defaults otherwise) holding that
-many synthetic chunks: 384-d unit vectors drawn around 1,000 random centres (so the index has
-structure to find, as real embeddings have), ~400 characters of text and the metadata ingest
-writes. Then it measures:
+it, through the store seam (`app.store.open_store`, `store.create_collection`: cosine HNSW,
+Chroma's defaults otherwise), holding that many synthetic chunks: 384-d unit vectors drawn
+around 1,000 random centres (so the index has structure to find, as real embeddings have), ~400
+characters of text and the metadata ingest writes. Then it measures:
 
-1. opening the store in a fresh process, as `python -m app.chat` does on start: `connect` +
-   `get_collection` (imports of the app and chromadb timed apart), then the first query
+1. opening the store in a fresh process, as `python -m app.chat` does on start: `open_store` +
+   `store.collection` (imports of the app and chromadb timed apart), then the first query
    (which loads the HNSW index from disk), then a second query; median of 3 processes. The
    files were just written, so the OS page cache is warm: a cold disk adds its read time.
 2. retrieval latency per query through `DocumentRetriever` (similarity, k 4, fetch_k 20: the
@@ -63,20 +63,17 @@ import json, sys, time
 sys.path.insert(0, {root!r})
 start = time.perf_counter()
 from app.config import load_settings
-from app.models.embeddings import EmbeddingModelInfo
-from app.store.chroma import connect, get_collection
-import chromadb  # connect() imports it on first use: counted with the imports, not the open
+from app.store import open_store
+import app.store.chroma
+import chromadb  # the store imports it on first use: counted with the imports, not the open
 imported = time.perf_counter()
 settings = load_settings(chroma_dir={store!r}, collection_name={name!r})
-info = EmbeddingModelInfo("local", "all-MiniLM-L6-v2")
-collection = get_collection(connect(settings), {name!r})
+collection = open_store(settings).collection({name!r})
 opened = time.perf_counter()
 vector = {vector!r}
-collection.query(query_embeddings=[vector], n_results=20, include=["documents", "metadatas",
-                 "distances"])
+collection.search(vector, 20)
 first = time.perf_counter()
-collection.query(query_embeddings=[vector], n_results=20, include=["documents", "metadatas",
-                 "distances"])
+collection.search(vector, 20)
 second = time.perf_counter()
 print(json.dumps({{"import_s": imported - start, "open_s": opened - imported,
                   "first_query_s": first - opened, "second_query_s": second - first,
@@ -108,33 +105,34 @@ class Synthetic:
 
 
 def build_store(store: Path, name: str, size: int, synthetic: Synthetic) -> dict[str, Any]:
+    from langchain_core.documents import Document
+
     from app.config import load_settings
-    from app.models.embeddings import EmbeddingModelInfo
-    from app.store.chroma import connect, create_collection
+    from app.store import open_store
 
     settings = load_settings(chroma_dir=store, collection_name=name)
-    info = EmbeddingModelInfo("local", "all-MiniLM-L6-v2")
-    client = connect(settings)
-    collection = create_collection(client, name, info, DIMENSION)
-    batch = client.get_max_batch_size()
+    collection = open_store(settings).create_collection(name, "local/all-MiniLM-L6-v2", DIMENSION)
+    batch = 5000  # the store splits each write to the database's own batch limit
     vectors = synthetic.vectors(size)
     start = time.perf_counter()
     for first in range(0, size, batch):
         ids = range(first, min(first + batch, size))
-        collection.add(
-            ids=[f"chunk-{i:07d}" for i in ids],
-            embeddings=vectors[first : first + len(ids)],
-            documents=[synthetic.text(i) for i in ids],
-            metadatas=[
-                {
-                    "source": f"folder-{i % 50:02d}/file-{i // 4:06d}.txt",
-                    "chunk_index": i % 4,
-                    "chunk_count": 4,
-                    "file_hash": f"{i // 4:032x}",
-                    "type": "txt",
-                }
+        collection.upsert(
+            [
+                Document(
+                    id=f"chunk-{i:07d}",
+                    page_content=synthetic.text(i),
+                    metadata={
+                        "source": f"folder-{i % 50:02d}/file-{i // 4:06d}.txt",
+                        "chunk_index": i % 4,
+                        "chunk_count": 4,
+                        "file_hash": f"{i // 4:032x}",
+                        "type": "txt",
+                    },
+                )
                 for i in ids
             ],
+            vectors[first : first + len(ids)].tolist(),
         )
     build_s = time.perf_counter() - start
     assert collection.count() == size
@@ -181,7 +179,7 @@ def time_retriever(retriever: Any, questions: list[str], rounds: int) -> list[fl
 def hnsw_recall(collection: Any, vectors: np.ndarray, synthetic: Synthetic) -> float:
     queries = synthetic.vectors(50)
     exact = np.argsort(-(vectors @ queries.T), axis=0)[:10].T
-    found = collection.query(query_embeddings=queries, n_results=10, include=[])["ids"]
+    found = [[c.id for c in collection.search(query.tolist(), 10)] for query in queries]
     hits = [
         len({f"chunk-{i:07d}" for i in want} & set(got))
         for want, got in zip(exact, found, strict=True)
@@ -195,7 +193,7 @@ def summary(seconds: list[float]) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--rounds", type=int, default=3, help="passes over the questions")
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
@@ -204,8 +202,8 @@ def main() -> None:
     os.environ["LOCALRAG_ENV_FILE"] = os.devnull
     sys.path.insert(0, str(ROOT))
     from app.config import load_settings
-    from app.models.embeddings import build_embeddings
-    from app.models.providers import ProviderChoice
+    from app.console import status
+    from app.models.local import local_embeddings
     from app.paths import SAMPLE_QUESTIONS
     from app.retrieval.retriever import DocumentRetriever
 
@@ -217,9 +215,7 @@ def main() -> None:
     questions = [
         json.loads(line)["question"] for line in SAMPLE_QUESTIONS.read_text().splitlines() if line
     ]
-    embeddings = build_embeddings(
-        load_settings(embedding_provider="local"), ProviderChoice("local", "", "benchmark")
-    )
+    embeddings = local_embeddings(load_settings(embedding_provider="local"), status)
     for text in questions[:WARM_UP]:
         embeddings.embed_query(text)
     embed_s = []
@@ -277,7 +273,7 @@ def main() -> None:
             )
             print(
                 f"\n{size:,} chunks: built in {row['build_s']} s, {row['disk_mb']} MB on disk\n"
-                f"  open (fresh process, median of {OPEN_RUNS}): connect + get_collection "
+                f"  open (fresh process, median of {OPEN_RUNS}): open_store + collection "
                 f"{op['open_s'] * 1000:.0f} ms, first query (loads the index) "
                 f"{op['first_query_s'] * 1000:.0f} ms, second query "
                 f"{op['second_query_s'] * 1000:.1f} ms; "
@@ -298,7 +294,7 @@ def main() -> None:
     print(f"\nwrote {args.output}\n")
     print(
         "| chunks | retrieval p50 / p95, embedding excluded | retrieval p50 / p95, embedding "
-        "included | open: connect + collection | open: first query (loads index) | "
+        "included | open: store + collection | open: first query (loads index) | "
         "store on disk |"
     )
     print("|---:|---:|---:|---:|---:|---:|")

