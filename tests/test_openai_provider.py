@@ -421,7 +421,7 @@ def test_a_server_that_hangs_is_given_up_after_the_probe_timeout(
     started = time.monotonic()
     with pytest.raises(ProviderError, match=r"not answering \(no answer within 1 s\)"):
         registry.choose(settings, "embedding")
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 4  # 1 s, and room for a loaded machine
 
 
 def test_a_refused_key_is_named_as_such_not_as_a_server_down(
