@@ -34,15 +34,21 @@ import pytest
 import app.indexing.sync
 from app.config import Settings, load_settings
 from app.indexing.sync import sync_collection
-from app.models.embeddings import ModelEmbeddings, build_embeddings
-from app.models.providers import ProviderChoice
+from app.models.embeddings import ModelEmbeddings
 from app.paths import PROJECT_ROOT, SAMPLE_DOCS_DIR
-from app.store.chroma import collection_name, connect
-from app.store.library import as_langchain_store, open_collection
+from app.store.library import library_name
 from loaders.discovery import SourceFile
 from loaders.pool import Failed, Parsed, PoolLimits
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding
-from tests.test_sync import ParseSpy, StoreSnapshot, assert_same_store, read_store
+from tests.test_sync import (
+    ParseSpy,
+    StoreSnapshot,
+    assert_same_store,
+    collection_of,
+    fresh_store,
+    library_of,
+    read_store,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -63,18 +69,24 @@ WORDS = [
 # --- Store access from this process ---------------------------------------------------------
 
 
-def fresh_client(settings: Settings) -> Any:
-    """A client that sees what other processes wrote: Chroma caches one System per path, and
-    a cached one keeps serving its old vector index."""
+def chroma_client(settings: Settings) -> Any:
+    """A raw chromadb client (for the checks of Chroma itself) that sees what other processes
+    wrote: Chroma caches one System per path, and a cached one keeps serving its old index."""
+    import chromadb
     from chromadb.api.client import SharedSystemClient
+    from chromadb.config import Settings as ChromaSettings
 
     SharedSystemClient.clear_system_cache()
-    return connect(settings)
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if settings.chroma_host:
+        return chromadb.HttpClient(
+            host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings
+        )
+    return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
 
 
 def snapshot_of(settings: Settings, embeddings: ModelEmbeddings) -> StoreSnapshot:
-    collection = open_collection(fresh_client(settings), settings, embeddings.info)
-    return read_store(collection)
+    return read_store(collection_of(settings, embeddings.info.key))
 
 
 UPSTREAM_UNREACHABLE = "chroma-core/chroma#7758"
@@ -88,8 +100,9 @@ def check_vector_index(settings: Settings, embeddings: ModelEmbeddings) -> list[
     leaves a few of those after many deletes and upserts, with or without a crash (upstream
     issue chroma-core/chroma#7758; reproduced here in one process without kills), so they are
     reported, not failed: their ids, documents, metadata and vectors are checked elsewhere."""
-    collection = open_collection(fresh_client(settings), settings, embeddings.info)
-    assert collection is not None
+    library = library_of(settings, embeddings.info.key)
+    assert library is not None
+    collection = chroma_client(settings).get_collection(library.record.active)
     stored = collection.get(include=["embeddings"])
     ids = list(stored["ids"])
     vectors: Any = [list(v) for v in stored["embeddings"]]  # type: ignore[union-attr]
@@ -230,11 +243,15 @@ def embed_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[OllamaTestServer]:
 
 
 def server_embeddings(settings: Settings) -> ModelEmbeddings:
-    return build_embeddings(settings, ProviderChoice("ollama", settings.ollama_embedding_model, ""))
+    """The Ollama provider's embeddings (the test server's), built in this process."""
+    from app.models.ollama import PROVIDER
+
+    return PROVIDER.embeddings(settings, lambda line: None)
 
 
-def ingest_command(folder: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "app.ingest", str(folder), *args]
+def ingest_command(folder: Path | None, *args: str) -> list[str]:
+    """`python -m app.ingest [FOLDER] ARGS` (no folder: every source of the library)."""
+    return [sys.executable, "-m", "app.ingest", *([str(folder)] if folder else []), *args]
 
 
 def run_ingest(folder: Path, *args: str, timeout: float = 300) -> dict[str, Any]:
@@ -251,7 +268,9 @@ def run_ingest(folder: Path, *args: str, timeout: float = 300) -> dict[str, Any]
     return report
 
 
-def start_ingest(folder: Path, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+def start_ingest(
+    folder: Path | None, *args: str, log: Path | None = None
+) -> subprocess.Popen[bytes]:
     """Its own process group, so a kill takes the parsing workers and the forkserver too."""
     with log.open("wb") if log else open(os.devnull, "wb") as stderr:
         return subprocess.Popen(
@@ -349,7 +368,7 @@ def test_sigkill_at_random_points_then_one_run_repairs_everything(
     store = load_settings(chroma_dir=tmp_path / "store")
     monkeypatch.setenv("CHROMA_DIR", str(store.chroma_dir))
     embeddings = server_embeddings(store)
-    name = collection_name(store, embeddings.info)
+    name = library_name(store, embeddings.info.key)
     reference = Reference(tmp_path, embed_server, monkeypatch)
     expected = reference.of(corpus.root)
     rebuild_at = rng.randrange(3, ITERATIONS) if ITERATIONS > 3 else -1
@@ -385,9 +404,9 @@ def test_sigkill_at_random_points_then_one_run_repairs_everything(
             k = rng.randint(min(2, requests_needed), requests_needed)
             jitter = rng.uniform(0, 0.05)
             trigger = f"{jitter:.3f} s after embedding request {k}/{requests_needed}"
-        process = start_ingest(
-            corpus.root, *(["--rebuild"] if rebuild else []), log=tmp_path / "killed.log"
-        )
+        # --rebuild takes no paths: it re-embeds every source (here, the corpus).
+        named, flags = (None, ["--rebuild"]) if rebuild else (corpus.root, [])
+        process = start_ingest(named, *flags, log=tmp_path / "killed.log")
         started = time.monotonic()
         fire_at = started + jitter if k == 0 else None
         while process.poll() is None:
@@ -539,8 +558,13 @@ def test_readers_query_while_an_ingest_writes(
     try:
         answers = []
         for _ in range(3):
-            store = as_langchain_store(fresh_client(settings), settings, embeddings)
-            found = store.similarity_search("Who is the lighthouse keeper?", k=2)
+            store = fresh_store(settings)
+            library = library_of(settings, embeddings.info.key)
+            collection = library.collection() if library is not None else None
+            assert collection is not None
+            found = store.as_vectorstore(collection, embeddings).similarity_search(
+                "Who is the lighthouse keeper?", k=2
+            )
             answers.append(found[0].metadata["source"])
             assert writer.poll() is None, "the ingest finished before the reader was done"
         assert answers == ["docs/lighthouse.txt"] * 3
@@ -567,13 +591,13 @@ def test_readers_query_while_an_ingest_writes(
 
 READER_SCRIPT = """
 from app.config import load_settings
-from app.models.embeddings import build_embeddings
-from app.models.providers import ProviderChoice
-from app.store.library import as_langchain_store
-from app.store.chroma import connect
+from app.models.ollama import PROVIDER
+from app.store import open_store
+from app.store.library import Library, library_name
 settings = load_settings()
-choice = ProviderChoice("ollama", settings.ollama_embedding_model, "test server")
-embeddings = build_embeddings(settings, choice)
-store = as_langchain_store(connect(settings), settings, embeddings)
-print(store.similarity_search("Who is the lighthouse keeper?", k=1)[0].metadata["source"])
+embeddings = PROVIDER.embeddings(settings, lambda line: None)
+store = open_store(settings)
+library = Library.find(store, library_name(settings, embeddings.info.key))
+vectors = store.as_vectorstore(library.collection(), embeddings)
+print(vectors.similarity_search("Who is the lighthouse keeper?", k=1)[0].metadata["source"])
 """
