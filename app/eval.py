@@ -3,6 +3,7 @@
     python -m app.eval --dataset DIR [--json PATH] [--plot PATH.png] [--markdown]
     python -m app.eval --dataset DIR --embeddings local,local:FOLDER,ollama:bge-m3 [...]
     python -m app.eval --questions data/eval/questions.jsonl [--seeds N] [--json PATH]
+    python -m app.eval --conversations data/eval/conversations.jsonl [--dataset DIR] [--seeds N]
 
 --dataset ingests the folder's corpus.jsonl through the app's own pipeline into a collection of
 its own (`eval-<dataset>-<hash>-<model>`, in the same store; reused while the corpus is
@@ -14,7 +15,14 @@ app/evaluation/compare.py).
 
 --questions asks each question through the chat chain (app/evaluation/answers.py); with
 --seeds N, N times, the chat model sampling from seeds 1..N, and reports the mean and range
-over seeds and which questions flip with the seed.
+over seeds and which questions flip with the seed, and the answers that state a fact their
+sources lack.
+
+--conversations asks each conversation's turns in order through the chat chain and reports,
+for the follow-ups, the expected source listed with the history (the app's path), asked alone
+(the floor) and as a hand-written standalone question (the ceiling), and whether what was
+searched for is a question naming what it refers to (app/evaluation/conversations.py); with
+--dataset, over that BEIR folder's corpus, expected sources being corpus ids.
 """
 
 from __future__ import annotations
@@ -42,15 +50,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="Exit status: 0 measured; 2 bad arguments, settings or dataset; 4 model server "
         "failed; 5 store refused.",
     )
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument(
+    what = parser.add_mutually_exclusive_group()
+    parser.add_argument(
         "--dataset",
         type=Path,
         metavar="DIR",
-        help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv",
+        help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv (with --conversations: "
+        "the corpus they are asked over)",
     )
     what.add_argument(
         "--questions", type=Path, metavar="FILE", help="JSON lines: question, source, answer"
+    )
+    what.add_argument(
+        "--conversations",
+        type=Path,
+        metavar="FILE",
+        help="JSON lines: turns (question, source; standalone and entities for follow-ups)",
     )
     parser.add_argument("--split", default="test", help="qrels file to score (default: test)")
     parser.add_argument(
@@ -92,16 +107,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "1..N; report the mean, min and max over seeds (default: once, the model's own seed)",
     )
     args = parser.parse_args(argv)
-    if args.seeds is not None and not args.questions:
-        parser.error("--seeds goes with --questions")
+    if not (args.dataset or args.questions or args.conversations):
+        parser.error("one of --dataset, --questions or --conversations is required")
+    if args.questions and args.dataset:
+        parser.error("argument --questions: not allowed with argument --dataset")
+    if args.seeds is not None and not (args.questions or args.conversations):
+        parser.error("--seeds goes with --questions or --conversations")
     if args.seeds is not None and args.seeds < 1:
         parser.error("--seeds must be at least 1")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     if args.chunks < 10:
         parser.error("--chunks must be at least 10")
-    if args.questions and (args.plot or args.markdown or args.embeddings):
-        parser.error("--plot, --markdown and --embeddings go with --dataset")
+    if (args.questions or args.conversations) and (args.plot or args.markdown or args.embeddings):
+        parser.error("--plot, --markdown and --embeddings go with --dataset alone")
     return args
 
 
@@ -250,6 +269,27 @@ def main(argv: list[str] | None = None) -> int:
         } | result
         if show:
             print_answers(result)
+    elif args.conversations:
+        from app.evaluation.conversations import (
+            evaluate_conversations,
+            load_conversations,
+            print_conversations,
+        )
+        from app.evaluation.report import load_average, machine, now
+
+        seeds = list(range(1, args.seeds + 1)) if args.seeds else []
+        load_start = load_average()
+        result = evaluate_conversations(
+            settings, load_conversations(args.conversations), seeds=seeds, dataset=args.dataset
+        )
+        result = {
+            "date": now(),
+            "machine": machine()
+            | {"load_average_start": load_start, "load_average_end": load_average()},
+            "conversations_file": str(args.conversations),
+        } | result
+        if show:
+            print_conversations(result)
     elif args.embeddings:
         from app.evaluation.compare import compare_embeddings, parse_specs
         from app.evaluation.report import comparison_markdown, plot_comparison, print_comparison

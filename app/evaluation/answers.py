@@ -1,5 +1,7 @@
-"""The chat chain on a question file: is the expected file among the sources and cited, and
-does the answer say it does not know when the question is outside the documents?
+"""The chat chain on a question file: is the expected file among the sources and cited, does
+the answer hold the expected text, does it state a fact (a name, number, date, time, code or
+quote) that the sources it was given do not hold (`chains.core.support`, the check the chain
+itself runs), and does it say it does not know when the question is outside the documents?
 
 Questions are JSON lines: `question`, `source` (the file, relative to DOCS_DIR, that holds the
 answer; null when no document does), optional `answer` (text the answer should contain) and
@@ -26,6 +28,7 @@ from app.errors import ConfigError
 from app.evaluation.metrics import percentile
 from chains.core.context import number_sources
 from chains.core.events import collect, is_not_found
+from chains.core.support import check_support
 from chains.core.wording import says_unknown
 from loaders.discovery import file_name
 
@@ -80,10 +83,19 @@ def _normalise(text: str) -> str:
     return " ".join(text.lower().replace("\u2019", "'").split())
 
 
-def check(question: Question, answer: str, context: list[Any], seconds: float) -> dict[str, Any]:
+def check(
+    question: Question,
+    answer: str,
+    context: list[Any],
+    seconds: float,
+    replaced: str | None = None,
+) -> dict[str, Any]:
+    """One answer's record. `context`: the sources the answer was given; `replaced`: why the
+    chain's check withdrew the model's own answer (None when it stood)."""
     sources = number_sources(context)
     listed = [s.source for s in sources]
     cited = sorted({s.source for s in sources if s.number in cited_numbers(answer)})
+    support = check_support(answer, [d.page_content for d in context], question.question)
     record: dict[str, Any] = {
         "question": question.question,
         "expected_source": question.source,
@@ -93,6 +105,9 @@ def check(question: Question, answer: str, context: list[Any], seconds: float) -
         "cited_sources": cited,
         "says_unknown": says_unknown(answer),
         "not_found_without_model": is_not_found(context),
+        "unsupported": not support.supported,
+        "unsupported_facts": [f.text for f in support.unsupported],
+        "replaced": replaced is not None,
         "answer": answer,
         "seconds": round(seconds, 2),
     }
@@ -202,7 +217,9 @@ def ask_all(session: Conversation, questions: list[Question]) -> list[dict[str, 
         session.history = []
         answer = collect(session.answer(question.question))
         took = time.perf_counter() - start
-        records.append(check(question, answer.text, list(answer.documents), took))
+        records.append(
+            check(question, answer.text, list(answer.documents), took, answer.replaced_reason)
+        )
         status(f"[{index}/{len(questions)}] {took:.1f} s  {question.question}")
     return records
 
@@ -221,11 +238,14 @@ def tally(records: list[dict[str, Any]]) -> dict[str, Any]:
             "answered": sum(not r["says_unknown"] for r in inside),
             "with_expected_text": len(with_text),
             "expected_text_in_answer": sum(r["expected_text_in_answer"] for r in with_text),
+            "unsupported": sum(r.get("unsupported", False) for r in inside),
+            "replaced": sum(r.get("replaced", False) for r in inside),
         },
         "outside": {
             "questions": len(outside),
             "says_unknown": sum(r["says_unknown"] for r in outside),
             "not_found_without_model": sum(r["not_found_without_model"] for r in outside),
+            "unsupported": sum(r.get("unsupported", False) for r in outside),
         },
         "seconds_per_question": {
             "p50": round(percentile(seconds, 50), 2),
@@ -236,7 +256,14 @@ def tally(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 # The checks counted per question over seeds: these for questions inside the documents,
 # says_unknown for those outside them.
-INSIDE_CHECKS = ("source_listed", "source_cited", "answered", "expected_text_in_answer")
+INSIDE_CHECKS = (
+    "source_listed",
+    "source_cited",
+    "answered",
+    "expected_text_in_answer",
+    "unsupported",
+    "replaced",
+)
 
 
 def _passed(record: dict[str, Any], name: str) -> bool | None:
@@ -274,12 +301,17 @@ def over_seeds(runs: list[tuple[int, list[dict[str, Any]]]]) -> dict[str, Any]:
             "listed_sources": first["listed_sources"],
             "seeds": n,
         }
-        checks = ("says_unknown",) if first["outside"] else INSIDE_CHECKS
+        checks = ("says_unknown", "unsupported") if first["outside"] else INSIDE_CHECKS
         for name in checks:
             passed = [_passed(r, name) for r in per_seed]
             entry[name] = None if passed[0] is None else sum(bool(p) for p in passed)
         entry["answers"] = [
-            {"seed": seed, "answer": r["answer"], "seconds": r["seconds"]}
+            {
+                "seed": seed,
+                "answer": r["answer"],
+                "seconds": r["seconds"],
+                "unsupported_facts": r.get("unsupported_facts", []),
+            }
             | {name: _passed(r, name) for name in checks if name != "source_listed"}
             for (seed, _), r in zip(runs, per_seed, strict=True)
         ]
@@ -343,6 +375,8 @@ def print_answers(result: dict[str, Any]) -> None:
         "expected answer text in the answer",
         _rate(inside["expected_text_in_answer"], inside["with_expected_text"]),
     )
+    table.add_row("", "states a fact the sources lack", _rate(inside["unsupported"], n))
+    table.add_row("", "…model's answer replaced by the check", _rate(inside["replaced"], n))
     m = outside["questions"]
     table.add_row(f"outside them ({m})", "says it does not know", _rate(outside["says_unknown"], m))
     table.add_row(
@@ -391,6 +425,8 @@ def print_over_seeds(result: dict[str, Any]) -> None:
             inside,
             inside["with_expected_text"],
         ),
+        ("", "states a fact the sources lack", "unsupported", inside, n),
+        ("", "…model's answer replaced by the check", "replaced", inside, n),
         (f"outside them ({m})", "says it does not know", "says_unknown", outside, m),
         ("", "…of which below the threshold, no model call", "not_found_without_model", outside, m),
     ]
@@ -401,6 +437,15 @@ def print_over_seeds(result: dict[str, Any]) -> None:
         "all", "seconds per question p50 / p95", f"{per['p50']:.1f} / {per['p95']:.1f}", ""
     )
     out.print(table)
+    per_seed = ", ".join(
+        f"{run['seed']}: {run['inside']['expected_text_in_answer']} / "
+        f"{run['inside']['unsupported']}"
+        for run in result["runs"]
+    )
+    out.print(
+        f"Per seed, expected text / answers stating a fact the sources lack: {per_seed}.",
+        soft_wrap=True,
+    )
     stable = result["stability"]["expected_text_in_answer"]
     out.print(
         f"Expected answer text, per question over {len(seeds)} seeds (seeds "

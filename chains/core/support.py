@@ -74,10 +74,13 @@ _TIME = re.compile(
 )
 # 4,318 / 4 318 / 4'318 / 1.8 / 12000 (a comma followed by three digits groups thousands).
 _NUMBER = re.compile(
-    r"(?<![\w.])(?:\d{1,3}(?:[,\u00a0\u202f' ]\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?![\d])"
+    r"(?<![A-Za-z0-9_.])(?:\d{1,3}(?:[,\u00a0\u202f' ]\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?!\d)"
 )
-# Codes: letters and digits together ("9A", "SD-2", "A380"), checked as written.
-_CODE = re.compile(r"(?<![\w.-])(?=[\w.-]*\d)(?=[\w.-]*[^\W\d_])[^\W_](?:[\w.-]*[^\W_])?")
+# Codes: Latin letters and digits together ("9A", "SD-2", "A380"), checked as written.
+_CODE = re.compile(
+    r"(?<![A-Za-z0-9_.-])(?=[A-Za-z0-9.-]*\d)(?=[A-Za-z0-9.-]*[A-Za-z])"
+    r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?![A-Za-z0-9])"
+)
 _CHINESE_NUMBER = re.compile("[零〇一二两三四五六七八九十百千万亿]+")
 _CITATION = re.compile(r"\[\d+(?:\s*[,-]\s*\d+)*\]")
 _QUOTED = re.compile(
@@ -339,7 +342,10 @@ def _take_times(text: str, found: Callable[[tuple[int, int], str], object]) -> s
 
     def replace(match: re.Match[str]) -> str:
         minute = int(match["min"] or match["dmin"] or 0)
-        add(int(match["h"]), minute, match["ampm"], match.group(0).strip())
+        written = match.group(0).strip()
+        if written.endswith(".") and "." not in written[:-1]:
+            written = written[:-1]  # "9 pm." ends a sentence; "9 p.m." keeps its dots
+        add(int(match["h"]), minute, match["ampm"], written)
         return " " * len(match.group(0))
 
     return _TIME.sub(replace, text)
@@ -386,17 +392,19 @@ def chinese_number(text: str) -> int | None:
 
 
 def _names(text: str) -> list[str]:
-    """Capitalised words that are not a sentence's common first word, and ALL-CAPS words."""
+    """Capitalised words, but not common words ("The", "However") and not a sentence's first
+    word when it stands alone: "Boats must listen..." starts with a common noun, "Ewan
+    Tallisker signs..." with a name whose second word is checked. ALL-CAPS words count."""
     names = []
     for match in _NAME_WORD.finditer(text):
         word = match.group(0)
         if len(word) < 2 or word == "I":
             continue
-        before = text[: match.start()]
-        if _SENTENCE_START.search(before) and word.lower() in COMMON_WORDS:
-            continue
-        if word.lower() in COMMON_WORDS and word.isupper() is False and word[1:].islower():
-            # "The" mid-sentence after a colon or in a title: still a common word.
+        if word.lower() in COMMON_WORDS and not word.isupper():
+            continue  # "The" mid-sentence after a colon or in a title: still a common word
+        starts = _SENTENCE_START.search(text[: match.start()]) is not None
+        after = text[match.end() : match.end() + 2]
+        if starts and not word.isupper() and not re.match(r"\s[A-Z]", after):
             continue
         names.append(word)
     return names
