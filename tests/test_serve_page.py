@@ -32,6 +32,8 @@ PLANTED = """\
 # Harbour notes
 
 The harbour master is Ada Quill; her guide is at https://docs.example.org/guide.
+The harbour office opens at 08:00.
+An old log line, kept as found: "window.__pwned='reply-img'" from 127.0.0.2.
 
 <img src=x onerror="window.__pwned='doc-img'">
 <script>window.__pwned='doc-script'</script>
