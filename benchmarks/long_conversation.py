@@ -6,8 +6,10 @@ each turn, in the chat model's own tokens, against its window.
     python benchmarks/long_conversation.py [--json benchmarks/results/long_conversation.json]
 
 Questions and follow-ups are fixed below; each follow-up leans on the one before ("it", "that").
-Prompt sizes count every message's text with SmolLM2's tokenizer plus the budget's 8 tokens per
-message for the chat template (the accounting `chains/core/budget.py` fits to).
+ANSWER_MODE=generate: the model writes each answer (the embedded default would extract them
+without a model call, leaving no answer prompt to measure). Prompt sizes count every message's
+text with SmolLM2's tokenizer plus the budget's 8 tokens per message for the chat template (the
+accounting `chains/core/budget.py` fits to).
 """
 
 from __future__ import annotations
@@ -86,8 +88,14 @@ def main() -> int:
 
     store = args.store or Path(tempfile.mkdtemp(prefix="long-conversation-"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # The model writes every answer (the embedded default extracts sentences without a model
+    # call): what is measured is the prompts a generating model is given.
     settings = load_settings(
-        embedding_provider="local", chat_provider="local", chroma_dir=store, chain="rag"
+        embedding_provider="local",
+        chat_provider="local",
+        chroma_dir=store,
+        chain="rag",
+        answer_mode="generate",
     )
     at_start = machine()
     resources = open_resources(settings)
