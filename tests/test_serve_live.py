@@ -184,6 +184,16 @@ def test_edits_and_deletions_by_ingest_are_in_the_next_answer(library: Library) 
             shown = dict(library.check(server, "When does the ferry leave?"))
             assert f"0{round_ + 7}:15" in shown["docs/ferry.txt"]
             assert "docs/bakery.txt" not in shown
+        # Having followed the write once, the server reads: it does not open the store again
+        # for every later question (opening a Chroma client writes the database file, which
+        # looked like another write, and so on for ever: each question reloaded the index).
+        database = Path(library.env["CHROMA_DIR"]) / "chroma.sqlite3"
+        time.sleep(1.5)  # the server's own look between questions (every second)
+        before = database.stat().st_mtime_ns
+        for _ in range(3):
+            library.ask(server, "When does the ferry leave?")
+            time.sleep(1.2)
+        assert database.stat().st_mtime_ns == before
         assert server.stop() == 0
 
 

@@ -29,6 +29,7 @@ def create_app(service: AnswerService, settings: Settings, *, loopback: bool) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.use_loop(asyncio.get_running_loop())
+        service.start_following()
         yield
         service.close()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ from chains.core.output_safety import SafeStream, allowed_hosts
 from chains.core.registry import ChainSpec, all_chains
 
 log = logging.getLogger("localrag.serve")
+
+FOLLOW_SECONDS = 1.0  # how often the server looks at the library between questions
 
 Role = Literal["user", "assistant"]
 
@@ -168,6 +171,13 @@ class AnswerService:
         slots = 1 if self.serial else settings.serve_concurrency
         self.gate = GenerationGate(slots, settings.serve_queue_size)
         self.store_failed = False  # the next request opens the store again first
+        self.follower: LibraryFollower | None = None
+
+    def start_following(self, interval: float = FOLLOW_SECONDS) -> None:
+        """Between questions too: see `LibraryFollower`."""
+        if self.follower is None:
+            self.follower = LibraryFollower(self.resources, interval)
+            self.follower.start()
 
     def follow_library(self, session: Conversation) -> None:
         """Before each answer: every write since the last one, by any process, is seen (after a
@@ -307,7 +317,45 @@ class AnswerService:
         )
 
     def close(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
         self.resources.close()
+
+
+class LibraryFollower:
+    """Looks at the library every `interval` seconds between questions, as each question does
+    (`Resources.follow_library`), and after a write by any process loads the new state at once:
+    the reopened client's vector index loads on its first search, which at 50,000 chunks takes
+    ~1.7 s (docs/serving.md, "How the server follows writes"), so this first search is made
+    here, not by the next person's question. A thread of its own: never the event loop's
+    executor, where the embedded model runs its steps."""
+
+    def __init__(self, resources: Resources, interval: float) -> None:
+        self.resources = resources
+        self.interval = interval
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="library-follower", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            try:
+                if self.resources.follow_library():
+                    self.warm()
+            except Exception as exc:  # the next question meets it and says what to do
+                log.debug("following the library: %s", exc)
+
+    def warm(self) -> None:
+        collection = self.resources.collection
+        dimension = collection.dimension
+        if dimension:
+            collection.search([1.0] + [0.0] * (dimension - 1), 1)
 
 
 def _messages(history: list[Turn]) -> Iterator[BaseMessage]:

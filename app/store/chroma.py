@@ -204,8 +204,8 @@ class ChromaStore:
         self.location = describe(settings)
         self.key = store_key(settings)
         self.stale = False  # a query met a chunk deleted by another process: reopen first
-        self._seen = self._signature()
         self._client = self._connect()
+        self._seen = self._signature()  # after: opening a client writes the file itself
         self.max_batch = self.call(self._client.get_max_batch_size)
 
     def call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -268,6 +268,9 @@ class ChromaStore:
             SharedSystemClient._identifier_to_system.pop(str(self.settings.chroma_dir), None)
             SharedSystemClient._identifier_to_refcount.pop(str(self.settings.chroma_dir), None)
             self._client = self._connect()
+            # Opening a client writes the database file (its mtime changes): the signature
+            # seen is the one after, or every later look would reopen again.
+            self._seen = self._signature()
         return True
 
     # --- Collections and records ----------------------------------------------------------------
