@@ -89,7 +89,7 @@ REWRITE_MAX_TOKENS = 80
 # A follow-up that needs the conversation: it refers back, or says too little on its own.
 _REFERS_BACK = re.compile(
     r"\b(?:it|its|it's|they|them|their|there|he|him|his|she|her|this|that|these|those|one|ones"
-    r"|former|latter|same|also|too|and|else|other|another|then|what about|how about)\b"
+    r"|former|latter|same|other|another|what about|how about)\b"
     r"|它|他|她|那里|这里|那个|这个|那些|这些|其|该|还有|呢",
     re.IGNORECASE,
 )
@@ -167,7 +167,7 @@ def is_question(text: str, follow_up: str) -> bool:
         return False
     if dominant_language(text) or dominant_language(follow_up):
         return True
-    lowered = text.lower()
+    lowered = re.sub(r"^\s*and\s+", "", text.lower())
     if not any(lowered.startswith(start + " ") for start in QUESTION_STARTS):
         # A follow-up that itself starts like an English question expects one back.
         asked = re.sub(r"^\s*and\s+", "", follow_up.lower())
