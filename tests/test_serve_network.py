@@ -201,6 +201,21 @@ def test_headers_sent_a_byte_at_a_time_are_cut_off_with_408(one_slot: ServeProce
     assert healthy(one_slot)
 
 
+def test_headers_larger_than_16_kib_are_refused(one_slot: ServeProcess) -> None:
+    with connect(one_slot) as greedy:
+        greedy.sendall(
+            b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: "
+            + b"a" * 65536
+            + b"\r\n\r\n"
+        )
+        received, after = until_closed(greedy, within=10)
+    status, body = status_and_body(received)
+    assert status == 431
+    assert "larger than this server takes (16,384 bytes)" in body["detail"]
+    assert after < 2
+    assert healthy(one_slot)
+
+
 def test_a_body_that_never_ends_is_cut_off_with_408(quick: ServeProcess) -> None:
     with connect(quick) as stuck:
         stuck.sendall(

@@ -17,7 +17,7 @@ full and not draining) is dropped. The kernel's send buffer of a connection is s
 `send_buffer` bytes (Linux doubles it) instead of growing to megabytes on its own: answers are
 small, and a client that reads nothing is then noticed after a few hundred kB, not 4 MB.
 
-Headers are at most `max_header_bytes` (h11's limit on an incomplete event: 400 past it). At
+The request line and headers are at most `max_header_bytes` (431 past it). At
 most `max_connections` connections are open at once; one more is answered 503 and closed, so a
 flood cannot use up the process's file descriptors (and every idle or slow one is gone within
 the deadlines above).
@@ -102,8 +102,26 @@ class GuardedH11Protocol(H11Protocol):
         self._enter("idle")
 
     def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE and self._head_too_large(data):
+            return
         super().data_received(data)
         self._follow()
+
+    def _head_too_large(self, data: bytes) -> bool:
+        """Request line and headers over `max_header_bytes`, however they arrive (h11's own
+        limit only counts what is still incomplete, not a large head sent at once): 431."""
+        head = self.conn.trailing_data[0] + data
+        end = head.find(b"\r\n\r\n")
+        size = len(head) if end < 0 else end + 4
+        if size <= self.limits.max_header_bytes:
+            return False
+        message = (
+            f"The request line and headers are larger than this server takes "
+            f"({self.limits.max_header_bytes:,} bytes)."
+        )
+        self.transport.write(_raw_response(431, "Request Header Fields Too Large", message))
+        self.transport.close()
+        return True
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
