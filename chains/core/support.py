@@ -153,7 +153,8 @@ COMMON_WORDS = _word_set(
     that the their them then there therefore these they this those though through thus to too
     unfortunately under unless until up upon us usually very was we well were what whatever
     when where whether which while who whom whose why will with within without would yes yet
-    you your source sources document documents question"""
+    you your source sources document documents question shall should might ought need
+    needs"""
 )
 
 
