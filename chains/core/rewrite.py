@@ -90,10 +90,13 @@ REWRITE_MAX_TOKENS = 80
 _REFERS_BACK = re.compile(
     r"\b(?:it|its|it's|they|them|their|there|he|him|his|she|her|this|that|these|those|one|ones"
     r"|former|latter|same|other|another|what about|how about)\b"
-    r"|它|他|她|那里|这里|那个|这个|那些|这些|其|该|还有|呢",
+    r"|它|他|她|那里|这里|那个|这个|那些|这些|那一|这一|其|该|还有|呢",
     re.IGNORECASE,
 )
 _SHORT_FOLLOW_UP = 3  # content words; fewer cannot name their own topic
+# Chinese, Japanese and Korean drop the topic freely ("成年人的门票多少钱？"): a follow-up of
+# this many characters or fewer is taken to need the one before.
+_SHORT_CJK_FOLLOW_UP = 10
 _LABEL = re.compile(
     r"^\s*(?:standalone|rewritten|previous|follow-up|new)?\s*question\s*[:：]\s*", re.IGNORECASE
 )
@@ -140,7 +143,11 @@ def constrained(model: BaseChatModel, question: str) -> Runnable:
 def needs_context(question: str) -> bool:
     """The follow-up refers back ("its", "there", "and the second one?") or is too short to
     name its own topic."""
-    return bool(_REFERS_BACK.search(question)) or len(words(question)) < _SHORT_FOLLOW_UP
+    if _REFERS_BACK.search(question):
+        return True
+    if dominant_language(question):
+        return len(re.sub(r"[\W\d_]", "", question)) <= _SHORT_CJK_FOLLOW_UP
+    return len(words(question)) < _SHORT_FOLLOW_UP
 
 
 def fallback_query(question: str, history: Sequence[BaseMessage]) -> str:
