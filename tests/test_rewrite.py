@@ -104,10 +104,19 @@ def test_without_history_the_model_is_not_asked_to_rewrite() -> None:
             "it names what the conversation did not: Hubble",
         ),
         ("Which company\nis re-aluminising the telescope's mirror?", "not a question"),
+        (FIRST, "it dropped the follow-up's words"),
     ],
 )
 def test_the_check_names_what_is_wrong(rewritten: str, problem: str) -> None:
     assert check_rewrite(rewritten, FOLLOW_UP, HISTORY) == problem
+
+
+def test_a_rewrite_that_repeats_the_previous_question_is_refused() -> None:
+    history: list[BaseMessage] = [HumanMessage("Who started the Three Percenters?")]
+    assert check_rewrite("Who started the Three Percenters?", "And what are they?", history) == (
+        "it repeats the previous question"
+    )
+    assert check_rewrite("What are the Three Percenters?", "And what are they?", history) is None
 
 
 def test_chinese_follow_ups_the_same_way() -> None:

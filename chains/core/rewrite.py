@@ -197,6 +197,9 @@ def check_rewrite(rewritten: str, question: str, history: Sequence[BaseMessage])
         most = len(own) / 3 if dominant_language(question) else min(1, len(own) / 3)
         if len(dropped) > most:
             return "it dropped the follow-up's words"
+    previous = previous_question(history)
+    if previous and held == words(previous):
+        return "it repeats the previous question"
     said = [m.text for m in history] + [question]
     invented = check_support(rewritten, said).unsupported
     if invented:
