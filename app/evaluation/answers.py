@@ -184,6 +184,11 @@ def evaluate_answers(
         "chain": session.spec.name,
         "chat_model": resources.capabilities.key,
         "sampling": sampling(model),
+        "answer_mode": (
+            resources.capabilities.answering
+            if settings.answer_mode == "auto"
+            else settings.answer_mode
+        ),
         "embedding_model": resources.embeddings.info.key,
         "collection": resources.collection.name,
         "retrieval": {
