@@ -13,6 +13,7 @@ Writes benchmarks/results/answer-modes/support-similarity.json and prints the fi
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -40,7 +41,10 @@ def auc(positives: list[float], negatives: list[float]) -> float:
 
 
 def main() -> int:
-    answers = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("answers", type=Path, help="an answers evaluation's JSON")
+    args = parser.parse_args()
+    answers = json.loads(args.answers.read_text(encoding="utf-8"))
     load = load_average()
     settings = load_settings().model_copy(update={"retrieval_k": answers["retrieval"]["k"]})
     resources = open_resources(settings)
@@ -65,7 +69,7 @@ def main() -> int:
             else:
                 groups["wrong_but_supported"].append(weakest)
     result: dict[str, Any] = {
-        "answers_file": sys.argv[1],
+        "answers_file": str(args.answers),
         "counts": {k: len(v) for k, v in groups.items()},
         "mean_weakest_sentence_cosine": {
             k: round(sum(v) / len(v), 3) if v else None for k, v in groups.items()

@@ -27,7 +27,8 @@ Each claim is one line in this format:
 
 Quote exactly; never paraphrase inside the quotation marks. Make only claims a quotation \
 supports. Write the claims in the language of the question; quotations stay in the language \
-of their source. If the sources do not support any claim, reply only "{DONT_KNOW}" in the language of the question."""
+of their source. If the sources do not support any claim, reply only \
+"{DONT_KNOW}" in the language of the question."""
 
 QUESTION_PROMPT = """\
 Sources:

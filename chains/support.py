@@ -30,7 +30,8 @@ Steps:
 2. <next thing to do> [n]
 
 Cite the source number of each step in square brackets. Use at most five steps. Write in the \
-language of the question. If the sources do not cover the question, reply only "{DONT_KNOW}" in the language of the question."""
+language of the question. If the sources do not cover the question, reply only \
+"{DONT_KNOW}" in the language of the question."""
 
 QUESTION_PROMPT = """\
 Sources:

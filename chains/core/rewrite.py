@@ -182,6 +182,11 @@ def is_question(text: str, follow_up: str) -> bool:
     return True
 
 
+def _tokens(text: str) -> list[str]:
+    """Every word, question words included ("How long is X?" is not "What is X?")."""
+    return re.findall(r"\w+", text.lower())
+
+
 def check_rewrite(rewritten: str, question: str, history: Sequence[BaseMessage]) -> str | None:
     """Why the rewrite must not be searched for, or None when it may be."""
     if not rewritten:
@@ -198,7 +203,7 @@ def check_rewrite(rewritten: str, question: str, history: Sequence[BaseMessage])
         if len(dropped) > most:
             return "it dropped the follow-up's words"
     previous = previous_question(history)
-    if previous and held == words(previous):
+    if previous and _tokens(rewritten) == _tokens(previous):
         return "it repeats the previous question"
     said = [m.text for m in history] + [question]
     invented = check_support(rewritten, said).unsupported
