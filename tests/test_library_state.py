@@ -167,12 +167,19 @@ class LibraryMachine(RuleBasedStateMachine):
     # --- helpers ---------------------------------------------------------------------------------
 
     def sync(self, paths: list[Path] | None = None, **kwargs: Any) -> None:
+        before = stored(self.env.settings())
         report = sync_collection(self.env.settings(), paths or [], self.embeddings, **kwargs)
         for added in report.sources:
             if added.status == "added":
                 self.sources[added.label] = Path(added.path)
         scopes = kwargs.get("scopes")
-        if scopes is None:
+        if (
+            paths and scopes is None
+        ):  # `ingest PATH` syncs that source; the others stay as they were
+            synced = {s.label for s in report.sources}
+            self.check_store(lambda name: name.split("/", 1)[0] in synced)
+            self.check_untouched(before, synced)
+        elif scopes is None:
             self.check_store()
         else:  # a scoped sync brings just those paths up to date
             self.check_store(
@@ -188,6 +195,14 @@ class LibraryMachine(RuleBasedStateMachine):
 
     def folder_of(self, label: str) -> Path:
         return self.sources[label]
+
+    def check_untouched(self, before: dict[str, Counter[str]], changed: set[str]) -> None:
+        """Every source but `changed` holds what it held before."""
+        now = stored(self.env.settings())
+        for label in set(self.sources) - changed:
+            mine = {s: c for s, c in now.items() if s.split("/", 1)[0] == label}
+            held = {s: c for s, c in before.items() if s.split("/", 1)[0] == label}
+            assert mine == held, f"source {label} changed although it was not synced"
 
     def check_store(self, selected: Any = None) -> None:
         """The store against a clean sync of the current files of the present sources (only
@@ -363,9 +378,12 @@ class LibraryMachine(RuleBasedStateMachine):
         (folder / "x.md").write_text("kite moss extra")
         self.sync([folder])
         found = next(lab for lab, p in self.sources.items() if p == folder)
+        before = stored(self.env.settings())
         remove_sources(self.env.settings(), MODEL, [str(folder)])
         del self.sources[found]
-        self.check_store()
+        self.check_store(lambda name: name.split("/", 1)[0] not in self.sources)
+        self.check_untouched(before, {found})
+        assert not [s for s in stored(self.env.settings()) if s.split("/", 1)[0] == found]
 
     # --- the running server ----------------------------------------------------------------------
 
