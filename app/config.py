@@ -181,6 +181,16 @@ class Settings(BaseSettings):
         "MiniLM), off for models not measured.",
     )
 
+    keyword_threshold: float = Field(
+        0.07,
+        ge=0,
+        le=1,
+        description="For questions in a script the embedding model was not trained on (Chinese "
+        "for the embedded MiniLM), answered from the keyword index: below this share of the "
+        "question's keyword weight in the best chunk, nothing counts as found. 0.07: on the "
+        "Chinese sample questions answerable ones reach 0.095-0.67, outside ones at most 0.06.",
+    )
+
     # --- Serve -----------------------------------------------------------------------------
     serve_host: str = Field(
         "127.0.0.1",
@@ -210,21 +220,11 @@ class Settings(BaseSettings):
         4,
         ge=1,
         le=64,
-        description="Answers Ollama generates at once. The embedded model always answers one at "
-        "a time (llama.cpp is not thread-safe).",
+        description="Answers a model server (Ollama, OpenAI-compatible) generates at once. The "
+        "embedded model always answers one at a time (llama.cpp is not thread-safe).",
     )
     serve_queue_size: int = Field(
         16, ge=0, description="Requests that may wait for a turn; beyond that the server says 503."
-    )
-
-    keyword_threshold: float = Field(
-        0.07,
-        ge=0,
-        le=1,
-        description="For questions in a script the embedding model was not trained on (Chinese "
-        "for the embedded MiniLM), answered from the keyword index: below this share of the "
-        "question's keyword weight in the best chunk, nothing counts as found. 0.07: on the "
-        "Chinese sample questions answerable ones reach 0.095-0.67, outside ones at most 0.06.",
     )
 
     @property

@@ -82,8 +82,10 @@ def _isolated_settings(
     monkeypatch.setenv("OLLAMA_PROBE_TIMEOUT", "5")  # a loaded CI machine answers slowly
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from app.models.ollama import probe_ollama
+    from app.models.openai import list_models
 
     probe_ollama.cache_clear()
+    list_models.cache_clear()
 
 
 @pytest.fixture

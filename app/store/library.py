@@ -350,8 +350,9 @@ def model_mismatch(
     )
     told = advice(recorded)
     if told.problem is not None:
+        problem = re.sub(r"^The\b", "the", told.problem)  # mid-sentence; names keep capitals
         return ProviderError(
-            f"Your library ({size}) was embedded with {recorded}, but {told.problem}, so this "
+            f"Your library ({size}) was embedded with {recorded}, but {problem}, so this "
             f"run would embed with {model} and not see it. To use your library, {told.fix}; "
             f"or {rebuild}."
         )
