@@ -280,6 +280,17 @@ class MemoryStore:
     def record_names(self) -> list[str]:
         return list(self.records)
 
+    def create_record(self, name: str, text: str) -> bool:
+        if name in self.records:
+            return False
+        self.records[name] = text
+        return True
+
+    def drop_record(self, name: str) -> None:
+        self.records.pop(name, None)
+
+    shared = False
+
     def refresh(self, *, force: bool = False) -> bool:
         return force
 

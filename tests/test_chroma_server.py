@@ -8,6 +8,7 @@ ingests of the same folder.
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import shutil
 import signal
@@ -567,3 +568,95 @@ def test_a_chat_on_another_machine_catches_its_keyword_index_up(
     assert index.ids() == stored_ids()
     assert index.behind(library.record) == []
     chat.close()
+
+
+# --- Two machines, one server -------------------------------------------------------------------
+
+
+def test_two_machines_syncing_different_sources_never_lose_a_record(
+    chroma_server: ChromaServer,
+    on_server: Settings,
+    embed_server: OllamaTestServer,
+    tmp_path: Path,
+) -> None:
+    """Two ingests that share no lock directory (as on two machines) write one library: the
+    second is refused while the first holds the store's lease, then both sources are kept.
+    Without the lease both ran, and the record written last dropped the other's source."""
+    settings = on_server
+    papers = tmp_path / "papers"
+    write_doc(papers / "tide.txt", "tide", 3)
+    _, writer = slow_ingest_holding_the_lock(tmp_path, embed_server, settings)
+    machine_b = {**os.environ, "CHROMA_DIR": str(tmp_path / "machine-b")}
+    try:
+        second = subprocess.run(
+            ingest_command(papers),
+            cwd=PROJECT_ROOT,
+            env=machine_b,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        assert writer.poll() is None, "the first ingest finished before the second was refused"
+        assert second.returncode == 5, second.stderr
+        assert f"held by process {writer.pid} on {socket.gethostname()}" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        embed_server.delay = 0
+    assert writer.wait(timeout=300) == 0
+    again = subprocess.run(
+        [*ingest_command(papers), "--json"],
+        cwd=PROJECT_ROOT,
+        env=machine_b,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert again.returncode == 0, again.stderr
+    store = open_store(settings)
+    assert settings.collection_name
+    library = Library.find(store, settings.collection_name)
+    assert library is not None
+    assert {Path(s.path).name for s in library.sources} == {"docs", "papers"}
+    assert all(s.chunks > 0 for s in library.sources)
+    assert not [n for n in store.record_names() if n.startswith("writer-lease")]
+
+
+def test_a_killed_writers_lease_does_not_block_the_next(
+    chroma_server: ChromaServer,
+    on_server: Settings,
+    embed_server: OllamaTestServer,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL leaves the lease in the store; a writer on the same host sees its process gone
+    and takes the next lease at once (another host would wait out LEASE_SECONDS)."""
+    settings = on_server
+    folder, writer = slow_ingest_holding_the_lock(tmp_path, embed_server, settings)
+    kill_group(writer)
+    embed_server.delay = 0
+    store = open_store(settings)
+    assert [n for n in store.record_names() if n.startswith("writer-lease")] == ["writer-lease.1"]
+    machine_b = {**os.environ, "CHROMA_DIR": str(tmp_path / "machine-b")}
+    done = subprocess.run(
+        [*ingest_command(folder), "--json"],
+        cwd=PROJECT_ROOT,
+        env=machine_b,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not [n for n in store.record_names() if n.startswith("writer-lease")]
+
+
+def test_of_two_clients_creating_one_record_exactly_one_succeeds(
+    chroma_server: ChromaServer, on_server: Settings
+) -> None:
+    first, second = open_store(on_server), open_store(on_server)
+    assert first.create_record("t-race", "a") is True
+    assert second.create_record("t-race", "b") is False
+    assert second.read_record("t-race") == "a"
+    first.drop_record("t-race")
+    assert second.read_record("t-race") is None

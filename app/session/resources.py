@@ -175,7 +175,7 @@ def catch_up_keyword_index(resources: Resources, *, quiet: bool = False) -> int:
     chat stays responsive while an ingest holds the lock. Returns the sources caught up."""
     settings, library, index = resources.settings, resources.library, resources.keyword_index
     try:
-        with writer_lock(settings, resources.store):
+        with writer_lock(settings, resources.store, machine_only=True):
             library.reload()
             collection = library.collection()
             if collection is None or index.collection_name != collection.name:

@@ -142,6 +142,21 @@ class ChunkStore(Protocol):
 
     def record_names(self) -> list[str]: ...
 
+    def create_record(self, name: str, text: str) -> bool:
+        """Create a record only if none has this name, atomically for every client of the store
+        (what a writer's lease is built on); False when one exists."""
+        ...
+
+    def drop_record(self, name: str) -> None:
+        """Delete a record; nothing happens when there is none."""
+        ...
+
+    @property
+    def shared(self) -> bool:
+        """Other machines may write to it (a server): writers then take a lease in the store
+        itself, since a lock file beside CHROMA_DIR is seen only on this machine."""
+        ...
+
     def refresh(self, *, force: bool = False) -> bool:
         """Make writes by other processes visible to this one (`force`: open the store again
         whatever it looks like, after a failure); True when something may have changed."""

@@ -337,6 +337,31 @@ class ChromaStore:
         else:
             self.call(holder.modify, metadata={RECORD_KEY: text})
 
+    def create_record(self, name: str, text: str) -> bool:
+        """Chroma's collection names are unique in its database: of two clients creating one,
+        exactly one succeeds."""
+        from chromadb.errors import ChromaError
+
+        try:
+            self.call(
+                self._client.create_collection,
+                name + RECORD_SUFFIX,
+                metadata={RECORD_KEY: text},
+                embedding_function=None,
+            )
+        except (ChromaError, ValueError) as exc:
+            if "already exists" in str(exc):
+                return False
+            raise
+        return True
+
+    def drop_record(self, name: str) -> None:
+        self.drop_collection(name + RECORD_SUFFIX)
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.settings.chroma_host)
+
     def record_names(self) -> list[str]:
         names = []
         for collection in self.call(self._client.list_collections):

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from app.config import Settings
 from app.errors import LocalragError, ProviderError, StoreError
 from app.store.base import ChunkCollection, ChunkStore
+from app.store.lock import check_lease
 
 RECORD_FORMAT = 1
 DEFAULT_PREFIX = "localrag-"  # default library names (one per model) start with it
@@ -166,6 +167,7 @@ class Library:
         return library
 
     def save(self) -> None:
+        check_lease(self.store)
         self.record.updated = now()
         self.store.write_record(self.name, self.record.to_json())
 
