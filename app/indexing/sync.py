@@ -32,6 +32,7 @@ from langchain_core.documents import Document
 
 from app.config import Settings
 from app.errors import ConfigError
+from app.indexing.embed_ahead import EmbedAhead, Embedded
 from app.indexing.maintenance import finish_interrupted, purge_removed
 from app.indexing.planning import SyncPlan, Target, check_paths, describe_missing, plan_sync
 from app.indexing.reports import IngestReport, NoProgress, SourceReport, StageClock, SyncProgress
@@ -63,9 +64,20 @@ from loaders.pool import Failed, PoolLimits, parse_in_workers
 
 # Bump when parsing or splitting changes what a file turns into: every file is then re-chunked.
 PIPELINE_VERSION = 3
-FLUSH_CHUNKS = 512  # chunks gathered across files before they are embedded and written
+# Chunks gathered across files before they are queued for embedding; also the most embedded
+# ahead of the writes (what a killed run may lose: a few seconds of the model's work).
+FLUSH_CHUNKS = 512
 FIRST_RUN_LOCK_WAIT = 900.0  # seconds a chat waits for another chat's first-run ingest
 PARSE_ROUNDS = 3  # a file that keeps changing while it is read is left for the next sync
+
+
+@dataclass
+class _Flush:
+    """Files whose new chunks are queued for embedding together."""
+
+    pending: list[tuple[str, list[Document]]]  # file -> all its chunks
+    kept: list[Document]  # chunks the store holds already (their metadata is rewritten)
+    batches_left: int
 
 
 @dataclass
@@ -690,25 +702,32 @@ class _Sync:
         never holds still keeps what the store had, and the next sync reads it."""
         self.progress.files_to_parse(len(to_parse))
         written: set[str] = set()
-        for round_number in range(1, PARSE_ROUNDS + 1):
-            moved = self._parse_round(to_parse, written)
-            if not moved:
-                return written
-            if round_number == PARSE_ROUNDS:
+        self.ahead = EmbedAhead[_Flush](self.embeddings.embed_documents, limit=FLUSH_CHUNKS)
+        try:
+            for round_number in range(1, PARSE_ROUNDS + 1):
+                moved = self._parse_round(to_parse, written)
+                if not moved:
+                    return written
+                if round_number == PARSE_ROUNDS:
+                    for file, _ in moved:
+                        self.unsettled.add(file.source)
+                        self.report.notes.append(
+                            f"{file.source} kept changing while it was read: it keeps what the "
+                            "library had, and the next sync reads it again."
+                        )
+                    return written
+                to_parse = []
                 for file, _ in moved:
-                    self.unsettled.add(file.source)
-                    self.report.notes.append(
-                        f"{file.source} kept changing while it was read: it keeps what the "
-                        "library had, and the next sync reads it again."
-                    )
-                return written
-            to_parse = []
-            for file, _ in moved:
-                try:
-                    to_parse.append((file, file_fingerprint(file.path, self.policy)))
-                except OSError as exc:
-                    self.report.failed[file.source] = f"cannot be read ({exc.strerror or exc})"
-        return written
+                    try:
+                        to_parse.append((file, file_fingerprint(file.path, self.policy)))
+                    except OSError as exc:
+                        reason = f"cannot be read ({exc.strerror or exc})"
+                        self.report.failed[file.source] = reason
+            return written
+        finally:
+            self.ahead.close()
+            self.clock.seconds["embed"] = self.ahead.seconds_embedding
+            self.clock.seconds["wait for the model"] = self.ahead.seconds_waited
 
     def _parse_round(
         self, to_parse: list[tuple[SourceFile, str]], written: set[str]
@@ -755,10 +774,14 @@ class _Sync:
             if pending_chunks >= FLUSH_CHUNKS:
                 written |= self._flush(pending)
                 pending, pending_chunks = [], 0
+            written |= self._write(self.ahead.ready())
         written |= self._flush(pending)
+        written |= self._write(self.ahead.drain())
         return moved
 
     def _flush(self, pending: list[tuple[str, list[Document]]]) -> set[str]:
+        """Queue the files' new chunks for embedding; returns the files whose writes are
+        complete by now (of this flush or earlier ones)."""
         if not pending:
             return set()
         chunks = [chunk for _, file_chunks in pending for chunk in file_chunks]
@@ -771,33 +794,47 @@ class _Sync:
         )
         kept = [c for c in chunks if c.id in existing]
         self.progress.chunks_to_embed(len(missing))
-        # add -> update -> delete. Each embedded batch is written at once, so a killed run
-        # loses at most one batch of embedding work; a file is complete only when all its
-        # chunks carry its fingerprint and no stale chunk is left, so a run killed anywhere
-        # in between leaves files the next run sees as incomplete and repairs.
         step = self.embeddings.batch_size
+        job = _Flush(pending, kept, batches_left=-(-len(missing) // step))
+        if not missing:
+            return self._complete(job)
+        done: set[str] = set()
         for start in range(0, len(missing), step):
-            batch = missing[start : start + step]
-            with self.clock("embed"):
-                vectors = self.embeddings.embed_documents([c.page_content for c in batch])
+            done |= self._write(self.ahead.submit(missing[start : start + step], job))
+        return done
+
+    def _write(self, batches: Iterable[Embedded[_Flush]]) -> set[str]:
+        """Write embedded batches as they come, in order; returns the files completed."""
+        done: set[str] = set()
+        for batch in batches:
             with self.clock("store"):
-                self._upsert(batch, vectors)
-            self.progress.chunks_embedded(len(batch))
+                self._upsert(batch.chunks, batch.vectors)
+            self.progress.chunks_embedded(len(batch.chunks))
+            batch.tag.batches_left -= 1
+            if batch.tag.batches_left == 0:
+                done |= self._complete(batch.tag)
+        return done
+
+    def _complete(self, job: _Flush) -> set[str]:
+        """Every new chunk of the flush is written: now the kept ones and the stale ones.
+        add -> update -> delete, so a file is complete only when all its chunks carry its
+        fingerprint and no stale chunk is left; a run killed anywhere in between leaves files
+        the next run sees as incomplete and repairs."""
         with self.clock("store"):
-            if kept:
+            if job.kept:
                 assert self.collection is not None  # kept chunks were found in it
-                self._touch({root_of(str(c.metadata["source"])) for c in kept})
+                self._touch({root_of(str(c.metadata["source"])) for c in job.kept})
                 self.collection.replace_metadata(
-                    [str(c.id) for c in kept], [c.metadata for c in kept]
+                    [str(c.id) for c in job.kept], [c.metadata for c in job.kept]
                 )
-            for source, file_chunks in pending:
+            for source, file_chunks in job.pending:
                 old = self.stored.get(source)
                 if old is not None:
                     self._delete(old.ids - {c.id for c in file_chunks}, root_of(source))
                 self.written_chunks[source] = len(file_chunks)
-        self.report.chunks_added += len(missing)
-        self.report.chunks_kept += len(kept)
-        return {source for source, _ in pending}
+        self.report.chunks_added += sum(len(c) for _, c in job.pending) - len(job.kept)
+        self.report.chunks_kept += len(job.kept)
+        return {source for source, _ in job.pending}
 
     def _upsert(self, chunks: list[Document], vectors: list[list[float]]) -> None:
         if not chunks:
