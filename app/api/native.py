@@ -7,7 +7,8 @@ Events of `/api/chat`, in order (each `data:` is JSON):
                                                  place now, `wait_seconds` the expected wait
                                                  at the pace answers have had here
     question  {"standalone_question": "..."}     what retrieval searched for
-    sources   {"not_found": bool, "sources": [{"number", "file", "page", "score"}]}
+    sources   {"not_found": bool, "sources": [{"number", "file", "page", "score",
+                                                             "chunk_ids"}]}
     token     {"text": "..."}                    answer text, already sanitized
     replaced  {"text": "...", "reason": "..."}   the answer so far is withdrawn (it stated what
                                                  the sources do not hold): `text`, the sources'
