@@ -239,3 +239,32 @@ def test_served_mcp_refuses_without_the_token(server: ServeProcess) -> None:
         headers=headers | {"Authorization": f"Bearer {TOKEN}", "Host": "evil.example"},
     )
     assert foreign.status_code == 400  # a loopback server answers only to loopback names
+
+
+def test_a_cited_passage_resolves_over_the_api(server: ServeProcess) -> None:
+    """The chunk ids an answer's sources carry open the passage with its surroundings."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    answer = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={"model": "rag", "messages": [{"role": "user", "content": "lighthouse lamp?"}]},
+        headers=headers,
+        timeout=60,
+    ).json()
+    cited = answer["sources"][0]
+    assert cited["file"] == "docs/lighthouse.txt"
+    shown = httpx.get(
+        f"{server.url}/api/passages/{cited['chunk_ids'][0]}", params={"context": 2}, headers=headers
+    )
+    assert shown.status_code == 200
+    assert shown.json()["source"] == "docs/lighthouse.txt"
+    assert shown.json()["text"] == DOCS["lighthouse.txt"]
+    gone = httpx.get(f"{server.url}/api/passages/{'0' * 40}", headers=headers)
+    assert gone.status_code == 404
+    assert "No passage has the chunk id" in gone.text
+    too_wide = httpx.get(
+        f"{server.url}/api/passages/{cited['chunk_ids'][0]}",
+        params={"context": 99},
+        headers=headers,
+    )
+    assert too_wide.status_code == 422
+    assert "context" in too_wide.text
