@@ -14,11 +14,13 @@ from langchain_core.documents import Document
 from rich.live import Live
 from rich.markdown import Markdown
 from rich.markup import escape
+from rich.text import Text
 
 from app.config import load_settings
 from app.console import err, out, run
 from app.errors import ConfigError, ExitCode, LocalragError
 from app.retrieval.filters import SourceFilter
+from app.retrieval.passages import find_passage
 from app.session.conversation import Conversation, start_conversation
 from app.session.resources import open_resources
 from chains.core.context import number_sources
@@ -30,6 +32,7 @@ HISTORY_FILE = Path.home() / ".localrag_history"
 HELP = """\
 Type a question, or a command:
   /sources          the chunks behind the last answer, with their scores
+  /show N           source N's passage with the text around it in its file
   /where FILTER...  only search some files: file=PATH (wildcards ok), folder=PATH, type=EXT;
                     /where alone clears the filter
   /chain NAME       switch chain (/chain alone lists them)
@@ -155,6 +158,39 @@ def print_chunks(session: Conversation) -> None:
             out.print(preview[:400] + ("…" if len(preview) > 400 else ""), markup=False)
 
 
+def show_passage(session: Conversation, number: str) -> None:
+    """`/show N`: source N's best chunk, highlighted between the text before and after it in
+    its file, as the library holds it now."""
+    sources = number_sources(session.last_context)
+    if not sources:
+        out.print("No answer yet.")
+        return
+    if not number.isdigit() or not 1 <= int(number) <= len(sources):
+        out.print(f"Use /show N with N from 1 to {len(sources)}.", markup=False)
+        return
+    src = sources[int(number) - 1]
+    resources = session.resources
+    resources.follow_library()
+    passage = find_passage(resources.collection, str(src.chunks[0].id), context=1)
+    label = terminal_safe(src.label)
+    if passage is None:
+        out.print(
+            f"[{number}] {label}: this passage is gone (its file changed since the answer). "
+            "Ask again for the current text.",
+            markup=False,
+            soft_wrap=True,
+        )
+        return
+    shown = Text(f"[{number}] {label}\n", style="bold")
+    # Document text is shown as stored, less anything that could command the terminal.
+    if passage.before:
+        shown.append("…" + terminal_safe(passage.before[-600:]), style="dim")
+    shown.append(terminal_safe(passage.text), style="reverse")
+    if passage.after:
+        shown.append(terminal_safe(passage.after[:600]) + "…", style="dim")
+    out.print(shown, soft_wrap=True)
+
+
 def handle_command(session: Conversation, line: str) -> bool:
     """Run a /command; returns False when the session should end."""
     command, _, rest = line.partition(" ")
@@ -168,6 +204,8 @@ def handle_command(session: Conversation, line: str) -> bool:
         out.print("Conversation forgotten.")
     elif command == "/sources":
         print_chunks(session)
+    elif command == "/show":
+        show_passage(session, rest)
     elif command == "/chain":
         if not rest:
             list_chains(current=session.spec.name)

@@ -176,6 +176,10 @@ def test_a_conversation_with_follow_ups_and_every_command(
     shown = visible(chat.ask("/sources"))
     assert re.search(r"rag chain, similarity search, k 4, threshold 0\.00, in all files:", shown)
     assert re.search(r"^\[1\] .+ score 0\.\d{3}$", shown, flags=re.M)
+    passage = visible(chat.ask("/show 1"))
+    assert re.search(r"^\[1\] docs/\S+", passage, flags=re.M)
+    assert len(passage.strip().splitlines()) > 1  # the passage itself under its label
+    assert "Use /show N with N from 1 to" in visible(chat.ask("/show 99"))
 
     assert "Searching folder=ferry." in visible(chat.ask("/where folder=ferry"))
     in_ferry = chat.ask("Who keeps the lighthouse?")
@@ -332,6 +336,7 @@ def test_escapes_from_documents_and_answers_never_reach_the_terminal(
     terminals.append(chat)
     raw = chat.ask("Please escape: what does the ferry safety notice say?")
     raw += chat.ask("/sources")
+    raw += chat.ask("/show 1")
     for sequence in INJECTED:
         assert sequence not in raw, repr(sequence)
     shown = visible(raw)

@@ -303,7 +303,9 @@ def test_native_stream_sends_question_sources_tokens_then_done(server: ServeProc
         "file": "docs/lighthouse.txt",
         "page": None,
         "score": sources["sources"][0]["score"],
+        "chunk_ids": sources["sources"][0]["chunk_ids"],
     }
+    assert len(sources["sources"][0]["chunk_ids"]) >= 1
     done = events[-1][1]
     assert done["answer"] == "".join(data["text"] for name, data in events if name == "token")
     assert "from docs/lighthouse.txt [1]." in done["answer"]

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from app.api import native, openai_compat
 from app.api.errors import AnswerFailed, Busy, RequestRejected, error_body, error_response
 from app.api.guard import RequestGuard
+from app.api.mcp import mount_mcp
 from app.api.security import page_headers
 from app.api.service import AnswerService
 from app.api.validation import SURROGATE
@@ -30,7 +31,8 @@ def create_app(service: AnswerService, settings: Settings, *, loopback: bool) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.use_loop(asyncio.get_running_loop())
         service.start_following()
-        yield
+        async with mcp_sessions():
+            yield
         service.close()
 
     # Room for the longest question and history the limits allow, JSON-escaped.
@@ -62,6 +64,8 @@ def create_app(service: AnswerService, settings: Settings, *, loopback: bool) ->
         )
     app.include_router(openai_compat.router)
     app.include_router(native.router)
+    # The MCP server at /mcp (Streamable HTTP), behind the same guard as every other route.
+    mcp_sessions = mount_mcp(app, service, body_limit)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> dict[str, Any]:

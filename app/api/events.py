@@ -18,13 +18,20 @@ class SourceRef:
     file: str
     page: int | None
     score: float | None  # best cosine relevance among the source's chunks
+    chunk_ids: tuple[str, ...] = ()  # its chunks in the answer's context, best first
 
     @property
     def label(self) -> str:
         return self.file + (f" (page {self.page})" if self.page is not None else "")
 
     def as_json(self) -> dict[str, Any]:
-        return {"number": self.number, "file": self.file, "page": self.page, "score": self.score}
+        return {
+            "number": self.number,
+            "file": self.file,
+            "page": self.page,
+            "score": self.score,
+            "chunk_ids": list(self.chunk_ids),
+        }
 
 
 @dataclass(frozen=True)
@@ -95,5 +102,8 @@ def source_refs(context: list[Document]) -> list[SourceRef]:
         scores = [
             d.metadata["score"] for d in src.chunks if isinstance(d.metadata.get("score"), float)
         ]
-        refs.append(SourceRef(src.number, src.source, src.page, max(scores) if scores else None))
+        ids = tuple(str(d.id) for d in src.chunks if d.id)
+        refs.append(
+            SourceRef(src.number, src.source, src.page, max(scores) if scores else None, ids)
+        )
     return refs

@@ -1,4 +1,5 @@
-"""The native API: `POST /api/chat` streams typed events, `GET /api/chains`, `GET /api/health`.
+"""The native API: `POST /api/chat` streams typed events, `GET /api/chains`, `GET /api/health`,
+`GET /api/passages/{chunk_id}?context=N` (a cited passage with the text around it).
 
 Events of `/api/chat`, in order (each `data:` is JSON):
 
@@ -7,7 +8,8 @@ Events of `/api/chat`, in order (each `data:` is JSON):
                                                  place now, `wait_seconds` the expected wait
                                                  at the pace answers have had here
     question  {"standalone_question": "..."}     what retrieval searched for
-    sources   {"not_found": bool, "sources": [{"number", "file", "page", "score"}]}
+    sources   {"not_found": bool, "sources": [{"number", "file", "page", "score",
+                                                             "chunk_ids"}]}
     token     {"text": "..."}                    answer text, already sanitized
     replaced  {"text": "...", "reason": "..."}   the answer so far is withdrawn (it stated what
                                                  the sources do not hold): `text`, the sources'
@@ -22,18 +24,21 @@ comment (`: keep-alive`) goes out every few seconds, so proxies do not cut the s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import get_service
 from app.api.errors import AnswerFailed
 from app.api.events import Finished, Question, Queued, Replaced, Sources, Token
+from app.api.lookup import LibraryLookup
 from app.api.service import AnswerRequest, AnswerService, PreparedAnswer, Turn
 from app.api.streaming import EventStream, sse
 from app.api.validation import Text
+from app.retrieval.passages import MAX_CONTEXT
 
 router = APIRouter(prefix="/api", tags=["native"])
 
@@ -71,6 +76,19 @@ def chains(service: Annotated[AnswerService, Depends(get_service)]) -> list[dict
         }
         for spec in service.chains()
     ]
+
+
+@router.get("/passages/{chunk_id}")
+async def passage(
+    chunk_id: str,
+    service: Annotated[AnswerService, Depends(get_service)],
+    context: Annotated[int, Query(ge=0, le=MAX_CONTEXT)] = 1,
+) -> dict[str, Any]:
+    """A cited chunk (a source's `chunk_ids`) with `context` chunks of its file on each side:
+    `text`, `before`, `after`, `source`, `page`. 404 naming `chunk_id` when it is gone (its
+    file changed since the answer): never another chunk's text."""
+    found = await asyncio.to_thread(LibraryLookup(service).passage, chunk_id, context)
+    return found.as_json()
 
 
 @router.post("/chat", response_class=EventStream, status_code=200)
