@@ -141,3 +141,16 @@ def test_the_readme_map_shows_every_package_and_entry_point() -> None:
     ]
     unlisted = [path for path in expected if path not in named]
     assert not unlisted, "Not in README.md's map (add a line to the tree): " + ", ".join(unlisted)
+
+
+def test_every_test_module_says_whether_it_is_unit_or_integration() -> None:
+    """`pytest -m unit` is the quick loop the README offers: a module without a marker would
+    silently drop out of it and out of `-m integration`."""
+    unmarked = [
+        path.name
+        for path in sorted((PROJECT_ROOT / "tests").glob("test_*.py"))
+        if not re.search(
+            r"^pytestmark = .*pytest\.mark\.(unit|integration)", path.read_text(), re.M
+        )
+    ]
+    assert unmarked == []

@@ -22,6 +22,8 @@ from tests.ollama_server import (
     split_reply,
 )
 
+pytestmark = pytest.mark.integration
+
 REPLY = "Paris is the capital  of France.\n"
 DIM = 64
 

@@ -22,6 +22,8 @@ from app.store.library import Library
 from app.store.lock import LEASE, check_lease, store_lease, writer_lock
 from tests.fakes import MemoryStore
 
+pytestmark = pytest.mark.unit
+
 
 def shared_store() -> MemoryStore:
     store = MemoryStore()
