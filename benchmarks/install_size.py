@@ -11,11 +11,13 @@ Each file's size then comes from the index's JSON API (`/pypi/<name>/<version>/j
 the exact file name in the report's download url.
 
 Platforms: Linux x86_64 is this machine, resolved exactly as the README says. macOS arm64 and
-Windows amd64 are resolved with `--platform/--python-version 3.11/--only-binary=:all:`. A
-package that the index has only as a source archive (llama-cpp-python, which compiles on
-install) cannot take part in such a resolution: it is given a stand-in wheel of the same name,
-version and `Requires-Dist` (so its own dependencies are still resolved for that platform), and
-counted at its source archive's size. On Linux pip resolves the real archive, counted the same way.
+Windows amd64 are resolved with `--platform/--python-version 3.11/--only-binary=:all:`, with
+pip's environment markers set to that platform (pip evaluates them on the machine it runs on,
+whatever `--platform` says). A package that the Linux resolution took as a source archive
+(llama-cpp-python, which compiles on install; langdetect, pure Python) cannot take part in a
+binary-only resolution: it is given a stand-in wheel of the same name, version and
+`Requires-Dist` (so its own dependencies are still resolved for that platform), and counted at
+its source archive's size, as on Linux.
 
 `--also rapidocr-onnxruntime==1.4.4` adds requirements to the first `pip install` (to see what a
 planned dependency would add). `--install` (Linux only) then runs the command's pip installs for
@@ -64,9 +66,32 @@ PLATFORM_LABELS = {
     "macos": "macOS arm64 (macosx_14_0_arm64, CPython 3.11)",
     "windows": "Windows amd64 (win_amd64, CPython 3.11)",
 }
+# pip evaluates environment markers (`platform_system == "Linux"`, ...) against the machine it
+# runs on, whatever --platform says: torch would then ask for NVIDIA's Linux wheels on macOS.
+# For another platform pip is run with its marker environment set to that platform's.
+MARKERS: dict[str, dict[str, str]] = {
+    "macos": {
+        "sys_platform": "darwin",
+        "platform_system": "Darwin",
+        "platform_machine": "arm64",
+        "os_name": "posix",
+    },
+    "windows": {
+        "sys_platform": "win32",
+        "platform_system": "Windows",
+        "platform_machine": "AMD64",
+        "os_name": "nt",
+    },
+}
+PIP_WITH_MARKERS = """
+import sys
+from pip._vendor.packaging import markers
+host = markers.default_environment
+markers.default_environment = lambda: {**host(), **TARGET}
+from pip._internal.cli.main import main
+sys.exit(main())
+"""
 CROSS_FLAGS = ["--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:"]
-# The index has these only as source archives: they compile on the user's machine.
-SOURCE_ONLY = ("llama-cpp-python",)
 # pip settings that change where packages come from; a newcomer has none of them.
 PIP_KEEP = {"PIP_CERT", "PIP_DEFAULT_TIMEOUT", "PIP_DISABLE_PIP_VERSION_CHECK"}
 HEAVY = re.compile(r"^(torch|triton|nvidia-.*|cuda-.*)$")
@@ -143,22 +168,21 @@ def release_files(name: str, version: str) -> list[dict[str, Any]]:
     return files
 
 
-def stand_in_wheel(name: str, folder: Path) -> tuple[str, Path]:
-    """A wheel that says what the index's newest source archive of `name` says (name, version,
-    Requires-Dist), so that a binary-only resolution for another platform can go through it."""
-    info = index_json(name)["info"]
-    version = info["version"]
+def stand_in_wheel(name: str, version: str, requires: list[str], folder: Path) -> Path:
+    """A wheel that says what a source archive says (name, version, Requires-Dist), so that a
+    binary-only resolution for another platform can go through it."""
     dist = re.sub(r"[-_.]+", "_", name).lower()
     metadata = [
         "Metadata-Version: 2.1",
         f"Name: {name}",
         f"Version: {version}",
-        *(f"Requires-Dist: {r}" for r in info.get("requires_dist") or []),
+        *(f"Requires-Dist: {r}" for r in requires),
     ]
     files = {
         f"{dist}-{version}.dist-info/METADATA": "\n".join(metadata) + "\n",
         f"{dist}-{version}.dist-info/WHEEL": (
-            "Wheel-Version: 1.0\nGenerator: install_size\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+            "Wheel-Version: 1.0\nGenerator: install_size\nRoot-Is-Purelib: true\n"
+            "Tag: py3-none-any\n"
         ),
     }
     record_name = f"{dist}-{version}.dist-info/RECORD"
@@ -172,23 +196,31 @@ def stand_in_wheel(name: str, folder: Path) -> tuple[str, Path]:
         for path, text in files.items():
             archive.writestr(path, text)
         archive.writestr(record_name, "\n".join(record) + "\n")
-    return version, wheel
+    return wheel
 
 
-def resolve(install: PipInstall, platform: str, also: list[str], scratch: Path) -> list[dict]:
+def resolve(
+    install: PipInstall, platform: str, also: list[str], scratch: Path, sources: list[dict]
+) -> list[dict]:
     """pip's dry-run report of one `pip install` for one platform: its `install` entries."""
     report = scratch / f"report-{platform}-{abs(hash(tuple(install.args)))}.json"
-    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet"]
+    pip = [sys.executable, "-m", "pip"]
+    if platform in MARKERS:
+        pip = [sys.executable, "-c", PIP_WITH_MARKERS.replace("TARGET", repr(MARKERS[platform]))]
+    cmd = [*pip, "install", "--dry-run", "--ignore-installed", "--quiet"]
     cmd += ["--report", str(report), *install.args, *also]
     if PLATFORMS[platform]:
         cmd += [*PLATFORMS[platform], *CROSS_FLAGS]
         stand_ins = scratch / "stand-ins"
         if not stand_ins.is_dir():
             stand_ins.mkdir()
-            for name in SOURCE_ONLY:
-                stand_in_wheel(name, stand_ins)
+            for entry in sources:
+                meta = entry["metadata"]
+                stand_in_wheel(
+                    meta["name"], meta["version"], meta.get("requires_dist", []), stand_ins
+                )
         cmd += ["--find-links", str(stand_ins)]
-    print(f"[{platform}] {shlex.join(cmd[3:])}", file=sys.stderr, flush=True)
+    print(f"[{platform}] pip {shlex.join(cmd[len(pip) :])}", file=sys.stderr, flush=True)
     done = subprocess.run(
         cmd, cwd=ROOT, env=newcomer_env(install.env), capture_output=True, text=True
     )
@@ -230,13 +262,31 @@ def sized(entry: dict) -> dict[str, Any]:
     }
 
 
-def measure(platform: str, installs: list[PipInstall], also: list[str]) -> dict[str, Any]:
+def resolve_all(
+    platform: str, installs: list[PipInstall], also: list[str], sources: list[dict]
+) -> list[dict]:
+    """The report entries of every pip install of the command (a later install wins)."""
     with tempfile.TemporaryDirectory(prefix="install-size-") as tmp:
         scratch = Path(tmp)
         chosen: dict[str, dict] = {}
         for number, install in enumerate(installs):
-            for entry in resolve(install, platform, also if number == 0 else [], scratch):
-                chosen[entry["metadata"]["name"].lower()] = entry  # a later install wins
+            extra = also if number == 0 else []
+            for entry in resolve(install, platform, extra, scratch, sources):
+                chosen[entry["metadata"]["name"].lower()] = entry
+    return list(chosen.values())
+
+
+def source_only(entries: list[dict]) -> list[dict]:
+    """Entries pip resolved to a source archive (the index has no wheel for this machine)."""
+    return [
+        e
+        for e in entries
+        if e.get("download_info", {}).get("url", "").endswith((".tar.gz", ".zip", ".tar.bz2"))
+    ]
+
+
+def measure(platform: str, entries: list[dict]) -> dict[str, Any]:
+    chosen = {e["metadata"]["name"].lower(): e for e in entries}
     packages = sorted((sized(e) for e in chosen.values()), key=lambda p: -p["bytes"])
     packages = [p for p in packages if p["file"] != "(this project)"]
     total = sum(p["bytes"] for p in packages)
@@ -333,9 +383,19 @@ def main() -> int:
     command = first_command(ROOT / "README.md")
     installs = pip_installs(command)
     platforms = list(PLATFORMS) if args.platform == "all" else [args.platform]
+    load = load_average()
+    linux = resolve_all("linux", installs, args.also, [])
+    sources = source_only(linux)
     for platform in platforms:
-        load = load_average()
-        result = measure(platform, installs, args.also)
+        if platform != "linux":
+            load = load_average()
+        entries = (
+            linux if platform == "linux" else resolve_all(platform, installs, args.also, sources)
+        )
+        result = measure(platform, entries)
+        result["source_only"] = [
+            f"{e['metadata']['name']} {e['metadata']['version']}" for e in sources
+        ]
         if args.install and platform == "linux":
             result["fresh_venv"] = install_for_real(installs, args.also)
         suffix = f"-{args.label}" if args.label else ""
