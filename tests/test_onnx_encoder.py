@@ -24,6 +24,7 @@ from app.models.onnx_encoder import (
     load_export,
     query_encoder,
 )
+from app.models.torch_free_encoder import TorchFreeEncoder, build_paths
 from app.paths import PROJECT_ROOT, SAMPLE_DOCS_DIR, SAMPLE_QUESTIONS
 
 # Unit tests carry their own mark; the module's default is the integration layer (the embedded
@@ -71,7 +72,8 @@ def ingested(tmp_path_factory: pytest.TempPathFactory, shared_model_cache: Path)
     )
     assert result.returncode == 0, result.stderr
     json.loads(result.stdout)  # the exporter's progress lines did not end up in the JSON
-    assert export_paths(LOCAL_EMBEDDING_MODEL, model_dir(), shared_model_cache).manifest.is_file()
+    # The default model is built torch-free (app/models/torch_free_encoder.py), not exported.
+    assert build_paths(LOCAL_EMBEDDING_MODEL, model_dir(), shared_model_cache).manifest.is_file()
     return store
 
 
@@ -150,7 +152,7 @@ def test_query_vectors_match_what_ingest_stored(ingested: Path, shared_model_cac
     stored = collection.get(ids, vectors=True)
     assert stored
     assert len(stored) == len(ids)
-    assert isinstance(embeddings.query_model, OnnxEncoder)
+    assert isinstance(embeddings.query_model, TorchFreeEncoder)
     onnx_chunks = np.array(embeddings.query_model.embed_documents([c.text for c in stored]))
     assert min_cosine(onnx_chunks, np.array([c.vector for c in stored])) >= 0.9999
 

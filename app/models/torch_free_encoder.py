@@ -37,7 +37,7 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -841,10 +841,11 @@ def load_encoder(
     *,
     threads: int | None = None,
     batch_size: int = BATCH_SIZE,
+    notify: Callable[[str], None] | None = None,
 ) -> TorchFreeEncoder:
     """The folder's encoder: the cached graph when there is one, else built now (and cached
-    when `cache_dir` can be written). Raises `BuildUnsupported` when the folder cannot be
-    built without torch."""
+    when `cache_dir` can be written; `notify` hears of it). Raises `BuildUnsupported` when the
+    folder cannot be built without torch."""
     model_dir = Path(model_dir)
     options: dict[str, Any] = {"threads": threads, "batch_size": batch_size}
     paths = build_paths(name, model_dir, cache_dir) if cache_dir is not None else None
@@ -853,6 +854,8 @@ def load_encoder(
         if cached is not None:
             return TorchFreeEncoder(model_dir, cached, paths.graph, source="cache", **options)
     spec = read_folder(model_dir)
+    if notify is not None and paths is not None:
+        notify(f"Preparing {name} for onnxruntime (once, a few seconds): {cache_dir}")
     graph = build_graph(spec).SerializeToString()
     if paths is not None:
         with contextlib.suppress(OSError):  # a read-only cache: built in memory each start
