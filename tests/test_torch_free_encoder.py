@@ -326,3 +326,17 @@ def test_sample_texts_are_distinct_enough() -> None:
     texts = sample_texts(2500)
     assert len(set(texts)) > 2000
     assert any(len(re.findall(r"\S+", t)) >= 400 for t in texts)  # past 256 word pieces
+
+
+def test_the_written_graph_is_valid_onnx() -> None:
+    """app/models/onnx_proto.py writes the protobuf itself: the `onnx` package (dev extra)
+    reads it back and its checker accepts it, fused and plain."""
+    onnx = pytest.importorskip("onnx")
+    from app.models.torch_free_encoder import build_graph
+
+    spec = read_folder(model_dir())
+    for fused in (True, False):
+        model = onnx.load_from_string(build_graph(spec, fused=fused))
+        onnx.checker.check_model(model)
+        assert [i.name for i in model.graph.input] == list(spec.inputs)
+        assert model.graph.output[0].name == "sentence_embedding"
