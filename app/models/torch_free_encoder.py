@@ -158,7 +158,13 @@ class FolderSpec:
 def read_folder(model_dir: Path) -> FolderSpec:
     """Everything the graph needs, from the folder's files; `BuildUnsupported` says what is
     missing or not handled."""
-    model_dir = Path(model_dir)
+    try:
+        return _read_folder(Path(model_dir))
+    except (KeyError, ValueError, TypeError, IndexError) as exc:  # a config lacking a field
+        raise BuildUnsupported(f"{model_dir}: cannot read {type(exc).__name__} {exc}") from exc
+
+
+def _read_folder(model_dir: Path) -> FolderSpec:
     modules = _modules(model_dir)
     transformer_dir = model_dir / modules[0][1]
     config = _json(transformer_dir / "config.json")
