@@ -101,8 +101,8 @@ class Settings(BaseSettings):
     )
     model_cache_dir: Path | None = Field(
         None,
-        description="Where models prepared from the packaged ones are kept (ONNX query "
-        "encoder, faster GGUF). Empty: CHROMA_DIR/models.",
+        description="Where models prepared from the packaged ones are kept (the embedding "
+        "model's ONNX graph, faster GGUF). Empty: CHROMA_DIR/models.",
     )
     chat_temperature: float = Field(0.1, ge=0, le=2, description="Sampling temperature.")
     max_answer_tokens: int = Field(

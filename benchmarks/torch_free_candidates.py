@@ -5,15 +5,17 @@
 
 Candidates (each in its own fresh process, one after another):
 
-- `built`: the graph `app/models/torch_free_encoder.py` builds from `model.safetensors` with
-  `onnx.helper`, with onnxruntime's fused CPU operators (Attention, SkipLayerNormalization,
-  BiasGelu), run by onnxruntime; opened from the model cache (built there first, not timed).
-- `built-memory`: the same graph built in memory at start (`onnx` imported, weights read).
+- `built`: the graph `app/models/torch_free_encoder.py` builds from `model.safetensors` (written
+  by `app/models/onnx_proto.py`), with onnxruntime's fused CPU operators (Attention,
+  SkipLayerNormalization, BiasGelu), run by onnxruntime; opened from the model cache (built
+  there first, not timed).
+- `built-memory`: the same graph built in memory at start (weights read).
 - `built-plain`: the same graph in standard opset-17 operators only, built in memory.
 - `numpy`: a plain numpy forward pass over the same weights.
-- `export`: today's query path, the graph `torch.onnx.export` made (`app/onnx_encoder.py`),
-  exported first if the cache has none (needs torch; the export is not timed).
-- `st`: sentence-transformers on torch, today's ingest path; its vectors are the reference.
+- `export`: the query path before the torch-free encoder, the graph `torch.onnx.export` made
+  (`app/models/onnx_encoder.py`), exported first if the cache has none (needs torch; the export
+  is not timed).
+- `st`: sentence-transformers on torch, the ingest path before it; its vectors are the reference.
 - `candding`: candding (a Rust/candle runtime that loads the safetensors itself), when
   `--candding-python` names an interpreter that has it (it is not a project dependency).
 
@@ -65,7 +67,7 @@ def read_texts(corpus: Path, count: int) -> list[str]:
 def model_dir() -> Path:
     if os.environ.get("CANDIDATE_MODEL_DIR"):
         return Path(os.environ["CANDIDATE_MODEL_DIR"])
-    from app.embedding_models import DEFAULT_LOCAL_MODEL, resolve_local_model
+    from app.models.catalog import DEFAULT_LOCAL_MODEL, resolve_local_model
 
     return Path(resolve_local_model(DEFAULT_LOCAL_MODEL).path)
 
@@ -164,8 +166,8 @@ def load_candidate(name: str, threads: int | None) -> Any:
     if name == "numpy":
         return numpy_encoder(folder)
     if name == "export":
-        from app.embedding_models import resolve_local_model
-        from app.onnx_encoder import load_export
+        from app.models.catalog import resolve_local_model
+        from app.models.onnx_encoder import load_export
 
         cache = Path(os.environ["CANDIDATE_CACHE"])
         encoder = load_export(resolve_local_model(str(folder)).name, folder, cache, normalize=True)
@@ -284,8 +286,8 @@ def run(
 
 
 def export_first(cache: Path) -> None:
-    from app.embedding_models import resolve_local_model
-    from app.onnx_encoder import export, load_export
+    from app.models.catalog import resolve_local_model
+    from app.models.onnx_encoder import export, load_export
 
     folder = model_dir()
     name = resolve_local_model(str(folder)).name

@@ -136,8 +136,9 @@ def test_eval_answers_without_importing_torch(
 
 @pytest.mark.integration
 def test_query_vectors_match_what_ingest_stored(ingested: Path, shared_model_cache: Path) -> None:
-    """Chunks as stored by ingest (sentence-transformers) against the same texts through the
-    ONNX graph, and every sample question through both runtimes: cosine >= 0.9999."""
+    """Chunks as stored by ingest against the same texts through the query model, and every
+    sample question through it and through sentence-transformers (what embedded libraries
+    made before the torch-free encoder): cosine >= 0.9999."""
     from app.config import Settings
     from app.store import open_store
     from app.store.library import find_library
@@ -157,7 +158,9 @@ def test_query_vectors_match_what_ingest_stored(ingested: Path, shared_model_cac
     assert min_cosine(onnx_chunks, np.array([c.vector for c in stored])) >= 0.9999
 
     questions = [q["question"] for q in QUESTIONS]
-    torch_questions = np.array(embeddings.model.embed_documents(questions))  # sentence-transformers
+    st = pytest.importorskip("sentence_transformers", reason="needs torch (the dev extra)")
+    reference = st.SentenceTransformer(str(model_dir()), device="cpu", local_files_only=True)
+    torch_questions = reference.encode(questions, normalize_embeddings=True, prompt="")
     onnx_questions = np.array([embeddings.embed_query(q) for q in questions])
     assert min_cosine(onnx_questions, torch_questions) >= 0.9999
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.embedding_models import DEFAULT_LOCAL_MODEL, resolve_local_model
+from app.models.catalog import DEFAULT_LOCAL_MODEL, resolve_local_model
 from app.models.torch_free_encoder import (
     BuildUnsupported,
     TorchFreeEncoder,

@@ -74,13 +74,14 @@ def local_embeddings(settings: Settings, notify: Callable[[str], None]) -> Model
     # The embedded default and every BERT-family folder: onnxruntime on a graph built from the
     # folder's model.safetensors, for ingest and questions alike; torch is never imported.
     def load() -> Embeddings:
-        from app.models.torch_free_encoder import default_threads, load_encoder
+        from app.models.torch_free_encoder import load_encoder
 
+        # onnxruntime's own intra-op threads (one per physical core): not yet tuned against
+        # the ingest's parser workers.
         return load_encoder(
             model.name,
             model.path,
             settings.model_cache_path,
-            threads=default_threads(),
             batch_size=settings.embedding_batch_size,
             notify=notify,
         )

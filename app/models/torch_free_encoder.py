@@ -909,9 +909,3 @@ def _remove_stale_partials(cache_dir: Path) -> None:
         with contextlib.suppress(OSError):
             if path.stat().st_mtime < cutoff:
                 path.unlink()
-
-
-def default_threads() -> int | None:
-    """`ONNX_THREADS` when set, else onnxruntime's default."""
-    value = os.environ.get("ONNX_THREADS", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else None
