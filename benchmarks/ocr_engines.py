@@ -7,7 +7,10 @@ install weight; and measure the rule for "a PDF page with no usable text layer".
 Engines (each is run if it can be imported; name them with --engines):
 
 - `rapidocr`: RapidOCR 3.x (`pip install rapidocr`), PP-OCRv6 small models in the wheel, on
-  onnxruntime; its lines are put in reading order by loaders.ocr, as the app does.
+  onnxruntime; images go through loaders.ocr.prepare (at most 2,000 pixels a side, shrunk with
+  Lanczos: RapidOCR's own shrinking of a 300 dpi page cost 10-20 % CER on Chinese) and its
+  lines are put in reading order by loaders.ocr, as the app does; without the direction
+  classifier, as the app runs it (it turned long upright lines upside down). The same for:
 - `rapidocr-onnxruntime`: RapidOCR 1.4.4 (`pip install rapidocr-onnxruntime==1.4.4`),
   PP-OCRv4 models in the wheel. It needs opencv-python, whose `cv2` clashes with the
   opencv-python-headless that `rapidocr` needs: run it from a second virtual environment; the
@@ -68,6 +71,7 @@ from loaders.ocr import (  # noqa: E402
     garbage_fraction,
     lines_from_boxes,
     page_from_lines,
+    prepare,
     text_layer_usable,
 )
 
@@ -103,10 +107,10 @@ def load_engine(name: str) -> Recognise:
         import numpy as np
         from rapidocr import RapidOCR
 
-        engine = RapidOCR(params={"Global.log_level": "error"})
+        engine = RapidOCR(params={"Global.log_level": "error", "Global.use_cls": False})
 
         def rapidocr3(image: Image.Image) -> str:
-            out = engine(np.asarray(image.convert("RGB")))
+            out = engine(np.asarray(prepare(image)))
             if out.boxes is None or out.txts is None:
                 return ""
             boxes = [[(float(x), float(y)) for x, y in box] for box in out.boxes]
@@ -120,7 +124,7 @@ def load_engine(name: str) -> Recognise:
         engine1 = RapidOCR1()
 
         def rapidocr1(image: Image.Image) -> str:
-            result, _ = engine1(image.convert("RGB"))
+            result, _ = engine1(prepare(image), use_cls=False)
             return page_from_lines(lines_from_boxes(result or [])).text
 
         return rapidocr1
@@ -459,6 +463,7 @@ def main() -> None:
         print(f"{name}: {len(pages)} pages")
         entry = run_engine(name, pages)
         entry["date"] = datetime.now(UTC).isoformat(timespec="seconds")
+        entry["command"] = "python benchmarks/ocr_engines.py " + " ".join(sys.argv[1:])
         entry["load_average_start_end"] = [round(load_start[0], 2), round(os.getloadavg()[0], 2)]
         if args.install_weight:
             entry["install"] = install_weight(name)

@@ -11,6 +11,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from functools import cache
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -359,7 +360,75 @@ def _read_pdf(path: Path) -> list[Page]:
         raise
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise UnreadableFile(f"damaged PDF ({type(exc).__name__}: {exc})") from exc
-    return _ocr_pdf_pages(path, pages)
+    result = _ocr_pdf_pages(path, pages)
+    ruled = _pages_with_ruling(path, [page.number for page in result if not page.ocr])
+    if ruled:
+        tables = _pdf_tables(path, ruled)
+        result = [
+            Page(page.number, tables[page.number]) if page.number in tables else page
+            for page in result
+        ]
+    return result
+
+
+# A page drawn with fewer line or rectangle objects has no ruled table.
+_MIN_RULING_PATHS = 4
+
+
+def _pages_with_ruling(path: Path, numbers: list[int | None]) -> list[int]:
+    """Pages that draw lines or boxes, where a ruled table may be (PDFium counts them fast)."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    found = []
+    try:
+        document = pdfium.PdfDocument(path)
+    except pdfium.PdfiumError:
+        return []  # pypdf read it; the tables are a bonus
+    try:
+        for number in numbers:
+            if number is None:
+                continue
+            paths = document[number - 1].get_objects(
+                filter=(pdfium_c.FPDF_PAGEOBJ_PATH,), max_depth=3
+            )
+            if len(list(islice(paths, _MIN_RULING_PATHS))) == _MIN_RULING_PATHS:
+                found.append(number)
+    finally:
+        document.close()
+    return found
+
+
+def _pdf_tables(path: Path, numbers: list[int]) -> dict[int, str]:
+    """The text of pages with ruled tables, each table as a Markdown table where it stands.
+
+    pypdf gives a table as a run of cells; pdfplumber finds tables drawn with lines (not
+    tables laid out with spaces alone) and their cells. A page where it finds none keeps
+    pypdf's text."""
+    import pdfplumber
+
+    texts: dict[int, str] = {}
+    try:
+        with pdfplumber.open(path) as pdf:
+            for number in numbers:
+                page = pdf.pages[number - 1]
+                tables = [
+                    t for t in page.find_tables() if len(t.rows) >= 2 and len(t.rows[0].cells) >= 2
+                ]
+                if not tables:
+                    continue
+                rest = page
+                for table in tables:
+                    rest = rest.outside_bbox(table.bbox, strict=False)
+                parts = [(line["top"], line["text"]) for line in rest.extract_text_lines()]
+                parts += [(t.bbox[1], markdown_table(t.extract())) for t in tables]
+                parts.sort(key=lambda part: part[0])
+                texts[number] = "\n".join(text for _, text in parts if text)
+    except (MemoryError, UnreadableFile):
+        raise
+    except Exception:  # pdfminer raises many types on odd files; pypdf's text still serves
+        return {}
+    return texts
 
 
 # Scanned pages are rendered at this resolution for OCR: RapidOCR scales pages down to 2,000
@@ -370,7 +439,12 @@ _MAX_RENDER_PIXELS = 20_000_000
 
 
 def _ocr_pdf_pages(path: Path, pages: list[tuple[int, str, float]]) -> list[Page]:
-    from loaders.ocr import garbage_fraction, might_need_ocr, text_layer_usable
+    from loaders.ocr import (
+        MAX_GARBAGE_FRACTION,
+        garbage_fraction,
+        might_need_ocr,
+        text_layer_usable,
+    )
 
     if not any(might_need_ocr(text, area) for _, text, area in pages):
         return [Page(number, text) for number, text, _ in pages]
@@ -397,7 +471,7 @@ def _ocr_pdf_pages(path: Path, pages: list[tuple[int, str, float]]) -> list[Page
             image = page.render(scale=scale, grayscale=True).to_pil()
             read = ocr_image(image).text
             # A layer of a few words (a scanner's stamp) is kept if OCR finds even less.
-            garbage = garbage_fraction(text) > 0.3
+            garbage = garbage_fraction(text) > MAX_GARBAGE_FRACTION
             keep_layer = not garbage and len(text.strip()) >= len(read)
             result.append(Page(number, text) if keep_layer else Page(number, read, ocr=True))
     except pdfium.PdfiumError as exc:

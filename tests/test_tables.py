@@ -243,3 +243,29 @@ def test_sample_docx_table_keeps_its_rows() -> None:
         0
     ].page_content
     assert "| Kittiwake Dawn | 88 | 580 | March 2026 |" in text
+
+
+def test_pdf_ruled_table_reaches_the_document_as_a_markdown_table(tmp_path: Path) -> None:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("helvetica", size=11)
+    pdf.multi_cell(0, 6, "The fleet at the end of 2024 is listed below.")
+    with pdf.table() as table:
+        for values in [HEADER, *ROWS]:
+            row = table.row()
+            for value in values:
+                row.cell(value)
+    pdf.multi_cell(0, 6, "Both vessels passed their survey in March.")
+    pdf.add_page()
+    pdf.multi_cell(0, 6, "A page without a table keeps its text as it was.")
+    path = tmp_path / "fleet.pdf"
+    pdf.output(str(path))
+
+    documents = parse_file(path, "fleet.pdf")
+    text = documents[0].page_content
+    assert TABLE in text
+    assert text.index("listed below") < text.index(TABLE) < text.index("survey in March")
+    assert documents[1].page_content == "A page without a table keeps its text as it was."
+    assert [d.metadata["page"] for d in documents] == [1, 2]
