@@ -8,7 +8,7 @@ Engines (each is run if it can be imported; name them with --engines):
 
 - `rapidocr`: RapidOCR 3.x (`pip install rapidocr`), PP-OCRv6 small models in the wheel, on
   onnxruntime; images go through loaders.ocr.prepare (at most 2,000 pixels a side, shrunk with
-  Lanczos: RapidOCR's own shrinking of a 300 dpi page cost 10-20 % CER on Chinese) and its
+  Lanczos, instead of RapidOCR's own shrinking) and its
   lines are put in reading order by loaders.ocr, as the app does; without the direction
   classifier, as the app runs it (it turned long upright lines upside down). The same for:
 - `rapidocr-onnxruntime`: RapidOCR 1.4.4 (`pip install rapidocr-onnxruntime==1.4.4`),
@@ -104,18 +104,12 @@ Recognise = Callable[[Image.Image], str]
 def load_engine(name: str) -> Recognise:
     """The engine as a function from an image to its text, lines in reading order."""
     if name == "rapidocr":
-        import numpy as np
-        from rapidocr import RapidOCR
+        from loaders.ocr import load_engine, ocr_image
 
-        engine = RapidOCR(params={"Global.log_level": "error", "Global.use_cls": False})
+        load_engine()  # the app's own OCR stage, with its engine settings
 
         def rapidocr3(image: Image.Image) -> str:
-            out = engine(np.asarray(prepare(image)))
-            if out.boxes is None or out.txts is None:
-                return ""
-            boxes = [[(float(x), float(y)) for x, y in box] for box in out.boxes]
-            scores = list(out.scores or [])
-            return page_from_lines(lines_from_boxes(zip(boxes, out.txts, scores, strict=True))).text
+            return ocr_image(image).text
 
         return rapidocr3
     if name == "rapidocr-onnxruntime":
