@@ -7,7 +7,7 @@ table keeps the header row above the rows it labels, a chat model reads it as a 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -113,28 +113,60 @@ def is_markdown_table(text: str) -> bool:
     )
 
 
-def split_markdown_table(table_text: str, max_chars: int) -> list[str]:
-    """Cut a Markdown table into pieces of at most `max_chars` characters (where possible),
-    each made of whole rows and starting with the header row and its separator line.
+def split_markdown_table(
+    table_text: str, max_chars: int, length: Callable[[str], int] = len
+) -> list[str]:
+    """Cut a Markdown table into pieces of at most `max_chars` (as `length` measures: the
+    splitter's weighted characters, or an embedding model's tokens), where possible, each made
+    of whole rows and starting with the header row and its separator line.
 
     A single row longer than the budget becomes a piece of its own (header included), never
     cut inside: half a row is worse than a long chunk. Text that is not a Markdown table is
     returned as one piece.
     """
     text = table_text.strip("\n")
-    if len(text) <= max_chars or not is_markdown_table(text):
+    if length(text) <= max_chars or not is_markdown_table(text):
         return [text]
     lines = text.split("\n")
     head = "\n".join(lines[:2])
     pieces: list[str] = []
     current: list[str] = []
-    size = len(head)
+    size = length(head)
     for row in lines[2:]:
-        if current and size + 1 + len(row) > max_chars:
+        if current and size + 1 + length(row) > max_chars:
             pieces.append("\n".join([head, *current]))
-            current, size = [], len(head)
+            current, size = [], length(head)
         current.append(row)
-        size += 1 + len(row)
+        size += 1 + length(row)
     if current:
         pieces.append("\n".join([head, *current]))
     return pieces
+
+
+def table_segments(
+    text: str, max_chars: int, length: Callable[[str], int] = len
+) -> list[tuple[str, bool]]:
+    """`text` cut into runs of prose and Markdown tables, in order, as (text, is_table): a table
+    longer than `max_chars` comes as several pieces, each with its header (split_markdown_table).
+    A splitter chunks the prose as usual and keeps each table piece whole."""
+    segments: list[tuple[str, bool]] = []
+    prose: list[str] = []
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        end = i
+        while end < len(lines) and lines[end].lstrip().startswith("|"):
+            end += 1
+        block = "\n".join(lines[i:end])
+        if end - i >= 2 and is_markdown_table(block):
+            if any(p.strip() for p in prose):
+                segments.append(("\n".join(prose).strip("\n"), False))
+            prose = []
+            segments += [(piece, True) for piece in split_markdown_table(block, max_chars, length)]
+            i = end
+        else:
+            prose.append(lines[i])
+            i += 1
+    if any(p.strip() for p in prose):
+        segments.append(("\n".join(prose).strip("\n"), False))
+    return segments

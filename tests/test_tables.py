@@ -10,7 +10,12 @@ import pytest
 
 from app.paths import SAMPLE_DOCS_DIR
 from loaders.parsers import UnreadableFile, parse_file
-from loaders.tables import html_to_markdown_table, markdown_table, split_markdown_table
+from loaders.tables import (
+    html_to_markdown_table,
+    markdown_table,
+    split_markdown_table,
+    table_segments,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -71,6 +76,23 @@ def test_split_leaves_short_tables_long_rows_and_other_text_whole() -> None:
     assert pieces[1] == "| a | b |\n| --- | --- |\n| z | w |"
     text = "Not a table.\n" * 50
     assert split_markdown_table(text, 100) == [text.strip("\n")]
+
+
+def test_table_segments_cut_prose_from_tables_in_order() -> None:
+    rows = [["Saltwren", str(n), "1998"] for n in range(30)]
+    table = markdown_table([HEADER, *rows])
+    text = f"The fleet:\n\n{table}\n\nBoth passed their survey.\n{TABLE}"
+    segments = table_segments(text, 150)
+    assert segments[0] == ("The fleet:", False)
+    pieces = [s for s, is_table in segments[1:-2] if is_table]
+    assert len(pieces) == len(segments) - 3 > 2
+    assert all(p.startswith("| Vessel | Seats | Built |\n| --- |") for p in pieces)
+    assert segments[-2:] == [("Both passed their survey.", False), (TABLE, True)]
+    # Wide characters weigh more in the splitter: a length function says how much.
+    assert len(table_segments(TABLE, 100, length=lambda t: 3 * len(t))) == 2
+    assert table_segments("No table | here.\nJust text.", 10) == [
+        ("No table | here.\nJust text.", False)
+    ]
 
 
 # --- each format ---------------------------------------------------------------------------------
