@@ -257,16 +257,18 @@ def _read_spreadsheet(path: Path, suffix: str) -> list[Page]:
     """One page per sheet (page 1 = the first sheet), its cells as a Markdown table under the
     sheet's first row; the sheet's name in the metadata (`sheet`). Values as computed when the
     file was last saved (formulas are not evaluated)."""
-    from python_calamine import CalamineError, CalamineWorkbook
+    from python_calamine import CalamineError, CalamineWorkbook, PasswordError
 
+    kind = suffix.lstrip(".").upper()
     try:
         workbook = CalamineWorkbook.from_path(str(path))
         pages = []
         for number, name in enumerate(workbook.sheet_names, 1):
             rows = workbook.get_sheet_by_name(name).to_python(skip_empty_area=True)
             pages.append(Page(number, markdown_table(rows), extra={"sheet": name}))
+    except PasswordError as exc:
+        raise UnreadableFile(f"encrypted {kind} file (needs a password)") from exc
     except (CalamineError, ValueError, OSError) as exc:
-        kind = suffix.lstrip(".").upper()
         raise UnreadableFile(f"damaged {kind} file ({type(exc).__name__}: {exc})") from exc
     return pages
 
