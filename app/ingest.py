@@ -14,20 +14,23 @@ from rich.table import Table
 
 from app.config import Settings, load_settings
 from app.console import RichProgress, out, run, status
-from app.errors import ExitCode
+from app.errors import ConfigError, ExitCode
 from app.indexing.maintenance import remove_sources
 from app.indexing.reports import IngestReport, RemoveReport
 from app.indexing.sync import sync_collection
 from app.models import registry
 from app.session.resources import open_embeddings, prepare_for_questions
 from app.store import open_store
-from app.store.library import describe_library, library_to_show
+from app.store.catalog import STATUSES, Status
+from app.store.library import describe_files, describe_library, file_selection, library_to_show
 
 EPILOG = (
     "Exit status: 0 done, every file went in; 2 bad arguments or settings; 3 some files were "
     "skipped (listed with reasons) or a source is missing (its chunks are kept); 4 model "
     "server failed, or the library was embedded with a model whose provider is unavailable; "
-    "5 store refused (another ingest running, another model's collection, unreachable)."
+    "5 store refused (another ingest running, another model's collection, unreachable). "
+    "--list and --files: 0 shown (whatever the files' statuses), 2 a path or label that is not "
+    "in the library."
 )
 
 
@@ -52,6 +55,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     action.add_argument("--list", action="store_true", help="list the library's sources")
     action.add_argument(
+        "--files",
+        action="store_true",
+        help="show every file of the library (or of the sources, folders and files named) with "
+        "its status: indexed, ocr (pages read by OCR), skipped or failed, and why",
+    )
+    action.add_argument(
         "--watch",
         action="store_true",
         help="sync, then keep syncing as files are created, changed, moved or deleted "
@@ -63,8 +72,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="re-embed every source into a new collection; chat uses the old one until the "
         "new one is complete",
     )
+    parser.add_argument(
+        "--status",
+        action="append",
+        choices=STATUSES,
+        help="with --files: only files with this status (repeat for several)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
+    if args.status and not args.files:
+        parser.error("--status filters --files: add --files")
     if args.remove and not args.paths:
         parser.error("--remove needs the sources to remove (paths, or labels from --list)")
     if args.list and args.paths:
@@ -126,6 +143,11 @@ def print_report(report: IngestReport) -> None:
         stages.add_column(f"{stage} s", justify="right")
     stages.add_row(*(f"{s:.2f}" for s in report.seconds.values()))
     out.print(sources, files, chunks, stages)
+    if report.ocr_files:
+        out.print(
+            f"Read by OCR: {report.ocr_pages} pages of {report.ocr_files} files "
+            "(`python -m app.ingest --files --status ocr` lists them)."
+        )
     for name, reason in sorted(report.failed.items()):
         out.print(f"[yellow]skipped[/] {escape(name)}: {escape(reason)}", soft_wrap=True)
     for message in report.missing:
@@ -208,6 +230,53 @@ def print_library(listing: dict[str, Any] | None) -> None:
     out.print(table)
 
 
+def list_files(
+    settings: Settings, args: list[str], statuses: list[Status] | None
+) -> dict[str, Any] | None:
+    model = open_embeddings(settings).info.key
+    library = library_to_show(open_store(settings, status), settings, model)
+    if library is None:
+        if args:
+            raise ConfigError(f"The library is empty: {', '.join(args)} is not in it.")
+        return None
+    return describe_files(settings, library, file_selection(library, args) or None, statuses)
+
+
+STATUS_STYLE = {"indexed": "green", "ocr": "cyan", "skipped": "yellow", "failed": "red"}
+
+
+def print_files(listing: dict[str, Any] | None) -> None:
+    if listing is None:
+        out.print("The library is empty: add a folder with `python -m app.ingest PATH`.")
+        return
+    table = Table(title=f"Files of library {listing['library']}")
+    for column in ("file", "status", "pages", "OCR'd", "chunks", "chars", "reason"):
+        table.add_column(
+            column, justify="left" if column in ("file", "status", "reason") else "right"
+        )
+    for row in listing["files"]:
+        paged = row["status"] in ("indexed", "ocr")
+        table.add_row(
+            escape(row["file"]),
+            f"[{STATUS_STYLE[row['status']]}]{row['status']}[/]",
+            str(row["pages"]) if paged else "",
+            str(row["ocr_pages"]) if paged else "",
+            str(row["chunks"]) if paged else "",
+            str(row["chars"]) if paged else "",
+            escape(row["reason"]),
+        )
+    if listing["files"]:
+        out.print(table)
+    counts = ", ".join(f"{n} {status}" for status, n in listing["counts"].items())
+    out.print(f"{sum(listing['counts'].values())} files: {counts}.")
+    for label in listing["not_catalogued"]:
+        out.print(
+            f"[yellow]not recorded[/] {escape(label)}: synced before files had a status; "
+            f"`python -m app.ingest` records them.",
+            soft_wrap=True,
+        )
+
+
 def print_removed(report: RemoveReport) -> None:
     for note in report.notes:
         status(note)
@@ -230,6 +299,13 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(listing or {"sources": []}, indent=2, ensure_ascii=False))
         else:
             print_library(listing)
+        return int(ExitCode.OK)
+    if args.files:
+        files = list_files(settings, [str(p) for p in args.paths], args.status)
+        if args.json:
+            print(json.dumps(files or {"files": []}, indent=2, ensure_ascii=False))
+        else:
+            print_files(files)
         return int(ExitCode.OK)
     if args.remove:
         model = open_embeddings(settings).info.key

@@ -1,4 +1,6 @@
-"""Turn one file into LangChain Documents: pypdf for PDFs, unstructured for office and markup."""
+"""Turn one file into LangChain Documents: pypdf for PDFs (OCR for pages without a usable text
+layer), OCR for images, python-calamine for spreadsheets, unstructured for office and markup.
+Tables reach the Documents as Markdown tables."""
 
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ import re
 import zipfile
 from dataclasses import dataclass
 from functools import cache
-from itertools import zip_longest
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
+
+from loaders.tables import html_to_markdown_table, markdown_table
 
 if TYPE_CHECKING:
     from unstructured_client import UnstructuredClient
@@ -23,14 +27,26 @@ PLAIN_TEXT_SUFFIXES = {".txt", ".text"}
 # Text formats unstructured reads; we decode them ourselves so a GBK or cp1252 file never fails.
 MARKUP_SUFFIXES = {".md", ".markdown", ".html", ".htm"}
 TABLE_SUFFIXES = {".csv", ".tsv"}
+SPREADSHEET_SUFFIXES = {".xlsx", ".ods"}
+# Read by OCR. TIFF files may hold several pages (frames); the others are read as one page.
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+MULTI_FRAME_SUFFIXES = {".tif", ".tiff"}
 # Formats unstructured reads from raw bytes (an email declares its own charsets).
 BINARY_SUFFIXES = {".docx", ".pptx", ".eml"}
-OFFICE_SUFFIXES = {".docx", ".pptx"}
+# Zip containers: their declared unpacked size is checked before anything reads them.
+OFFICE_SUFFIXES = {".docx", ".pptx", ".xlsx", ".ods"}
 SUPPORTED_SUFFIXES = frozenset(
-    PDF_SUFFIXES | PLAIN_TEXT_SUFFIXES | MARKUP_SUFFIXES | TABLE_SUFFIXES | BINARY_SUFFIXES
+    PDF_SUFFIXES
+    | PLAIN_TEXT_SUFFIXES
+    | MARKUP_SUFFIXES
+    | TABLE_SUFFIXES
+    | BINARY_SUFFIXES
+    | SPREADSHEET_SUFFIXES
+    | IMAGE_SUFFIXES
 )
-# Slides and PDF pages are what a reader can turn to; other formats get no page number.
-PAGED_SUFFIXES = {".pdf", ".pptx"}
+# What a reader can turn to gets a page number: PDF pages, slides, sheets (1 = the first
+# sheet) and image frames (1 for a single image); other formats get none.
+PAGED_SUFFIXES = {".pdf", ".pptx"} | SPREADSHEET_SUFFIXES | IMAGE_SUFFIXES
 
 
 class UnreadableFile(Exception):
@@ -41,10 +57,32 @@ class UnreadableFile(Exception):
 class ParseLimits:
     max_file_bytes: int = 50 * 1024 * 1024
     max_unzipped_bytes: int = 500 * 1024 * 1024
+    # Pillow's own default (Image.MAX_IMAGE_PIXELS): a larger image is refused before it is
+    # decoded, as a decompression bomb.
+    max_image_pixels: int = 89_478_485
 
 
-def parse_file(path: Path, source: str, limits: ParseLimits = ParseLimits()) -> list[Document]:
-    """One Document per page (PDF, slides) or per file; metadata: source, type, page."""
+@dataclass(frozen=True)
+class Page:
+    number: int | None
+    text: str
+    ocr: bool = False
+    extra: dict[str, Any] | None = None  # more metadata for this page's Document
+
+
+class FileDocuments(list[Document]):
+    """What parse_file returns: the file's Documents (a list), and for the file's report how
+    many pages it has (None for formats without pages) and how many of them were read by OCR
+    (also those where OCR found no text, which have no Document). Pickles with its counts, so
+    it crosses from a worker process intact."""
+
+    pages: int | None = None
+    ocr_pages: int = 0
+
+
+def parse_file(path: Path, source: str, limits: ParseLimits = ParseLimits()) -> FileDocuments:
+    """One Document per page (PDF, slides, sheets, image frames) or per file; metadata: source,
+    type, page, and `ocr: True` on a page whose text came from OCR (`sheet` on a sheet)."""
     suffix = path.suffix.lower()
     size = path.stat().st_size
     if size == 0:
@@ -56,12 +94,17 @@ def parse_file(path: Path, source: str, limits: ParseLimits = ParseLimits()) -> 
         )
     if suffix in OFFICE_SUFFIXES:
         _refuse_zip_bombs(path, suffix, limits)
+    pages: list[Page]
     if suffix in PDF_SUFFIXES:
         pages = _read_pdf(path)
+    elif suffix in IMAGE_SUFFIXES:
+        pages = _read_image(path, suffix, limits)
+    elif suffix in SPREADSHEET_SUFFIXES:
+        pages = _read_spreadsheet(path, suffix)
     elif suffix in PLAIN_TEXT_SUFFIXES:
-        pages = [(None, decode_text(path.read_bytes()))]
+        pages = [Page(None, decode_text(path.read_bytes()))]
     elif suffix in TABLE_SUFFIXES:
-        pages = [(None, _read_table(decode_text(path.read_bytes()), suffix))]
+        pages = [Page(None, _read_table(decode_text(path.read_bytes()), suffix))]
     elif suffix in MARKUP_SUFFIXES:
         data = decode_text(path.read_bytes()).encode("utf-8")
         pages = _partition(path, suffix, data)
@@ -73,18 +116,35 @@ def parse_file(path: Path, source: str, limits: ParseLimits = ParseLimits()) -> 
     else:
         raise UnreadableFile(f"unsupported file type ({suffix or 'no extension'})")
 
-    documents = [
+    documents = FileDocuments(
         Document(
-            page_content=text.strip(),
+            page_content=page.text.strip(),
             metadata={"source": source, "type": suffix.lstrip(".")}
-            | ({"page": page} if page is not None and suffix in PAGED_SUFFIXES else {}),
+            | (
+                {"page": page.number}
+                if page.number is not None and suffix in PAGED_SUFFIXES
+                else {}
+            )
+            | ({"ocr": True} if page.ocr else {})
+            | (page.extra or {}),
         )
-        for page, text in pages
-        if text.strip()
-    ]
+        for page in pages
+        if page.text.strip()
+    )
+    documents.ocr_pages = sum(page.ocr for page in pages)
+    if suffix in PAGED_SUFFIXES:
+        documents.pages = len(pages)
     if not documents:
+        if documents.ocr_pages:
+            raise UnreadableFile(
+                f"no text found by OCR ({_count(documents.ocr_pages, 'page')} read)"
+            )
         raise UnreadableFile("no text found in the file")
     return documents
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def decode_text(data: bytes) -> str:
@@ -180,41 +240,88 @@ _CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
 
 
 def _read_table(text: str, suffix: str) -> str:
-    """CSV/TSV as one line per row, each value labelled with its column header.
-
-    A table flattened into one run of cells loses which value belongs to which column, and a
-    chunk cut from the middle of it loses the header; "departure: 07:15 | to: Gullhaven Isle"
-    keeps both in every chunk. Cells are joined with " | " because values often hold commas
-    and semicolons. The first row is taken as the header, as it nearly always is in CSV.
-    """
+    """CSV/TSV as a Markdown table, the first row as its header (as it nearly always is in
+    CSV). A chunk cut from the middle of a long table repeats the header (see
+    loaders.tables.split_markdown_table), so every value keeps its column's name."""
     first_line = text.lstrip("\ufeff").partition("\n")[0]
     # Excel in many locales writes ";"; pick whichever delimiter the header row uses most.
     delimiter = "\t" if suffix == ".tsv" else max(",;\t|", key=first_line.count)
     try:
-        rows = [_clean_cells(row) for row in csv.reader(io.StringIO(text), delimiter=delimiter)]
+        rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=delimiter))
     except csv.Error as exc:
         raise UnreadableFile(f"damaged {suffix} file ({exc})") from exc
-    rows = [row for row in rows if any(row)]
-    if len(rows) < 2:
-        return _render_rows(rows)
-    header, *body = rows
-    return "\n".join(
-        " | ".join(
-            f"{label}: {value}" if label else value
-            for label, value in zip_longest(header, row, fillvalue="")
-            if value
-        )
-        for row in body
+    return markdown_table(rows)
+
+
+def _read_spreadsheet(path: Path, suffix: str) -> list[Page]:
+    """One page per sheet (page 1 = the first sheet), its cells as a Markdown table under the
+    sheet's first row; the sheet's name in the metadata (`sheet`). Values as computed when the
+    file was last saved (formulas are not evaluated)."""
+    from python_calamine import CalamineError, CalamineWorkbook, PasswordError
+
+    kind = suffix.lstrip(".").upper()
+    try:
+        workbook = CalamineWorkbook.from_path(str(path))
+        pages = []
+        for number, name in enumerate(workbook.sheet_names, 1):
+            rows = workbook.get_sheet_by_name(name).to_python(skip_empty_area=True)
+            pages.append(Page(number, markdown_table(rows), extra={"sheet": name}))
+    except PasswordError as exc:
+        raise UnreadableFile(f"encrypted {kind} file (needs a password)") from exc
+    except (CalamineError, ValueError, OSError) as exc:
+        raise UnreadableFile(f"damaged {kind} file ({type(exc).__name__}: {exc})") from exc
+    return pages
+
+
+def _read_image(path: Path, suffix: str, limits: ParseLimits) -> list[Page]:
+    """An image's text by OCR: each frame of a TIFF is a page, other images are one page."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    from loaders.ocr import ocr_image
+
+    Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
+    pages = []
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns from MAX_IMAGE_PIXELS up and raises only from twice that.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                frames = getattr(image, "n_frames", 1) if suffix in MULTI_FRAME_SUFFIXES else 1
+                for number in range(1, frames + 1):
+                    image.seek(number - 1)
+                    _refuse_bomb(image.size, limits)
+                    image.load()
+                    pages.append(Page(number, ocr_image(image).text, ocr=True))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnreadableFile(_bomb_reason(exc, limits)) from exc
+    except UnidentifiedImageError as exc:
+        raise UnreadableFile(
+            f"not a readable {suffix.lstrip('.').upper()} image (damaged, or another format)"
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncated and damaged image data as OSError (and a few as the others).
+        raise UnreadableFile(f"damaged image ({exc})") from exc
+    return pages
+
+
+def _refuse_bomb(size: tuple[int, int], limits: ParseLimits) -> None:
+    """Each frame of a multi-page TIFF has its own size; Pillow checks only the first."""
+    if size[0] * size[1] > limits.max_image_pixels:
+        raise UnreadableFile(_bomb_reason(None, limits, size))
+
+
+def _bomb_reason(
+    exc: Exception | None, limits: ParseLimits, size: tuple[int, int] | None = None
+) -> str:
+    found = re.search(r"\((\d+) pixels\)", str(exc)) if exc else None
+    pixels = size[0] * size[1] if size else int(found.group(1)) if found else 0
+    megapixels = f"{pixels / 1e6:,.0f} megapixels" if pixels else "too many pixels"
+    return (
+        f"image is {megapixels}, over the limit of {limits.max_image_pixels / 1e6:,.0f} "
+        "megapixels (a decompression bomb?)"
     )
-
-
-def _render_rows(rows: list[list[str]]) -> str:
-    """One line per table row, cells joined with " | "."""
-    return "\n".join(" | ".join(cell for cell in row if cell) for row in rows if any(row))
-
-
-def _clean_cells(cells: list[str]) -> list[str]:
-    return [" ".join(cell.split()) for cell in cells]
 
 
 def _refuse_zip_bombs(path: Path, suffix: str, limits: ParseLimits) -> None:
@@ -236,7 +343,9 @@ def _megabytes(size: int) -> str:
     return f"{megabytes:,.0f} MB" if megabytes >= 100 else f"{megabytes:.3g} MB"
 
 
-def _read_pdf(path: Path) -> list[tuple[int | None, str]]:
+def _read_pdf(path: Path) -> list[Page]:
+    """Each page's text layer; a page without a usable one (see
+    loaders.ocr.text_layer_usable) is rendered and read by OCR."""
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
@@ -244,19 +353,137 @@ def _read_pdf(path: Path) -> list[tuple[int | None, str]]:
         reader = PdfReader(path, strict=False)
         if reader.is_encrypted and not reader.decrypt(""):
             raise UnreadableFile("encrypted PDF (needs a password)")
-        pages: list[tuple[int | None, str]] = [
-            (number, page.extract_text() or "") for number, page in enumerate(reader.pages, 1)
-        ]
+        pages = []
+        for number, page in enumerate(reader.pages, 1):
+            box = page.mediabox
+            square_inches = abs(float(box.width) * float(box.height)) / 72**2
+            pages.append((number, page.extract_text() or "", square_inches))
     except UnreadableFile:
         raise
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise UnreadableFile(f"damaged PDF ({type(exc).__name__}: {exc})") from exc
-    if not any(text.strip() for _, text in pages):
-        raise UnreadableFile("PDF has no extractable text (scanned? OCR is not included)")
-    return pages
+    result = _ocr_pdf_pages(path, pages)
+    ruled = _pages_with_ruling(path, [page.number for page in result if not page.ocr])
+    if ruled:
+        tables = _pdf_tables(path, ruled)
+        result = [
+            Page(page.number, tables[page.number]) if page.number in tables else page
+            for page in result
+        ]
+    return result
 
 
-def _partition(path: Path, suffix: str, data: bytes) -> list[tuple[int | None, str]]:
+# A page drawn with fewer line or rectangle objects has no ruled table.
+_MIN_RULING_PATHS = 4
+
+
+def _pages_with_ruling(path: Path, numbers: list[int | None]) -> list[int]:
+    """Pages that draw lines or boxes, where a ruled table may be (PDFium counts them fast)."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    found = []
+    try:
+        document = pdfium.PdfDocument(path)
+    except pdfium.PdfiumError:
+        return []  # pypdf read it; the tables are a bonus
+    try:
+        for number in numbers:
+            if number is None:
+                continue
+            paths = document[number - 1].get_objects(
+                filter=(pdfium_c.FPDF_PAGEOBJ_PATH,), max_depth=3
+            )
+            if len(list(islice(paths, _MIN_RULING_PATHS))) == _MIN_RULING_PATHS:
+                found.append(number)
+    finally:
+        document.close()
+    return found
+
+
+def _pdf_tables(path: Path, numbers: list[int]) -> dict[int, str]:
+    """The text of pages with ruled tables, each table as a Markdown table where it stands.
+
+    pypdf gives a table as a run of cells; pdfplumber finds tables drawn with lines (not
+    tables laid out with spaces alone) and their cells. A page where it finds none keeps
+    pypdf's text."""
+    import pdfplumber
+
+    texts: dict[int, str] = {}
+    try:
+        with pdfplumber.open(path) as pdf:
+            for number in numbers:
+                page = pdf.pages[number - 1]
+                tables = [
+                    t for t in page.find_tables() if len(t.rows) >= 2 and len(t.rows[0].cells) >= 2
+                ]
+                if not tables:
+                    continue
+                rest = page
+                for table in tables:
+                    rest = rest.outside_bbox(table.bbox, strict=False)
+                parts = [(line["top"], line["text"]) for line in rest.extract_text_lines()]
+                parts += [(t.bbox[1], markdown_table(t.extract())) for t in tables]
+                parts.sort(key=lambda part: part[0])
+                texts[number] = "\n".join(text for _, text in parts if text)
+    except (MemoryError, UnreadableFile):
+        raise
+    except Exception:  # pdfminer raises many types on odd files; pypdf's text still serves
+        return {}
+    return texts
+
+
+# Scanned pages are rendered at this resolution for OCR: RapidOCR scales pages down to 2,000
+# pixels on their longest side before it reads them (an A4 page at 170 dpi), so more would only
+# cost rendering time. A page larger than A4 is rendered to at most _MAX_RENDER_PIXELS pixels.
+_RENDER_DPI = 200
+_MAX_RENDER_PIXELS = 20_000_000
+
+
+def _ocr_pdf_pages(path: Path, pages: list[tuple[int, str, float]]) -> list[Page]:
+    from loaders.ocr import (
+        MAX_GARBAGE_FRACTION,
+        garbage_fraction,
+        might_need_ocr,
+        text_layer_usable,
+    )
+
+    if not any(might_need_ocr(text, area) for _, text, area in pages):
+        return [Page(number, text) for number, text, _ in pages]
+    import pypdfium2 as pdfium
+
+    from loaders.ocr import image_coverage, ocr_image
+
+    try:
+        document = pdfium.PdfDocument(path)
+    except pdfium.PdfiumError as exc:
+        raise UnreadableFile(f"damaged PDF (PDFium: {exc})") from exc
+    result = []
+    try:
+        for number, text, area in pages:
+            if not might_need_ocr(text, area):
+                result.append(Page(number, text))
+                continue
+            page = document[number - 1]
+            if text_layer_usable(text, area, image_coverage(page)):
+                result.append(Page(number, text))
+                continue
+            width, height = page.get_size()
+            scale = min(_RENDER_DPI / 72, (_MAX_RENDER_PIXELS / max(width * height, 1)) ** 0.5)
+            image = page.render(scale=scale, grayscale=True).to_pil()
+            read = ocr_image(image).text
+            # A layer of a few words (a scanner's stamp) is kept if OCR finds even less.
+            garbage = garbage_fraction(text) > MAX_GARBAGE_FRACTION
+            keep_layer = not garbage and len(text.strip()) >= len(read)
+            result.append(Page(number, text) if keep_layer else Page(number, read, ocr=True))
+    except pdfium.PdfiumError as exc:
+        raise UnreadableFile(f"damaged PDF (PDFium: {exc})") from exc
+    finally:
+        document.close()
+    return result
+
+
+def _partition(path: Path, suffix: str, data: bytes) -> list[Page]:
     """Partition with unstructured and join the elements of each page, in reading order."""
     # unstructured sends a usage ping to its vendor when imported and on every partition
     # unless opted out; this app promises to stay on the machine. Set before the import.
@@ -285,7 +512,7 @@ def _partition(path: Path, suffix: str, data: bytes) -> list[tuple[int | None, s
     if suffix == ".eml" and elements:
         # The body alone loses who wrote, to whom and about what: put the headers first.
         pages.setdefault(None, []).insert(0, _email_headers(elements[0].metadata))
-    return [(page, "\n\n".join(texts)) for page, texts in pages.items()]
+    return [Page(page, "\n\n".join(texts)) for page, texts in pages.items()]
 
 
 @cache
@@ -298,20 +525,15 @@ def _unused_api_client() -> UnstructuredClient:
 
 
 def _element_text(element: Document) -> str:
-    """A table as one line per row: unstructured flattens it into one run of cells."""
+    """A table as a Markdown table: unstructured flattens it into one run of cells."""
     html = element.metadata.get("text_as_html")
     if element.metadata.get("category") != "Table" or not html:
         return element.page_content
-    import lxml.html
-
     try:
-        table = lxml.html.fromstring(html)
+        table = html_to_markdown_table(html)
     except Exception:  # lxml raises several types on odd markup; the flat text still serves
         return element.page_content
-    rows = [
-        _clean_cells([c.text_content() for c in tr.xpath("./td|./th")]) for tr in table.iter("tr")
-    ]
-    return _render_rows(rows) or element.page_content
+    return table or element.page_content
 
 
 def _email_headers(metadata: dict[str, Any]) -> str:

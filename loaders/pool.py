@@ -19,13 +19,36 @@ from langchain_core.documents import Document
 from pebble import ProcessExpired, ProcessPool
 
 from loaders.discovery import SourceFile
-from loaders.parsers import ParseLimits, UnreadableFile, parse_file
+from loaders.parsers import (
+    IMAGE_SUFFIXES,
+    PDF_SUFFIXES,
+    ParseLimits,
+    UnreadableFile,
+    parse_file,
+)
 
 
 @dataclass(frozen=True)
 class Parsed:
     file: SourceFile
     documents: list[Document]
+
+    @property
+    def pages(self) -> int | None:
+        """Pages, slides, sheets or image frames; None for formats without pages."""
+        counted = getattr(self.documents, "pages", None)
+        if counted is not None:
+            return int(counted)
+        numbers = {d.metadata["page"] for d in self.documents if "page" in d.metadata}
+        return len(numbers) or None
+
+    @property
+    def ocr_pages(self) -> int:
+        """Pages read by OCR (a PDF's scanned pages, an image's frames); 0 for none."""
+        counted = getattr(self.documents, "ocr_pages", None)
+        if counted is not None:
+            return int(counted)
+        return len({d.metadata.get("page") for d in self.documents if d.metadata.get("ocr")})
 
 
 @dataclass(frozen=True)
@@ -41,6 +64,8 @@ class PoolLimits:
     memory_mb: int = 2048
     parse: ParseLimits = field(default_factory=ParseLimits)
 
+
+OCR_SUFFIXES = IMAGE_SUFFIXES | PDF_SUFFIXES
 
 # A worker that ran out of memory exits with this status (see _parse_in_worker).
 OUT_OF_MEMORY_EXIT = 75
@@ -112,6 +137,14 @@ def _died(exc: ProcessExpired, memory_mb: int) -> str:
     return f"the parser process died (exit status {code})"
 
 
+def _timed_out(file: SourceFile, seconds: float) -> str:
+    reason = f"parsing took longer than {seconds:g} s (PARSE_TIMEOUT)"
+    if file.path.suffix.lower() in OCR_SUFFIXES:
+        # A scan is read by OCR at seconds per page: a long one needs a longer limit.
+        reason += "; scanned pages are read by OCR, a few seconds each: raise PARSE_TIMEOUT"
+    return reason
+
+
 def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Parsed | Failed]:
     """Yield each file's Documents (or why it failed) as soon as a worker finishes it."""
     if not files:
@@ -138,10 +171,7 @@ def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Pa
                 try:
                     result = future.result()
                 except FutureTimeout:
-                    yield Failed(
-                        file,
-                        f"parsing took longer than {limits.timeout_seconds:g} s (PARSE_TIMEOUT)",
-                    )
+                    yield Failed(file, _timed_out(file, limits.timeout_seconds))
                 except ProcessExpired as exc:
                     yield Failed(file, _died(exc, limits.memory_mb))
                 except Exception as exc:  # the pool itself failed (a result too big to send...)

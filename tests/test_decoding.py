@@ -91,7 +91,7 @@ def test_short_texts_pick_the_likely_encoding(text: str, encoding: str) -> None:
             "buses.csv",
             "时间,地点\n06:30,岚溪镇汽车站\n",
             "gbk",
-            "时间: 06:30 | 地点: 岚溪镇汽车站",
+            "| 时间 | 地点 |\n| --- | --- |\n| 06:30 | 岚溪镇汽车站 |",
             id="csv in GBK",
         ),
         pytest.param(

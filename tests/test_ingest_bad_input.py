@@ -23,7 +23,7 @@ import pytest
 from app.config import load_settings
 from app.paths import SAMPLE_DOCS_DIR
 from loaders.discovery import SourceFile, discover
-from loaders.parsers import UnreadableFile, decode_text, parse_file
+from loaders.parsers import UnreadableFile, decode_text
 from loaders.pool import Failed, Parsed, PoolLimits, parse_in_workers
 from tests.ollama_server import OllamaTestServer
 from tests.test_sync import fresh_store
@@ -521,19 +521,3 @@ def test_decode_text(data: bytes, text: str) -> None:
 def test_decode_text_refuses_binary_data(data: bytes, reason: str) -> None:
     with pytest.raises(UnreadableFile, match=reason):
         decode_text(data)
-
-
-@pytest.mark.unit
-def test_csv_rows_keep_their_column_names(tmp_path: Path) -> None:
-    documents = parse_file(SAMPLE_DOCS_DIR / "ferry" / "timetable.csv", "timetable.csv")
-    lines = documents[0].page_content.splitlines()
-    assert lines[0] == (
-        "departure: 07:15 | from: Brindlemoor Quay | to: Gullhaven Isle | vessel: Saltwren | "
-        "days: Mon-Sat | crossing_minutes: 22 | notes: First sailing; bicycles carried free"
-    )
-    assert lines[1].endswith("crossing_minutes: 22")  # an empty cell is left out
-    assert len(lines) == 14
-
-    semicolons = tmp_path / "prices.csv"
-    semicolons.write_bytes("Produit;Prix\nCafé;2,50 €\n".encode("cp1252"))
-    assert parse_file(semicolons, "prices.csv")[0].page_content == "Produit: Café | Prix: 2,50 €"

@@ -336,6 +336,26 @@ def test_chains_and_health_describe_the_server(server: ServeProcess) -> None:
     }
 
 
+def test_files_lists_every_file_with_its_status_a_page_at_a_time(server: ServeProcess) -> None:
+    listing = httpx.get(server.url + "/api/files").json()
+    assert [row["file"] for row in listing["files"]] == sorted(f"docs/{name}" for name in DOCS)
+    assert {row["status"] for row in listing["files"]} == {"indexed"}
+    assert all(row["chunks"] == 1 and row["pages"] == 1 for row in listing["files"])
+    assert listing["counts"] == {"indexed": len(DOCS), "ocr": 0, "skipped": 0, "failed": 0}
+    page = httpx.get(
+        server.url + "/api/files", params={"source": "docs", "limit": 2, "offset": 1}
+    ).json()
+    assert (page["total"], len(page["files"])) == (len(DOCS), 2)
+    assert page["files"] == listing["files"][1:3]
+    assert httpx.get(server.url + "/api/files", params={"status": "ocr"}).json()["files"] == []
+    wrong = httpx.get(server.url + "/api/files", params={"status": "lost"})
+    assert wrong.status_code == 422
+    missing = httpx.get(server.url + "/api/files", params={"source": "elsewhere/a.txt"})
+    assert missing.status_code == 404
+    assert missing.json()["param"] == "source"
+    assert "docs" in missing.json()["detail"]
+
+
 def test_a_filter_applies_to_its_own_request_only(server: ServeProcess) -> None:
     question = "When does the first ferry leave the harbour?"
     with ThreadPoolExecutor(2) as pool:

@@ -114,3 +114,35 @@ def test_english_splits_exactly_as_the_default_splitter_does() -> None:
     ours = split_documents([doc(text)], ChunkPolicy(chunk_size=200, chunk_overlap=40))
     default = RecursiveCharacterTextSplitter(chunk_size=200, chunk_overlap=40).split_text(text)
     assert [c.page_content for c in ours] == default
+
+
+def test_a_table_split_over_chunks_repeats_its_header_and_keeps_page_and_ocr() -> None:
+    header = "| ferry | leaves | pier |\n| --- | --- | --- |"
+    rows = [f"| Gull {i} | {i:02d}:15 | 码头{i} |" for i in range(30)]
+    table = header + "\n" + "\n".join(rows)
+    text = f"Timetable, winter.\n\n{table}\n\nNo ferry on 25 December."
+    chunks = split_documents(
+        [doc(text, page=2, ocr=True)], ChunkPolicy(chunk_size=200, chunk_overlap=40)
+    )
+    tables = [c.page_content for c in chunks if c.page_content.startswith("|")]
+    assert len(tables) > 2
+    assert all(t.startswith(header + "\n| Gull") for t in tables)
+    assert [r for t in tables for r in t.split("\n")[2:]] == rows  # every row once, in order
+    assert chunks[0].page_content == "Timetable, winter."
+    assert chunks[-1].page_content == "No ferry on 25 December."
+    assert {(c.metadata["page"], c.metadata["ocr"]) for c in chunks} == {(2, True)}
+
+
+def test_a_table_piece_over_the_token_cap_is_cut_between_rows_with_its_header() -> None:
+    header = "| code | meaning |\n| --- | --- |"
+    rows = [f"| 9A-{i} | berth {i} |" for i in range(12)]
+    table = header + "\n" + "\n".join(rows)
+
+    def words(text: str) -> int:  # a token counter for the test
+        return len(text.split())
+
+    policy = ChunkPolicy(chunk_size=2000, chunk_overlap=0, max_tokens=40, count_tokens=words)
+    chunks = split_documents([doc(table)], policy)
+    assert len(chunks) > 1
+    assert all(c.page_content.startswith(header + "\n") for c in chunks)
+    assert all(words(c.page_content) <= 40 for c in chunks)

@@ -1,5 +1,6 @@
 """The native API: `POST /api/chat` streams typed events, `GET /api/chains`, `GET /api/health`,
 `GET /api/passages/{chunk_id}?context=N` (a cited passage with the text around it).
+`GET /api/files` (every file's status: `python -m app.ingest --files --json`, a page at a time).
 
 Events of `/api/chat`, in order (each `data:` is JSON):
 
@@ -39,6 +40,7 @@ from app.api.service import AnswerRequest, AnswerService, PreparedAnswer, Turn
 from app.api.streaming import EventStream, sse
 from app.api.validation import Text
 from app.retrieval.passages import MAX_CONTEXT
+from app.store.catalog import Status
 
 router = APIRouter(prefix="/api", tags=["native"])
 
@@ -89,6 +91,20 @@ async def passage(
     file changed since the answer): never another chunk's text."""
     found = await asyncio.to_thread(LibraryLookup(service).passage, chunk_id, context)
     return found.as_json()
+
+
+@router.get("/files")
+def files(
+    service: Annotated[AnswerService, Depends(get_service)],
+    status: Annotated[list[Status] | None, Query(description="only files with this status")] = None,
+    source: Annotated[
+        list[Text] | None,
+        Query(description="only this source, folder or file (LABEL or LABEL/PATH, as listed)"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    return service.files(source, status, limit, offset)
 
 
 @router.post("/chat", response_class=EventStream, status_code=200)

@@ -38,6 +38,8 @@ from app.retrieval.filters import SourceFilter
 from app.session.conversation import Conversation, chain_spec
 from app.session.failures import explain_failure
 from app.session.resources import Resources
+from app.store.catalog import Status
+from app.store.library import describe_files
 from chains.core.events import AnswerReplaced, AnswerText, Retrieved, Searched, aanswer_events
 from chains.core.output_safety import SafeStream, allowed_hosts
 from chains.core.registry import ChainSpec, all_chains
@@ -225,6 +227,28 @@ class AnswerService:
                 "history_chars": self.settings.serve_max_history_chars,
             },
         }
+
+    def files(
+        self, sources: list[str] | None, statuses: list[Status] | None, limit: int, offset: int
+    ) -> dict[str, Any]:
+        """The file catalog as `python -m app.ingest --files --json` prints it, a page of it:
+        `total` files match, `files` holds those from `offset`, at most `limit`."""
+        r = self.resources
+        r.follow_library()
+        labels = [s.label for s in r.library.sources]
+        for name in sources or []:
+            if name.split("/", 1)[0] not in labels:
+                raise RequestRejected(
+                    404,
+                    f"{name} is not in the library: its names start with a source's label "
+                    f"({', '.join(labels) or 'none'}).",
+                    "source",
+                )
+        listing = describe_files(self.settings, r.library, sources or None, statuses)
+        listing["total"] = len(listing["files"])
+        listing["offset"], listing["limit"] = offset, limit
+        listing["files"] = listing["files"][offset : offset + limit]
+        return listing
 
     # -- answering
 

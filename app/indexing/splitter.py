@@ -1,4 +1,5 @@
-"""Documents to chunks: settings-driven size and overlap, a token cap per model, stable ids."""
+"""Documents to chunks: settings-driven size and overlap, a token cap per model, stable ids.
+A Markdown table is cut between rows only, and every piece starts with its header row."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from langchain_core.documents import Document
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from app.text.writing_systems import WIDE_CHARACTER
+from loaders.tables import split_markdown_table, table_segments
 
 # Paragraphs, lines, then the sentence and clause ends of scripts that put no space between
 # words (Chinese, Japanese), then spaces. The CJK ones are zero-width look-behinds, so "。" stays
@@ -51,8 +53,15 @@ def split_documents(documents: list[Document], policy: ChunkPolicy) -> list[Docu
         separators=SEPARATORS,
         is_separator_regex=True,
     )
-    chunks = [c for c in splitter.split_documents(documents) if c.page_content.strip()]
-    chunks = _cap_tokens(chunks, policy)
+    chunks: list[Document] = []
+    for document in documents:
+        for text, is_table in _segments(document.page_content, policy.chunk_size):
+            piece = Document(page_content=text, metadata=dict(document.metadata))
+            if is_table:
+                chunks += _cap_table_tokens(piece, policy)
+            else:
+                chunks += _cap_tokens(splitter.split_documents([piece]), policy)
+    chunks = [c for c in chunks if c.page_content.strip()]
     seen: Counter[tuple[str, str]] = Counter()
     for index, chunk in enumerate(chunks):
         source = chunk.metadata["source"]
@@ -62,6 +71,29 @@ def split_documents(documents: list[Document], policy: ChunkPolicy) -> list[Docu
         chunk.metadata["chunk_index"] = index
         chunk.metadata["chunk_count"] = len(chunks)
     return chunks
+
+
+def _segments(text: str, chunk_size: int) -> list[tuple[str, bool]]:
+    """Prose and table pieces of one Document's text (a table over `chunk_size` in pieces
+    that each repeat its header); text without a table line is one prose piece, as before."""
+    if "|" not in text:
+        return [(text, False)]
+    return table_segments(text, chunk_size, chunk_length)
+
+
+def _cap_table_tokens(piece: Document, policy: ChunkPolicy) -> list[Document]:
+    """A table piece the embedding model would truncate, cut again between rows by its
+    tokens, each part with the header; a single row still over the limit stays whole."""
+    count, limit = policy.count_tokens, policy.max_tokens
+    if count is None or limit is None:
+        return [piece]
+    budget = limit - (count(policy.prefix) - count(""))  # count() includes [CLS] and [SEP]
+    if count(piece.page_content) <= budget:
+        return [piece]
+    return [
+        Document(page_content=part, metadata=dict(piece.metadata))
+        for part in split_markdown_table(piece.page_content, budget, count)
+    ]
 
 
 def _cap_tokens(chunks: list[Document], policy: ChunkPolicy) -> list[Document]:

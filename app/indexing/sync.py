@@ -60,10 +60,10 @@ from app.store.library import (
 from app.store.lock import writer_lock
 from loaders.discovery import SourceFile, discover, file_name
 from loaders.parsers import ParseLimits
-from loaders.pool import Failed, PoolLimits, parse_in_workers
+from loaders.pool import Failed, Parsed, PoolLimits, parse_in_workers
 
 # Bump when parsing or splitting changes what a file turns into: every file is then re-chunked.
-PIPELINE_VERSION = 3
+PIPELINE_VERSION = 4  # 4: OCR, tables as Markdown tables (scans that failed before are read)
 # Chunks gathered across files before they are queued for embedding; also the most embedded
 # ahead of the writes (what a killed run may lose: a few seconds of the model's work).
 FLUSH_CHUNKS = 512
@@ -763,7 +763,7 @@ class _Sync:
                 moved.append((result.file, settled))
                 continue
             self.progress.file_parsed()
-            self.facts[source] = _facts(result.documents)
+            self.facts[source] = _facts(result)
             with self.clock("split"):
                 chunks = split_documents(result.documents, self.policy)
                 for chunk in chunks:
@@ -866,13 +866,11 @@ class _Sync:
             self.index.remove(ids)
 
 
-def _facts(documents: list[Document]) -> tuple[int, int, int]:
-    """Pages (distinct page numbers, or 1 for an unpaged file), pages read by OCR, characters."""
-    pages = {d.metadata.get("page") for d in documents}
-    ocr = {d.metadata.get("page") for d in documents if d.metadata.get("ocr")}
-    numbered = len(pages - {None})
+def _facts(parsed: Parsed) -> tuple[int, int, int]:
+    """Pages (as the parser counted them: a scan's blank pages too; 1 for an unpaged file),
+    pages read by OCR, characters."""
     return (
-        numbered or (1 if documents else 0),
-        len(ocr),
-        sum(len(d.page_content) for d in documents),
+        parsed.pages or (1 if parsed.documents else 0),
+        parsed.ocr_pages,
+        sum(len(d.page_content) for d in parsed.documents),
     )

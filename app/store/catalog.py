@@ -162,6 +162,19 @@ def catalog_path(settings: Settings, store_key: str, collection_name: str) -> Pa
     return private_dir(settings.chroma_dir) / "catalog" / store_key / f"{collection_name}.sqlite3"
 
 
+def read_catalog(settings: Settings, store_key: str, collection_name: str) -> list[FileRow]:
+    """Every row, by name, for showing: a collection no sync has catalogued yet has none (no
+    file is created for asking)."""
+    path = catalog_path(settings, store_key, collection_name)
+    if not path.is_file():
+        return []
+    catalog = FileCatalog(path)
+    try:
+        return catalog.rows()
+    finally:
+        catalog.close()
+
+
 def open_catalog(settings: Settings, store_key: str, collection_name: str) -> FileCatalog:
     return FileCatalog(catalog_path(settings, store_key, collection_name))
 

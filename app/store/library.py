@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from app.config import Settings
-from app.errors import LocalragError, ProviderError, StoreError
+from app.errors import ConfigError, LocalragError, ProviderError, StoreError
 from app.store.base import ChunkCollection, ChunkStore
+from app.store.catalog import STATUSES, FileRow, Status, read_catalog
 from app.store.lock import check_lease
 
 RECORD_FORMAT = 1
@@ -392,4 +393,79 @@ def describe_library(library: Library) -> dict[str, Any]:
             }
             for s in record.sources
         ],
+    }
+
+
+def file_selection(library: Library, args: list[str]) -> list[str]:
+    """What `--files ARG...` means, as catalog names (a file's, or a prefix of a folder's):
+    a path on disk or with a slash means that path, inside a source; a bare name not on disk
+    is a source's label; a name as `--files` prints it (LABEL/PATH) is taken as it is."""
+    selected: list[str] = []
+    for arg in args:
+        path = normalize(arg)
+        hit = library.enclosing(path) if "/" in arg or os.path.lexists(path) else None
+        if hit is not None:
+            source, inside = hit
+            selected.append(f"{source.label}/{inside}" if inside else source.label)
+        elif library.source(arg.split("/", 1)[0]) is not None and not os.path.lexists(path):
+            selected.append(arg.rstrip("/"))
+        else:
+            listed = ", ".join(f"{s.path} ({s.label})" for s in library.sources) or "none"
+            raise ConfigError(
+                f"{arg} is not a file or folder of the library's sources, nor a source's "
+                f"label. Its sources: {listed}."
+            )
+    return selected
+
+
+def describe_files(
+    settings: Settings,
+    library: Library,
+    selected: list[str] | None = None,
+    statuses: list[Status] | None = None,
+) -> dict[str, Any]:
+    """What `--files` and `GET /api/files` show: every file the file catalog holds for the
+    library's collection, with its status, reason, pages, OCR'd pages, chunks and characters;
+    only the `selected` names (files, or folders and sources by prefix) and `statuses` asked for.
+    `counts` counts the selection by status; `not_catalogued` names the sources with stored files
+    that no sync under the catalog has recorded yet (the next ingest records them)."""
+    labels = {s.label for s in library.sources}
+    rows = read_catalog(settings, library.store.key, library.record.active)
+    rows = [r for r in rows if r.root in labels and _selected(r, selected)]
+    catalogued = {r.root for r in rows}
+    counts = {status: sum(1 for r in rows if r.status == status) for status in STATUSES}
+    shown = [r for r in rows if not statuses or r.status in statuses]
+    return {
+        "library": library.name,
+        "collection": library.record.active,
+        "counts": counts,
+        "files": [_file_json(r) for r in shown],
+        "not_catalogued": [
+            s.label
+            for s in library.sources
+            if s.files
+            and s.label not in catalogued
+            and (selected is None or any(n.split("/", 1)[0] == s.label for n in selected))
+        ],
+    }
+
+
+def _selected(row: FileRow, selected: list[str] | None) -> bool:
+    if selected is None:
+        return True
+    return any(row.name == n or row.name.startswith(n + "/") for n in selected)
+
+
+def _file_json(row: FileRow) -> dict[str, Any]:
+    return {
+        "file": row.name,
+        "source": row.root,
+        "status": row.status,
+        "reason": row.reason,
+        "pages": row.pages,
+        "ocr_pages": row.ocr_pages,
+        "chunks": row.chunks,
+        "chars": row.chars,
+        "bytes": row.size,
+        "synced": row.synced,
     }
