@@ -25,7 +25,7 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
@@ -151,6 +151,18 @@ def _tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
+_API_TRACER = _tracer
+_NO_SPAN: AbstractContextManager[Span] = nullcontext(trace.INVALID_SPAN)
+
+
+def _off() -> bool:
+    """No tracer provider installed (by us or anyone): every span would be the API's no-op
+    one, so skip even building it (~0.3 us a span instead of ~12)."""
+    return _tracer is _API_TRACER and isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider
+    )
+
+
 def _clean(attributes: Mapping[str, Any]) -> dict[str, Any]:
     """What OpenTelemetry takes: None dropped, anything not a plain value made a string."""
     clean: dict[str, Any] = {}
@@ -169,17 +181,17 @@ def _clean(attributes: Mapping[str, Any]) -> dict[str, Any]:
     return clean
 
 
-@contextmanager
 def span(
     name: str, *, parent: otel_context.Context | None = None, **attributes: Any
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """A span around a block that does not yield, current inside it (so spans started in it
     are its children). An exception marks it failed and is recorded on it. Attribute names
     given as keywords: `localrag_files=3` is recorded as `localrag.files`."""
-    with _tracer().start_as_current_span(
+    if _off():
+        return _NO_SPAN
+    return _tracer().start_as_current_span(
         name, context=parent, attributes=_clean(_dotted(attributes))
-    ) as current:
-        yield current
+    )
 
 
 def start(
@@ -191,6 +203,8 @@ def start(
 ) -> Span:
     """A span that is not made current (end it yourself): for streams and for work done
     elsewhere (a parse in a worker process, timed there)."""
+    if _off():
+        return trace.INVALID_SPAN
     context = trace.set_span_in_context(parent) if isinstance(parent, Span) else parent
     return _tracer().start_span(
         name, context=context, attributes=_clean(_dotted(attributes)), start_time=start_time
@@ -212,6 +226,9 @@ def record_failure(target: Span, exc: BaseException) -> None:
 def in_span(target: Span, items: Iterator[T]) -> Iterator[T]:
     """Iterate `items` with `target` current while each item is made (not while the consumer
     holds it); the span is not ended here."""
+    if not target.is_recording():
+        yield from items
+        return
     context = trace.set_span_in_context(target)
     while True:
         token = otel_context.attach(context)
@@ -226,6 +243,10 @@ def in_span(target: Span, items: Iterator[T]) -> Iterator[T]:
 
 async def ain_span(target: Span, items: AsyncIterator[T]) -> AsyncIterator[T]:
     """`in_span` for an async stream."""
+    if not target.is_recording():
+        async for item in items:
+            yield item
+        return
     context = trace.set_span_in_context(target)
     while True:
         token = otel_context.attach(context)

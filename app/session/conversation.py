@@ -166,7 +166,7 @@ class Conversation:
             localrag_history_messages=len(self.history),
             localrag_filters=len(self.filters),
             localrag_answer_mode=r.settings.answer_mode,
-            localrag_embedding_model=r.embeddings.info.key,
+            localrag_chat_provider=r.capabilities.provider,
             **tracing.span_kind("CHAIN"),
             **model_names,
         )
