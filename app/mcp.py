@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from app.config import load_settings
 from app.console import run, status
 from app.errors import ExitCode
+from app.tracing import setup_tracing
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,6 +49,7 @@ def stdout_to_stderr() -> Iterator[None]:
 @run
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    setup_tracing("mcp")  # only when OTEL_* variables ask for traces
     logging.basicConfig(
         stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from app.config import Settings, load_settings
 from app.console import run, status
 from app.errors import ConfigError, ExitCode
+from app.tracing import setup_tracing
 
 if TYPE_CHECKING:
     from app.api.connection import ConnectionLimits
@@ -130,6 +131,7 @@ def check_exposure(settings: Settings, address: str) -> bool:
 @run
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    setup_tracing("serve")  # only when OTEL_* variables ask for traces
     overrides: dict[str, Any] = {
         key: value
         for key, value in {"serve_host": args.host, "serve_port": args.port}.items()

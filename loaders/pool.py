@@ -9,6 +9,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -32,6 +33,8 @@ from loaders.parsers import (
 class Parsed:
     file: SourceFile
     documents: list[Document]
+    # When the worker started and ended the parse (time.time_ns()): what its trace span shows.
+    timing: tuple[int, int] | None = None
 
     @property
     def pages(self) -> int | None:
@@ -55,6 +58,7 @@ class Parsed:
 class Failed:
     file: SourceFile
     reason: str
+    timing: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,15 @@ def _start_worker(memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _parse_in_worker(file: SourceFile, limits: ParseLimits) -> list[Document] | str:
+def _parse_in_worker(
+    file: SourceFile, limits: ParseLimits
+) -> tuple[list[Document] | str, tuple[int, int]]:
+    started = time.time_ns()
+    result = _parse(file, limits)
+    return result, (started, time.time_ns())
+
+
+def _parse(file: SourceFile, limits: ParseLimits) -> list[Document] | str:
     try:
         return parse_file(file.path, file.source, limits)
     except Exception as exc:
@@ -169,7 +181,7 @@ def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Pa
             for future in as_completed(futures):
                 file = futures[future]
                 try:
-                    result = future.result()
+                    result, timing = future.result()
                 except FutureTimeout:
                     yield Failed(file, _timed_out(file, limits.timeout_seconds))
                 except ProcessExpired as exc:
@@ -177,7 +189,11 @@ def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Pa
                 except Exception as exc:  # the pool itself failed (a result too big to send...)
                     yield Failed(file, f"could not be parsed ({type(exc).__name__}: {exc})")
                 else:
-                    yield Parsed(file, result) if isinstance(result, list) else Failed(file, result)
+                    yield (
+                        Parsed(file, result, timing)
+                        if isinstance(result, list)
+                        else Failed(file, result, timing)
+                    )
             finished = True
         finally:
             # All done: let workers that are still starting up finish and leave (stopping them

@@ -17,6 +17,7 @@ from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
+from app import tracing
 from app.api.errors import AnswerFailed, RequestRejected
 from app.api.events import (
     CompletedAnswer,
@@ -35,7 +36,7 @@ from app.api.validation import unencodable
 from app.config import Settings
 from app.errors import ConfigError, LocalragError, ProviderError, StoreError
 from app.retrieval.filters import SourceFilter
-from app.session.conversation import Conversation, chain_spec
+from app.session.conversation import Conversation, chain_spec, trace_event
 from app.session.failures import explain_failure
 from app.session.resources import Resources
 from app.store.catalog import Status
@@ -109,6 +110,7 @@ class PreparedAnswer:
         safe: SafeStream | None = None
         context: list[Document] = []
         text = ""
+        root = session.question_span(request.question, "serve")
         try:
             # The library as it is now, whoever wrote it; reading it is off the event loop.
             await asyncio.to_thread(self.service.follow_library, session)
@@ -120,7 +122,8 @@ class PreparedAnswer:
                 inputs,
                 config={"callbacks": [usage], "run_name": f"serve:{session.spec.name}"},
             )
-            async for event in aanswer_events(stream):
+            async for event in aanswer_events(tracing.ain_span(root, stream)):
+                trace_event(root, event)
                 if isinstance(event, Searched):
                     yield Question(event.question)
                 elif isinstance(event, Retrieved):
@@ -143,7 +146,10 @@ class PreparedAnswer:
                     text += piece
                     yield Token(piece)
         except Exception as exc:  # cancellation (a client gone) is a BaseException: not here
+            tracing.record_failure(root, exc)
             raise self.service.explain(exc) from exc
+        finally:
+            root.end()
         yield Finished(text, _total_usage(usage))
 
     async def collect(self) -> CompletedAnswer:

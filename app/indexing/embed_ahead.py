@@ -16,9 +16,12 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from langchain_core.documents import Document
+from opentelemetry.context import Context
+
+from app import tracing
 
 T = TypeVar("T")
 Embed = Callable[[list[str]], list[list[float]]]
@@ -32,9 +35,13 @@ class Embedded(Generic[T]):
 
 
 class EmbedAhead(Generic[T]):
-    def __init__(self, embed: Embed, limit: int) -> None:
+    def __init__(
+        self, embed: Embed, limit: int, span_attributes: dict[str, Any] | None = None
+    ) -> None:
         self._embed = embed
         self._limit = limit
+        self._span_attributes = span_attributes or {}
+        self._batches = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._queue: deque[tuple[list[Document], T, Future[list[list[float]]]]] = deque()
         self._cancelled = threading.Event()
@@ -49,7 +56,11 @@ class EmbedAhead(Generic[T]):
         """Queue a batch; returns the batches to write now to stay within `limit` (waiting
         for them when needed)."""
         batch = list(chunks)
-        future = self._pool.submit(self._run, [c.page_content for c in batch])
+        # The batch's "embed" span is a child of the submitter's span, in the model's thread.
+        future = self._pool.submit(
+            self._run, [c.page_content for c in batch], tracing.current_context(), self._batches
+        )
+        self._batches += 1
         self._queue.append((batch, tag, future))
         due = []
         while self.chunks_ahead > self._limit:
@@ -82,11 +93,19 @@ class EmbedAhead(Generic[T]):
         self._queue.popleft()
         return Embedded(chunks, vectors, tag)
 
-    def _run(self, texts: list[str]) -> list[list[float]]:
+    def _run(self, texts: list[str], parent: Context, number: int) -> list[list[float]]:
         if self._cancelled.is_set():
             return []
         started = time.perf_counter()
         try:
-            return self._embed(texts)
+            with tracing.span(
+                "embed",
+                parent=parent,
+                localrag_batch=number,
+                localrag_chunks=len(texts),
+                localrag_characters=sum(map(len, texts)),
+                **self._span_attributes,
+            ):
+                return self._embed(texts)
         finally:
             self.seconds_embedding += time.perf_counter() - started

@@ -30,6 +30,7 @@ from typing import Any
 
 from langchain_core.documents import Document
 
+from app import tracing
 from app.config import Settings
 from app.errors import ConfigError
 from app.indexing.embed_ahead import EmbedAhead, Embedded
@@ -233,9 +234,43 @@ class _Sync:
         rebuild: bool,
         scopes: dict[str, list[str]] | None = None,
     ) -> IngestReport:
+        info = self.embeddings.info
+        with tracing.span(
+            "sync",
+            localrag_paths=[str(p) for p in paths],
+            localrag_rebuild=rebuild,
+            localrag_scoped=scopes is not None,
+            localrag_store=self.store.location,
+            localrag_embedding_model=info.key,
+            localrag_embedding_provider=info.provider,
+        ) as current:
+            report = self._run(paths, rebuild=rebuild, scopes=scopes)
+            tracing.record(
+                current,
+                localrag_library=report.library,
+                localrag_collection=report.collection,
+                localrag_files_new=len(report.new),
+                localrag_files_changed=len(report.changed),
+                localrag_files_unchanged=len(report.unchanged),
+                localrag_files_deleted=len(report.deleted),
+                localrag_files_failed=len(report.failed),
+                localrag_chunks_added=report.chunks_added,
+                localrag_chunks_kept=report.chunks_kept,
+                localrag_chunks_removed=report.chunks_removed,
+                **{f"localrag.seconds.{k.replace(' ', '_')}": v for k, v in report.seconds.items()},
+            )
+            return report
+
+    def _run(
+        self,
+        paths: list[Path],
+        *,
+        rebuild: bool,
+        scopes: dict[str, list[str]] | None = None,
+    ) -> IngestReport:
         started = time.perf_counter()
         report = self.report
-        with self.clock("read store"):
+        with self.clock("read store"), tracing.span("read store"):
             library = self._open_library(paths, rebuild)
             report.notes += finish_interrupted(self.settings, library)
             if scopes is not None:
@@ -260,9 +295,10 @@ class _Sync:
             self.collection = self.store.collection(self.collection_name)
             if self.collection is not None:
                 check_model(self.collection, self.embeddings.info.key)
-                self.index = open_keyword_index(self.settings, self.store, self.collection)
-                # A killed run may have left the index behind the vectors: catch up first.
-                self.index.catch_up(self.collection, library.record)
+                with tracing.span("keyword index", localrag_step="catch up"):
+                    self.index = open_keyword_index(self.settings, self.store, self.collection)
+                    # A killed run may have left the index behind the vectors: catch up first.
+                    self.index.catch_up(self.collection, library.record)
             self.catalog = open_catalog(self.settings, self.store.key, self.collection_name)
 
         found_files: list[SourceFile] = []
@@ -270,49 +306,63 @@ class _Sync:
         synced: list[Target] = []
         before: dict[str, tuple[int, int]] = {}  # label -> (files, chunks) stored in scope
         for target in plan.targets:
-            with self.clock("discover"):
-                problem = target.source.problem()
-            if problem is not None:
-                self._kept(target.source, problem)
-                continue
-            with self.clock("discover"):
-                found = discover(
-                    target.source.location,
-                    target.source.label,
-                    within=target.within,
-                    include_hidden=self.settings.include_hidden,
-                    exclude=never_indexed(self.settings),
+            with tracing.span(
+                "discover", localrag_source=target.source.label, localrag_scoped=bool(target.within)
+            ) as step:
+                with self.clock("discover"):
+                    problem = target.source.problem()
+                if problem is not None:
+                    tracing.record(step, localrag_problem=problem)
+                    self._kept(target.source, problem)
+                    continue
+                with self.clock("discover"):
+                    found = discover(
+                        target.source.location,
+                        target.source.label,
+                        within=target.within,
+                        include_hidden=self.settings.include_hidden,
+                        exclude=never_indexed(self.settings),
+                    )
+                label = target.source.label
+                with self.clock("read store"):
+                    if self._trusts(target.source):
+                        self.trusted.add(label)
+                        stored = self._catalog_stored(target)
+                    else:
+                        stored = self._read_stored(target)
+                present = {f.source for f in found.files} | {s.source for s in found.skipped}
+                if target.within is None and stored and not present & stored.keys():
+                    # A folder that still exists but holds none of its files is an unmounted drive
+                    # (perhaps with a placeholder file in the mount point) far more often than a
+                    # user who deleted everything: keep, and say how to drop it.
+                    tracing.record(step, localrag_problem="empty")
+                    self._kept(target.source, "empty")
+                    continue
+                report.failed.update({s.source: s.reason for s in found.skipped})
+                self.file_rows += [
+                    FileRow(s.source, label, "skipped", s.reason) for s in found.skipped
+                ]
+                with self.clock("discover"):
+                    for file in found.files:
+                        if self._unchanged_by_stamp(file, stored.get(file.source), label):
+                            continue
+                        try:
+                            stat = file.path.stat()
+                            fingerprints[file.source] = file_fingerprint(file.path, self.policy)
+                            self.stamps[file.source] = (stat.st_size, file_stamp(stat))
+                        except OSError as exc:
+                            report.failed[file.source] = f"cannot be read ({exc.strerror or exc})"
+                found_files += found.files
+                self.stored.update(stored)
+                before[target.source.label] = (len(stored), sum(f.count() for f in stored.values()))
+                synced.append(target)
+                tracing.record(
+                    step,
+                    localrag_files=len(found.files),
+                    localrag_skipped=len(found.skipped),
+                    localrag_stored_files=len(stored),
+                    localrag_trusted_catalog=label in self.trusted,
                 )
-            label = target.source.label
-            with self.clock("read store"):
-                if self._trusts(target.source):
-                    self.trusted.add(label)
-                    stored = self._catalog_stored(target)
-                else:
-                    stored = self._read_stored(target)
-            present = {f.source for f in found.files} | {s.source for s in found.skipped}
-            if target.within is None and stored and not present & stored.keys():
-                # A folder that still exists but holds none of its files is an unmounted drive
-                # (perhaps with a placeholder file in the mount point) far more often than a
-                # user who deleted everything: keep, and say how to drop it.
-                self._kept(target.source, "empty")
-                continue
-            report.failed.update({s.source: s.reason for s in found.skipped})
-            self.file_rows += [FileRow(s.source, label, "skipped", s.reason) for s in found.skipped]
-            with self.clock("discover"):
-                for file in found.files:
-                    if self._unchanged_by_stamp(file, stored.get(file.source), label):
-                        continue
-                    try:
-                        stat = file.path.stat()
-                        fingerprints[file.source] = file_fingerprint(file.path, self.policy)
-                        self.stamps[file.source] = (stat.st_size, file_stamp(stat))
-                    except OSError as exc:
-                        report.failed[file.source] = f"cannot be read ({exc.strerror or exc})"
-            found_files += found.files
-            self.stored.update(stored)
-            before[target.source.label] = (len(stored), sum(f.count() for f in stored.values()))
-            synced.append(target)
 
         to_parse = []
         for file in found_files:
@@ -338,7 +388,8 @@ class _Sync:
         with self.clock("store"):
             for source in sorted(set(self.stored) - keep):
                 self._delete(self.stored[source].ids, root_of(source))
-            self._finish(library, plan, synced, before, keep, rebuild=rebuild)
+            with tracing.span("finish", localrag_sources=[t.source.label for t in synced]):
+                self._finish(library, plan, synced, before, keep, rebuild=rebuild)
         report.seconds = self.clock.seconds | {"total": time.perf_counter() - started}
         report.ocr_files = sum(1 for facts in self.facts.values() if facts[1])
         report.ocr_pages = sum(facts[1] for facts in self.facts.values())
@@ -702,7 +753,12 @@ class _Sync:
         never holds still keeps what the store had, and the next sync reads it."""
         self.progress.files_to_parse(len(to_parse))
         written: set[str] = set()
-        self.ahead = EmbedAhead[_Flush](self.embeddings.embed_documents, limit=FLUSH_CHUNKS)
+        info = self.embeddings.info
+        self.ahead = EmbedAhead[_Flush](
+            self.embeddings.embed_documents,
+            limit=FLUSH_CHUNKS,
+            span_attributes=tracing.llm_attributes(info.name, info.provider, "embeddings"),
+        )
         try:
             for round_number in range(1, PARSE_ROUNDS + 1):
                 moved = self._parse_round(to_parse, written)
@@ -743,6 +799,7 @@ class _Sync:
             if result is None:
                 break
             source = result.file.source
+            _trace_parse(result)
             if isinstance(result, Failed):
                 self.progress.file_parsed()
                 self.report.failed[source] = result.reason
@@ -764,11 +821,17 @@ class _Sync:
                 continue
             self.progress.file_parsed()
             self.facts[source] = _facts(result)
-            with self.clock("split"):
+            with (
+                self.clock("split"),
+                tracing.span(
+                    "split", localrag_file=source, localrag_documents=len(result.documents)
+                ) as step,
+            ):
                 chunks = split_documents(result.documents, self.policy)
                 for chunk in chunks:
                     chunk.metadata["file_hash"] = fingerprints[source]
                     chunk.metadata["root"] = root_of(source)
+                tracing.record(step, localrag_chunks=len(chunks))
             pending.append((source, chunks))
             pending_chunks += len(chunks)
             if pending_chunks >= FLUSH_CHUNKS:
@@ -807,7 +870,14 @@ class _Sync:
         """Write embedded batches as they come, in order; returns the files completed."""
         done: set[str] = set()
         for batch in batches:
-            with self.clock("store"):
+            with (
+                self.clock("store"),
+                tracing.span(
+                    "write",
+                    localrag_chunks=len(batch.chunks),
+                    localrag_collection=self.collection_name,
+                ),
+            ):
                 self._upsert(batch.chunks, batch.vectors)
             self.progress.chunks_embedded(len(batch.chunks))
             batch.tag.batches_left -= 1
@@ -848,7 +918,8 @@ class _Sync:
         self._touch({root_of(str(c.metadata["source"])) for c in chunks})
         self.collection.upsert(chunks, vectors)
         assert self.index is not None
-        self.index.add(chunks)
+        with tracing.span("keyword index", localrag_step="add", localrag_chunks=len(chunks)):
+            self.index.add(chunks)
 
     def _existing(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         """The metadata of those of `ids` that the store holds."""
@@ -859,11 +930,41 @@ class _Sync:
     def _delete(self, ids: set[str], root: str) -> None:
         if not ids or self.collection is None:
             return
-        self._touch({root})
-        self.collection.delete(sorted(ids))
-        self.report.chunks_removed += len(ids)
-        if self.index is not None:
-            self.index.remove(ids)
+        with tracing.span("delete", localrag_chunks=len(ids), localrag_source=root):
+            self._touch({root})
+            self.collection.delete(sorted(ids))
+            self.report.chunks_removed += len(ids)
+            if self.index is not None:
+                with tracing.span(
+                    "keyword index", localrag_step="remove", localrag_chunks=len(ids)
+                ):
+                    self.index.remove(ids)
+
+
+def _trace_parse(result: Parsed | Failed) -> None:
+    """One span per file, timed by the worker that parsed it (a failure without the worker's
+    times, a timeout or a killed worker, is a point at the time it was reported)."""
+    started, ended = result.timing or (None, None)
+    step = tracing.start(
+        "parse",
+        start_time=started,
+        localrag_file=result.file.source,
+        localrag_type=result.file.path.suffix.lstrip(".").lower(),
+    )
+    if step.is_recording():
+        if isinstance(result, Failed):
+            tracing.record(step, localrag_error=result.reason)
+            step.set_status(tracing.Status(tracing.StatusCode.ERROR, result.reason))
+        else:
+            pages, ocr_pages, chars = _facts(result)
+            tracing.record(
+                step,
+                localrag_documents=len(result.documents),
+                localrag_pages=pages,
+                localrag_ocr_pages=ocr_pages,
+                localrag_characters=chars,
+            )
+    step.end(end_time=ended)
 
 
 def _facts(parsed: Parsed) -> tuple[int, int, int]:

@@ -15,6 +15,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 from pydantic import ConfigDict, Field
 
+from app import tracing
 from app.store.base import ChunkCollection, Selection
 from app.store.keyword_index import KeywordIndex
 from app.text.writing_systems import covers
@@ -88,15 +89,46 @@ class DocumentRetriever(BaseRetriever):
         )
 
     def _search(self, query: str) -> list[Document]:
+        with tracing.span(
+            "retrieve",
+            localrag_mode=self.mode,
+            localrag_k=self.k,
+            localrag_fetch_k=self.fetch_k,
+            localrag_score_threshold=self.score_threshold,
+            localrag_filtered_sources=(
+                None if self.allowed_sources is None else len(self.allowed_sources)
+            ),
+            **tracing.span_kind("RETRIEVER"),
+        ) as current:
+            found = self._search_traced(query, current)
+            if current.is_recording():
+                tracing.record(
+                    current,
+                    localrag_not_found=any(d.metadata.get("below_threshold") for d in found),
+                    **tracing.retrieval_attributes(found),
+                )
+                if tracing.capture_content():
+                    tracing.record(current, **{"input.value": query})
+            return found
+
+    def _search_traced(self, query: str, current: tracing.Span) -> list[Document]:
         if self.allowed_sources is not None and not self.allowed_sources:
             return []
         if self.keyword_index is not None and not covers(self.model_scripts, query):
+            tracing.record(current, localrag_led_by="keywords")
             return self._keyword_led(query)
-        query_vector = self.embeddings.embed_query(query)
-        candidates, vectors = self._vector_candidates(query_vector)
-        passing = [
-            i for i, d in enumerate(candidates) if d.metadata["score"] >= self.score_threshold
-        ]
+        with tracing.span("retrieve.vector", localrag_fetch_k=max(self.fetch_k, self.k)) as leg:
+            query_vector = self.embeddings.embed_query(query)
+            candidates, vectors = self._vector_candidates(query_vector)
+            passing = [
+                i for i, d in enumerate(candidates) if d.metadata["score"] >= self.score_threshold
+            ]
+            tracing.record(
+                leg,
+                localrag_candidates=len(candidates),
+                localrag_passing=len(passing),
+                localrag_best_score=max((d.metadata["score"] for d in candidates), default=None),
+            )
         if not passing:
             # The threshold is on vector relevance in every mode: keyword hits on words like
             # "the" must not turn a question the documents cannot answer into a model call.
@@ -107,13 +139,16 @@ class DocumentRetriever(BaseRetriever):
         if self.mode == "hybrid":
             return self._fuse(query, query_vector, candidates, passing)
         if self.mode == "mmr":
-            chosen = maximal_marginal_relevance(
-                np.array(query_vector),
-                [vectors[i] for i in passing],
-                lambda_mult=self.mmr_lambda,
-                k=min(self.k, len(passing)),
-            )
-            return [candidates[passing[i]] for i in chosen]
+            with tracing.span(
+                "mmr", localrag_candidates=len(passing), localrag_lambda=self.mmr_lambda
+            ):
+                chosen = maximal_marginal_relevance(
+                    np.array(query_vector),
+                    [vectors[i] for i in passing],
+                    lambda_mult=self.mmr_lambda,
+                    k=min(self.k, len(passing)),
+                )
+                return [candidates[passing[i]] for i in chosen]
         return [candidates[i] for i in passing[: self.k]]
 
     def _selection(self) -> Selection:
@@ -143,9 +178,27 @@ class DocumentRetriever(BaseRetriever):
         (from their stored vectors), so they get their vector share too."""
         if self.keyword_index is None:
             raise ValueError("hybrid retrieval needs the keyword index")
-        keyword_hits = self.keyword_index.search(
-            query, max(self.fetch_k, self.k), self.allowed_sources
-        )
+        with tracing.span("retrieve.keywords", localrag_fetch_k=max(self.fetch_k, self.k)) as leg:
+            keyword_hits = self.keyword_index.search(
+                query, max(self.fetch_k, self.k), self.allowed_sources
+            )
+            tracing.record(
+                leg,
+                localrag_candidates=len(keyword_hits),
+                localrag_best_score=max((s for _, s in keyword_hits), default=None),
+            )
+        with tracing.span("fuse", localrag_vector_weight=VECTOR_WEIGHT) as step:
+            best = self._fused(query_vector, candidates, passing, keyword_hits, step)
+        return best
+
+    def _fused(
+        self,
+        query_vector: list[float],
+        candidates: list[Document],
+        passing: list[int],
+        keyword_hits: list[tuple[str, float]],
+        step: tracing.Span,
+    ) -> list[Document]:
         by_id = {str(d.id): d for d in candidates}
         by_id |= self._scored(
             [i for i, _ in keyword_hits if i not in by_id], np.asarray(query_vector, dtype=float)
@@ -170,6 +223,14 @@ class DocumentRetriever(BaseRetriever):
         best = sorted(fused, key=lambda i: fused[i], reverse=True)[: self.k]
         for chunk_id in best:
             by_id[chunk_id].metadata["fused"] = round(fused[chunk_id], 5)
+        tracing.record(
+            step,
+            localrag_vector_hits=len(passing),
+            localrag_keyword_hits=len(keyword),
+            localrag_pool=len(pool),
+            localrag_chunk_ids=best,
+            localrag_fused_scores=[round(fused[i], 5) for i in best],
+        )
         return [by_id[chunk_id] for chunk_id in best]
 
     def _keyword_led(self, query: str) -> list[Document]:
@@ -177,7 +238,9 @@ class DocumentRetriever(BaseRetriever):
         and `keyword_threshold` applies to the best of it."""
         assert self.keyword_index is not None
         wanted = max(self.fetch_k, self.k)
-        order = [i for i, _ in self.keyword_index.search(query, wanted, self.allowed_sources)]
+        with tracing.span("retrieve.keywords", localrag_fetch_k=wanted) as leg:
+            order = [i for i, _ in self.keyword_index.search(query, wanted, self.allowed_sources)]
+            tracing.record(leg, localrag_candidates=len(order))
         found = self._fetch(order)
         candidates = [found[i] for i in order if i in found]
         if len(candidates) < self.k:

@@ -17,14 +17,16 @@ from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
+from app import tracing
 from app.console import status
 from app.errors import ConfigError, StoreError
 from app.retrieval.filters import SourceFilter, allowed_sources
 from app.retrieval.retriever import DocumentRetriever
 from app.session.failures import explain_failure
 from app.session.resources import Resources
+from chains.core.answering import model_identity
 from chains.core.budget import BudgetError
-from chains.core.events import AnswerEvent, Retrieved, answer_events
+from chains.core.events import AnswerEvent, AnswerReplaced, Retrieved, answer_events
 from chains.core.registry import ChainSpec, get_chain
 
 
@@ -111,19 +113,26 @@ class Conversation:
             resources.model_lock if resources.capabilities.serialized else nullcontext()
         )
 
+        root = self.question_span(question, "chat")
+
         def work() -> None:
             try:
                 with serial:
                     if stop.is_set():
                         return
                     config: RunnableConfig = {"callbacks": [_StopModel(stop)]}
-                    for event in answer_events(chain.stream(inputs, config)):
+                    stream = tracing.in_span(root, chain.stream(inputs, config))
+                    for event in answer_events(stream):
                         if stop.is_set():
+                            tracing.record(root, localrag_stopped=True)
                             return
+                        trace_event(root, event)
                         items.put(event)
             except BaseException as exc:
+                tracing.record_failure(root, exc)
                 items.put(_Failure(exc))
             finally:
+                root.end()
                 items.put(_DONE)
 
         if resources.model_lock.locked():
@@ -141,6 +150,30 @@ class Conversation:
         finally:
             stop.set()
 
+    def question_span(self, question: str, entry_point: str) -> tracing.Span:
+        """The root span of one question (not current: the chain's steps run inside it through
+        `tracing.in_span`); the caller ends it."""
+        r = self.resources
+        model_name, provider = model_identity(r.model)
+        model_names: dict[str, Any] = {
+            "gen_ai.request.model": model_name,
+            "gen_ai.provider.name": provider,
+        }
+        root = tracing.start(
+            "question",
+            localrag_entry_point=entry_point,
+            localrag_chain=self.spec.name,
+            localrag_history_messages=len(self.history),
+            localrag_filters=len(self.filters),
+            localrag_answer_mode=r.settings.answer_mode,
+            localrag_chat_provider=r.capabilities.provider,
+            **tracing.span_kind("CHAIN"),
+            **model_names,
+        )
+        if tracing.capture_content():
+            tracing.record(root, **{"input.value": question})
+        return root
+
     def _explained(self, exc: BaseException) -> BaseException:
         r = self.resources
         explained = explain_failure(exc, r.settings, r.store, r.capabilities.provider)
@@ -152,6 +185,20 @@ class Conversation:
         """Let an in-process model finish a stopped answer's step before the interpreter exits."""
         if self.worker is not None and self.resources.capabilities.serialized:
             self.worker.join()
+
+
+def trace_event(root: tracing.Span, event: AnswerEvent) -> None:
+    """What the question's root span says about its answer, from the typed events."""
+    if not root.is_recording():
+        return
+    if isinstance(event, Retrieved):
+        tracing.record(
+            root,
+            localrag_not_found=event.not_found,
+            localrag_chunk_ids=[str(d.id) for d in event.documents],
+        )
+    elif isinstance(event, AnswerReplaced):
+        tracing.record(root, localrag_replaced=event.reason)
 
 
 def start_conversation(

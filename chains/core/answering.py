@@ -40,6 +40,7 @@ from langchain_core.runnables import (
 )
 from langchain_core.runnables.utils import AddableDict
 
+from app import tracing
 from chains.core.budget import context_window, fit_budget, prompt_budget, token_counter
 from chains.core.context import format_context
 from chains.core.events import AnswerReplaced, is_not_found
@@ -119,19 +120,39 @@ def answering_chain(
     def rewrite(question: str) -> Runnable:
         return (constrained(model, question) | StrOutputParser()).with_config(run_name="rewrite")
 
+    model_name, provider = model_identity(model)
+
+    def rewrite_span(history: list[BaseMessage]) -> Any:
+        return tracing.span(
+            "rewrite",
+            localrag_history_messages=len(history),
+            **tracing.llm_attributes(model_name, provider, "chat"),
+        )
+
+    def searched_query(current: tracing.Span, draft: str, question: str, history: Any) -> str:
+        decided = standalone(draft, question, history)
+        tracing.record(
+            current, localrag_used_rewrite=decided.used_rewrite, localrag_rejected=decided.reason
+        )
+        if tracing.capture_content():
+            tracing.record(current, localrag_rewritten=draft, localrag_searched=decided.query)
+        return decided.query
+
     def searched(inputs: dict[str, Any]) -> str:
         if not inputs.get("history"):
             return str(inputs["question"])
         question, history = str(inputs["question"]), inputs["history"]
-        draft = rewrite(question).invoke(rewrite_messages(question, history))
-        return standalone(draft, question, history).query
+        with rewrite_span(history) as current:
+            draft = rewrite(question).invoke(rewrite_messages(question, history))
+            return searched_query(current, draft, question, history)
 
     async def asearched(inputs: dict[str, Any]) -> str:
         if not inputs.get("history"):
             return str(inputs["question"])
         question, history = str(inputs["question"]), inputs["history"]
-        draft = await rewrite(question).ainvoke(rewrite_messages(question, history))
-        return standalone(draft, question, history).query
+        with rewrite_span(history) as current:
+            draft = await rewrite(question).ainvoke(rewrite_messages(question, history))
+            return searched_query(current, draft, question, history)
 
     def fit(inputs: dict[str, Any]) -> dict[str, Any]:
         if is_not_found(inputs["context"]) or mode == "extract":
@@ -141,17 +162,25 @@ def answering_chain(
             + client_instructions(inputs)
             + question_prompt.format(context="", question=inputs["question"])
         )
-        fitted = fit_budget(
-            budget=budget,
-            count=count,
-            fixed=fixed,
-            history=list(inputs.get("history") or []),
-            context=list(inputs["context"]),
-            render_context=format_context,
-        )
+        with tracing.span("fit budget", localrag_budget_tokens=budget) as current:
+            fitted = fit_budget(
+                budget=budget,
+                count=count,
+                fixed=fixed,
+                history=list(inputs.get("history") or []),
+                context=list(inputs["context"]),
+                render_context=format_context,
+            )
+            tracing.record(
+                current,
+                localrag_prompt_tokens=fitted.tokens,
+                localrag_chunks=len(fitted.context),
+                localrag_dropped_chunks=fitted.dropped_context,
+                localrag_dropped_history_messages=fitted.dropped_history,
+            )
         return inputs | {"history": fitted.history, "context": fitted.context}
 
-    generate: Runnable = (
+    prompting: Runnable = (
         RunnableLambda(
             lambda x: {
                 "question": x["question"],
@@ -161,9 +190,53 @@ def answering_chain(
             }
         )
         | prompt
-        | model
-        | StrOutputParser()
-    )
+    ).with_config(run_name="prompt")
+
+    def prompted(item: dict[str, Any]) -> Any:
+        with tracing.span("prompt", localrag_chunks=len(item["context"])) as current:
+            value = prompting.invoke(item)
+            tracing.record(current, localrag_messages=len(value.to_messages()))
+            if tracing.capture_content():
+                tracing.record(current, **{"input.value": value.to_string()})
+            return value
+
+    def generating() -> tuple[tracing.Span, Generation]:
+        current = tracing.start(
+            "generate",
+            localrag_max_answer_tokens=settings.max_answer_tokens,
+            **tracing.llm_attributes(model_name, provider, "chat"),
+        )
+        return current, Generation(current)
+
+    def generated(item: dict[str, Any]) -> Iterator[str]:
+        value = prompted(item)
+        current, progress = generating()
+        try:
+            for chunk in tracing.in_span(current, model.stream(value)):
+                yield progress.add(chunk)
+        except GeneratorExit:  # the answer was stopped
+            tracing.record(current, localrag_stopped=True)
+            raise
+        except BaseException as exc:
+            tracing.record_failure(current, exc)
+            raise
+        finally:
+            progress.end()
+
+    async def agenerated(item: dict[str, Any]) -> AsyncIterator[str]:
+        value = prompted(item)
+        current, progress = generating()
+        try:
+            async for chunk in tracing.ain_span(current, model.astream(value)):
+                yield progress.add(chunk)
+        except GeneratorExit:  # the answer was stopped
+            tracing.record(current, localrag_stopped=True)
+            raise
+        except BaseException as exc:
+            tracing.record_failure(current, exc)
+            raise
+        finally:
+            progress.end()
 
     def quoted(item: dict[str, Any]) -> str:
         return extractive_answer(ranker, item["standalone_question"], item["context"])
@@ -175,7 +248,7 @@ def answering_chain(
             elif mode == "extract":
                 yield quoted(item)
             else:
-                yield from generate.stream(item)
+                yield from generated(item)
 
     async def aanswer_or_not_found(inputs: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
         async for item in inputs:
@@ -184,7 +257,7 @@ def answering_chain(
             elif mode == "extract":
                 yield await asyncio.get_running_loop().run_in_executor(None, quoted, item)
             else:
-                async for token in generate.astream(item):
+                async for token in agenerated(item):
                     yield token
 
     def replacement(seen: dict[str, Any], answer: str) -> dict[str, Any] | None:
@@ -231,3 +304,53 @@ def answering_chain(
         ).with_config(run_name="generate" if mode == "generate" else "extract")
         | RunnableGenerator(check, acheck).with_config(run_name="check")
     )
+
+
+def model_identity(model: BaseChatModel) -> tuple[str | None, str | None]:
+    """The model's name and provider as LangChain's tracing params give them (LangSmith reads
+    the same), for the spans."""
+    try:
+        params = model._get_ls_params()
+    except Exception:  # a model class of a user's own may not implement it
+        return None, type(model).__name__
+    name = params.get("ls_model_name")
+    return (str(name) if name else None), str(params.get("ls_provider") or type(model).__name__)
+
+
+class Generation:
+    """A streamed answer's "generate" span: its "first token" child (the wait for the model's
+    first text), and the token counts the model reports."""
+
+    def __init__(self, current: tracing.Span) -> None:
+        self.span = current
+        self.first: tracing.Span | None = tracing.start("first token", parent=current)
+        self.tokens = 0
+        self.text: list[str] = []
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+
+    def add(self, chunk: BaseMessage) -> str:
+        text = chunk.text
+        if text and self.first is not None:
+            self.first.end()
+            self.first = None
+        self.tokens += 1
+        usage = getattr(chunk, "usage_metadata", None)
+        if usage:
+            self.input_tokens = (self.input_tokens or 0) + int(usage.get("input_tokens") or 0)
+            self.output_tokens = (self.output_tokens or 0) + int(usage.get("output_tokens") or 0)
+        if self.span.is_recording() and tracing.capture_content():
+            self.text.append(text)
+        return text
+
+    def end(self) -> None:
+        if self.first is not None:  # no text came: the wait was the whole call
+            self.first.end()
+        tracing.record(
+            self.span,
+            localrag_chunks_streamed=self.tokens,
+            **tracing.usage_attributes(self.input_tokens, self.output_tokens),
+        )
+        if self.text:
+            tracing.record(self.span, **{"output.value": "".join(self.text)})
+        self.span.end()
