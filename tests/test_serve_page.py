@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from app.paths import PROJECT_ROOT, SAMPLE_DOCS_DIR
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding
 from tests.serve_process import ServeProcess, serve_env
 
@@ -47,6 +51,14 @@ REPLY = """\
 
 <img src=x onerror="window.__pwned='reply-img'"><script>window.__pwned='reply-script'</script>
 [run me](javascript:window.__pwned='reply-link') ![pixel](http://127.0.0.2/p.png)"""
+PDF = "annual-report-2024.pdf"  # the sample observatory report: three pages
+# A file whose name and text are markup: the passage panel must show both as text.
+PLANTED_NAME = "<img src=x onerror=window.__pwned='panel-name'>.txt"
+PLANTED_PASSAGE = """\
+The lantern keeper trims the lantern wick every night.
+<img src=x onerror="window.__pwned='panel-img'"><script>window.__pwned='panel-script'</script>
+"""
+TIDES = "High tide at the quay is at 14:10 on Sundays."
 
 
 class Script:
@@ -73,15 +85,21 @@ def ollama(script: Script) -> Iterator[OllamaTestServer]:
 
 
 @pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, ollama: OllamaTestServer
-) -> Iterator[ServeProcess]:
+def docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     docs = tmp_path_factory.mktemp("corpus") / "docs"  # the source's label: `docs/...`
     docs.mkdir()
     (docs / "harbour.txt").write_text(PLANTED, encoding="utf-8")
     (docs / "bakery.txt").write_text("The bakery sells rye bread.", encoding="utf-8")
+    (docs / PLANTED_NAME).write_text(PLANTED_PASSAGE, encoding="utf-8")
+    (docs / "tides.txt").write_text(TIDES, encoding="utf-8")
+    shutil.copy(SAMPLE_DOCS_DIR / "observatory" / PDF, docs / PDF)
+    return docs
+
+
+@pytest.fixture(scope="module")
+def server(docs: Path, ollama: OllamaTestServer) -> Iterator[ServeProcess]:
     env = serve_env(
-        tmp_path_factory.mktemp("serve") / "chroma",
+        docs.parent / "chroma",
         OLLAMA_BASE_URL=ollama.base_url,
         EMBEDDING_PROVIDER="ollama",
         CHAT_PROVIDER="ollama",
@@ -129,6 +147,16 @@ def enter_token(page: Any) -> None:
 def ask(page: Any, question: str) -> None:
     page.fill("#question", question)
     page.press("#question", "Enter")
+
+
+def answered(page: Any, question: str) -> None:
+    """Ask and wait for the whole answer (the scripted reply cites [1])."""
+    ask(page, question)
+    page.wait_for_selector(".answer:not(.streaming) .cite", state="attached", timeout=30_000)
+
+
+def focused(page: Any) -> str:
+    return str(page.evaluate("document.activeElement.id || document.activeElement.className"))
 
 
 def test_ask_see_tokens_stream_and_sources_and_no_planted_script_runs(page: Any) -> None:
@@ -233,3 +261,95 @@ def test_a_long_conversation_sends_the_latest_exchanges_that_fit_the_limits(page
     assert len(kept) == 18  # 9 exchanges of ~108 characters fit in 1,000
     assert kept[0] == {"role": "user", "content": "q21"}
     assert kept[-1]["content"].startswith("a29")
+
+
+def test_a_citation_opens_its_passage_marked_in_the_text_around_it(page: Any) -> None:
+    """Click [1]: the panel shows the cited chunk of the PDF's page 2 as a <mark> between the
+    text before and after it, with file and page, fetched with the token; Escape closes it and
+    focus goes back to the citation. A source in the list opens it from the keyboard too."""
+    enter_token(page)
+    answered(page, "Which asteroid team submitted minor-planet position measurements?")
+    page.click(".answer .cite")
+    page.wait_for_selector("#passage mark")
+    assert page.inner_text("#passage-file") == f"docs/{PDF}"
+    assert page.inner_text("#passage-where").startswith("page 2 · relevance ")
+    marked = page.inner_text("#passage mark")
+    assert "asteroid team" in marked
+    whole = page.inner_text("#passage-text")
+    at = whole.index(marked)
+    before, after = whole[:at], whole[at + len(marked) :]
+    assert before.strip() or after.strip()  # the text around it, outside the mark
+    assert "Annual Report 2024" in before + after
+    assert focused(page) == "passage-file"
+    assert page.is_hidden("#passage-problem")
+
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#passage", state="hidden")
+    assert focused(page) == "cite"
+
+    page.focus(".sources .source-link")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#passage mark")
+    assert "asteroid team" in page.inner_text("#passage mark")
+    page.click("#passage-close")
+    page.wait_for_selector("#passage", state="hidden")
+    assert focused(page) == "source-link"
+
+
+def test_no_script_from_a_planted_file_name_or_passage_runs_in_the_panel(page: Any) -> None:
+    enter_token(page)
+    answered(page, "Who trims the lantern wick?")
+    page.click(".answer .cite")
+    page.wait_for_selector("#passage mark")
+    assert page.inner_text("#passage-file") == f"docs/{PLANTED_NAME}"
+    assert "<img src=x onerror=\"window.__pwned='panel-img'\">" in page.inner_text("#passage mark")
+    assert "<script>" in page.inner_text("#passage mark")
+    time.sleep(0.5)  # an onerror would have fired by now
+    assert page.evaluate("window.__pwned") is None
+    assert page.eval_on_selector_all("#passage img, #passage script", "n => n.length") == 0
+
+
+def test_a_passage_whose_file_changed_since_the_answer_says_so(
+    page: Any, server: ServeProcess, docs: Path
+) -> None:
+    enter_token(page)
+    answered(page, "When is high tide at the quay?")
+    (docs / "tides.txt").write_text("High tide at the quay is at 15:25 now.", encoding="utf-8")
+    ingest = subprocess.run(
+        [sys.executable, "-m", "app.ingest"],
+        cwd=PROJECT_ROOT,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ingest.returncode == 0, ingest.stderr
+    page.click(".answer .cite")
+    page.wait_for_selector("#passage-problem.changed")
+    note = page.inner_text("#passage-problem")
+    assert "docs/tides.txt changed or was removed since it was indexed" in note
+    assert page.inner_text("#passage-file") == "docs/tides.txt"
+    assert page.query_selector("#passage mark") is None  # never other text in its place
+
+
+def test_a_citation_the_answer_was_not_given_says_so(page: Any) -> None:
+    """A small model can cite a number it never got: the panel says so, and fetches nothing."""
+    page.evaluate(
+        """() => {
+            const answer = document.createElement("div"), box = document.createElement("div");
+            document.getElementById("conversation").append(answer, box);
+            renderMarkdown(answer, "It is so [7].");
+            renderSources(box, answer, { not_found: false, sources: [
+                { number: 1, file: "docs/a.txt", page: null, score: 0.5,
+                  chunk_ids: ["0".repeat(40)] },
+            ] });
+        }"""
+    )
+    page.click(".cite")
+    page.wait_for_selector("#passage")
+    assert page.inner_text("#passage-problem") == (
+        "The answer cites [7], but it was given 1 source: this citation points at nothing."
+    )
+    assert page.inner_text("#passage-text") == ""
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#passage", state="hidden")
