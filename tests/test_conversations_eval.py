@@ -25,6 +25,7 @@ from app.evaluation.conversations import (
 )
 from app.models.registry import ChatCapabilities
 from app.session.conversation import Conversation, start_conversation
+from chains.core.rewrite import Standalone
 from tests.fakes import scripted
 
 pytestmark = pytest.mark.unit
@@ -118,17 +119,14 @@ def test_floor_ceiling_and_the_apps_path_are_counted(
 def test_an_answer_searched_for_would_count_as_no_question(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("chains.core.answering.standalone", lambda draft, q, h: _Used(draft))
+    # A rewrite taken as it is (what the app did before the check).
+    monkeypatch.setattr(
+        "chains.core.answering.standalone",
+        lambda draft, q, h: Standalone(draft, draft, used_rewrite=True),
+    )
     result = run(tmp_path, monkeypatch, "The director is Ilse Farrowby.", REWRITE)
     assert result["searched_is_question"] == 1
     assert result["with_history"] == 1
-
-
-class _Used:
-    """A rewrite taken as it is (what the app did before the check)."""
-
-    def __init__(self, query: str) -> None:
-        self.query = query
 
 
 def test_the_report_prints(
