@@ -77,3 +77,26 @@ def test_local_models_are_read_from_packages_with_no_network(monkeypatch) -> Non
     vector = embeddings.embed_query("tidal ferry")
     assert len(vector) == 384
     assert abs(sum(v * v for v in vector) - 1.0) < 1e-3  # normalised, for cosine
+
+
+def test_the_offline_default_runs_where_torch_cannot_be_imported(
+    run_module, sample_docs: Path, tmp_path: Path
+) -> None:
+    """What `.[local]` alone gives (this venv has torch for the comparison tests): torch,
+    transformers and sentence-transformers made unimportable, ingest and a question still work
+    on the embedded models, offline."""
+    blocked = tmp_path / "no-torch"
+    for name in ("torch", "transformers", "sentence_transformers"):
+        (blocked / name).mkdir(parents=True)
+        (blocked / name / "__init__.py").write_text(
+            f"raise ImportError('{name} is not installed (test_end_to_end)')\n"
+        )
+    env = {"PYTHONPATH": str(blocked), "DOCS_DIR": str(sample_docs), "HF_HUB_OFFLINE": "1"}
+    ingest = run_module("app.ingest", str(sample_docs), "--json", **env)
+    assert ingest.returncode == 0, ingest.stderr
+    assert json.loads(ingest.stdout)["embedding_model"] == "local/all-MiniLM-L6-v2"
+    question = questions()[0]
+    chat = run_module("app.chat", "-q", question["question"], **env)
+    assert chat.returncode == 0, chat.stderr
+    assert "Traceback" not in chat.stderr
+    assert f"docs/{question['source']}" in cited_files(chat.stdout)
