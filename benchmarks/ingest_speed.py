@@ -12,7 +12,7 @@ process, the script measures:
 
 1. full ingest (`sync_collection` into a fresh CHROMA_DIR, the preloaded model) divided by the
    time the same model takes to embed the chunks that ingest produced (read back from the
-   collection) in one direct `HuggingFaceEmbeddings.embed_documents` call, same batch size.
+   collection) in one direct `embed_documents` call of the same model object, same batch size.
    Target <= 1.25. For reference it also times the direct call made one batch at a time, as
    the ingest sends them (sentence-transformers then cannot length-sort across batches).
 2. a re-run on the unchanged folder divided by the full ingest, in-process and as the command
@@ -127,7 +127,7 @@ def run_ours(folder: Path, store: Path, embeddings: Any) -> dict[str, Any]:
     from app.indexing.sync import sync_collection
 
     settings = load_settings(chroma_dir=store, embedding_provider="local")
-    model = embeddings.model  # the HuggingFaceEmbeddings, loaded before any timing
+    model = embeddings.model  # the model's LangChain Embeddings, loaded before any timing
     result: dict[str, Any] = {}
 
     report, full = timed(sync_collection, settings, [folder], embeddings)
@@ -341,8 +341,9 @@ def main() -> None:
         settings = load_settings(chroma_dir=work / "unused", embedding_provider="local")
         embeddings = local_embeddings(settings, status)
         _, load_s = timed(lambda: embeddings.model)
-        model: Any = embeddings.model  # sentence-transformers, through langchain-huggingface
-        assert model.encode_kwargs.get("batch_size") == embeddings.batch_size
+        model: Any = embeddings.model  # the torch-free encoder (or sentence-transformers)
+        batch = getattr(model, "batch_size", None) or model.encode_kwargs.get("batch_size")
+        assert batch == embeddings.batch_size, "the direct calls must batch as the ingest does"
         _, warm_s = timed(model.embed_documents, [t for _, t in passages[: embeddings.batch_size]])
         print(
             f"model: {embeddings.info.key}, loaded in {load_s:.2f} s, warmed up on one batch "
