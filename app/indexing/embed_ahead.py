@@ -94,6 +94,8 @@ class EmbedAhead(Generic[T]):
         return Embedded(chunks, vectors, tag)
 
     def _run(self, texts: list[str], parent: Context, number: int) -> list[list[float]]:
+        # After a failure nothing more is sent: its error is raised when its batch is popped,
+        # and a model server that timed out is not asked again (later batches are dropped).
         if self._cancelled.is_set():
             return []
         started = time.perf_counter()
@@ -107,5 +109,8 @@ class EmbedAhead(Generic[T]):
                 **self._span_attributes,
             ):
                 return self._embed(texts)
+        except BaseException:
+            self._cancelled.set()
+            raise
         finally:
             self.seconds_embedding += time.perf_counter() - started
