@@ -23,7 +23,7 @@ from app.retrieval.filters import SourceFilter
 from app.retrieval.passages import find_passage
 from app.session.conversation import Conversation, start_conversation
 from app.session.resources import open_resources
-from app.tracing import setup_tracing
+from app.telemetry.tracing import setup_tracing
 from chains.core.context import number_sources
 from chains.core.events import AnswerReplaced, AnswerText, Retrieved, is_not_found
 from chains.core.output_safety import SafeStream, allowed_hosts, terminal_safe

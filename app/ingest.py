@@ -23,7 +23,7 @@ from app.session.resources import open_embeddings, prepare_for_questions
 from app.store import open_store
 from app.store.catalog import STATUSES, Status
 from app.store.library import describe_files, describe_library, file_selection, library_to_show
-from app.tracing import setup_tracing
+from app.telemetry.tracing import setup_tracing
 
 EPILOG = (
     "Exit status: 0 done, every file went in; 2 bad arguments or settings; 3 some files were "

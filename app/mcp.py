@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from app.config import load_settings
 from app.console import run, status
 from app.errors import ExitCode
-from app.tracing import setup_tracing
+from app.telemetry.tracing import setup_tracing
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from app.config import Settings, load_settings
 from app.console import run, status
 from app.errors import ConfigError, ExitCode
-from app.tracing import setup_tracing
+from app.telemetry.tracing import setup_tracing
 
 if TYPE_CHECKING:
     from app.api.connection import ConnectionLimits

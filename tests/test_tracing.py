@@ -23,10 +23,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from app import tracing
 from app.config import Settings
 from app.indexing.sync import sync_collection
 from app.session.conversation import start_conversation
+from app.telemetry import tracing
 from chains.core.events import collect
 from tests.fakes import MemoryStore, fake_embeddings, scripted
 from tests.test_session_answer import resources_for
@@ -38,7 +38,7 @@ OTEL_KEYS = [k for k in os.environ if k.startswith("OTEL_")]
 
 @pytest.fixture
 def spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
-    """Spans of app.tracing go to memory (the global provider is left alone)."""
+    """Spans of app.telemetry.tracing go to memory (the global provider is left alone)."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -237,7 +237,7 @@ class NoSDK:  # the SDK cannot be imported at all (LangSmith falls back without 
 sys.meta_path.insert(0, NoSDK())
 from app.config import Settings
 from app.indexing.sync import sync_collection
-from app.tracing import setup_tracing
+from app.telemetry.tracing import setup_tracing
 from opentelemetry import trace
 from tests.fakes import MemoryStore, fake_embeddings
 

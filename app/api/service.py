@@ -17,7 +17,6 @@ from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from app import tracing
 from app.api.errors import AnswerFailed, RequestRejected
 from app.api.events import (
     CompletedAnswer,
@@ -41,6 +40,7 @@ from app.session.failures import explain_failure
 from app.session.resources import Resources
 from app.store.catalog import Status
 from app.store.library import describe_files
+from app.telemetry import tracing
 from chains.core.events import AnswerReplaced, AnswerText, Retrieved, Searched, aanswer_events
 from chains.core.output_safety import SafeStream, allowed_hosts
 from chains.core.registry import ChainSpec, all_chains

@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 from langchain_core.documents import Document
 from opentelemetry.context import Context
 
-from app import tracing
+from app.telemetry import tracing
 
 T = TypeVar("T")
 Embed = Callable[[list[str]], list[list[float]]]

@@ -30,7 +30,6 @@ from typing import Any
 
 from langchain_core.documents import Document
 
-from app import tracing
 from app.config import Settings
 from app.errors import ConfigError
 from app.indexing.embed_ahead import EmbedAhead, Embedded
@@ -59,6 +58,7 @@ from app.store.library import (
     plain_advice,
 )
 from app.store.lock import writer_lock
+from app.telemetry import tracing
 from loaders.discovery import SourceFile, discover, file_name
 from loaders.parsers import ParseLimits
 from loaders.pool import Failed, Parsed, PoolLimits, parse_in_workers

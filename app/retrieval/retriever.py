@@ -15,9 +15,9 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 from pydantic import ConfigDict, Field
 
-from app import tracing
 from app.store.base import ChunkCollection, Selection
 from app.store.keyword_index import KeywordIndex
+from app.telemetry import tracing
 from app.text.writing_systems import covers
 
 Mode = Literal["similarity", "mmr", "hybrid"]

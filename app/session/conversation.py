@@ -17,13 +17,13 @@ from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from app import tracing
 from app.console import status
 from app.errors import ConfigError, StoreError
 from app.retrieval.filters import SourceFilter, allowed_sources
 from app.retrieval.retriever import DocumentRetriever
 from app.session.failures import explain_failure
 from app.session.resources import Resources
+from app.telemetry import tracing
 from chains.core.answering import model_identity
 from chains.core.budget import BudgetError
 from chains.core.events import AnswerEvent, AnswerReplaced, Retrieved, answer_events

@@ -40,7 +40,7 @@ from langchain_core.runnables import (
 )
 from langchain_core.runnables.utils import AddableDict
 
-from app import tracing
+from app.telemetry import tracing
 from chains.core.budget import context_window, fit_budget, prompt_budget, token_counter
 from chains.core.context import format_context
 from chains.core.events import AnswerReplaced, is_not_found

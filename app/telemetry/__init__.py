@@ -1,0 +1,1 @@
+"""What the app tells the tools that watch it: OpenTelemetry traces (docs/tracing.md)."""
