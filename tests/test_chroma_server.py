@@ -573,6 +573,22 @@ def test_a_chat_on_another_machine_catches_its_keyword_index_up(
 # --- Two machines, one server -------------------------------------------------------------------
 
 
+def ingest_on_another_machine(
+    tmp_path: Path, folder: Path, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`python -m app.ingest FOLDER` with a CHROMA_DIR (so a lock directory) of its own, as on
+    a second machine pointed at the same server."""
+    return subprocess.run(
+        ingest_command(folder),
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "CHROMA_DIR": str(tmp_path / "machine-b")},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def test_two_machines_syncing_different_sources_never_lose_a_record(
     chroma_server: ChromaServer,
     on_server: Settings,
@@ -586,17 +602,8 @@ def test_two_machines_syncing_different_sources_never_lose_a_record(
     papers = tmp_path / "papers"
     write_doc(papers / "tide.txt", "tide", 3)
     _, writer = slow_ingest_holding_the_lock(tmp_path, embed_server, settings)
-    machine_b = {**os.environ, "CHROMA_DIR": str(tmp_path / "machine-b")}
     try:
-        second = subprocess.run(
-            ingest_command(papers),
-            cwd=PROJECT_ROOT,
-            env=machine_b,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-        )
+        second = ingest_on_another_machine(tmp_path, papers, timeout=120)
         assert writer.poll() is None, "the first ingest finished before the second was refused"
         assert second.returncode == 5, second.stderr
         assert f"held by process {writer.pid} on {socket.gethostname()}" in second.stderr
@@ -604,15 +611,7 @@ def test_two_machines_syncing_different_sources_never_lose_a_record(
     finally:
         embed_server.delay = 0
     assert writer.wait(timeout=300) == 0
-    again = subprocess.run(
-        [*ingest_command(papers), "--json"],
-        cwd=PROJECT_ROOT,
-        env=machine_b,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    again = ingest_on_another_machine(tmp_path, papers)
     assert again.returncode == 0, again.stderr
     store = open_store(settings)
     assert settings.collection_name
@@ -637,16 +636,7 @@ def test_a_killed_writers_lease_does_not_block_the_next(
     embed_server.delay = 0
     store = open_store(settings)
     assert [n for n in store.record_names() if n.startswith("writer-lease")] == ["writer-lease.1"]
-    machine_b = {**os.environ, "CHROMA_DIR": str(tmp_path / "machine-b")}
-    done = subprocess.run(
-        [*ingest_command(folder), "--json"],
-        cwd=PROJECT_ROOT,
-        env=machine_b,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    done = ingest_on_another_machine(tmp_path, folder)
     assert done.returncode == 0, done.stderr
     assert not [n for n in store.record_names() if n.startswith("writer-lease")]
 

@@ -198,7 +198,7 @@ def export(
     kinds = exportable_modules(model_dir)
     paths = export_paths(name, model_dir, cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(cache_dir)
+    remove_stale_partials(cache_dir)
     import torch
 
     if model is None:
@@ -240,7 +240,7 @@ def export(
             return self.model({**inputs, **constants})["sentence_embedding"]
 
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    with _partial(paths.graph) as graph_tmp:
+    with partial_file(paths.graph) as graph_tmp:
         # The exporter prints progress on stdout and warns; neither is the user's business.
         with (
             torch.no_grad(),
@@ -263,7 +263,7 @@ def export(
         manifest = _manifest(model, model_dir, names, kinds, graph_tmp.stat().st_size)
         _check_against_torch(model, graph_tmp, manifest, model_dir)
         os.replace(graph_tmp, paths.graph)
-    with _partial(paths.manifest) as manifest_tmp:
+    with partial_file(paths.manifest) as manifest_tmp:
         manifest_tmp.write_text(json.dumps(manifest, indent=2))
         os.replace(manifest_tmp, paths.manifest)  # last: the export counts from here on
     return paths
@@ -326,7 +326,7 @@ def _check_against_torch(
 
 
 @contextlib.contextmanager
-def _partial(target: Path) -> Iterator[Path]:
+def partial_file(target: Path) -> Iterator[Path]:
     """A temporary file beside `target`, removed unless it was renamed onto it."""
     handle, name = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".partial")
     os.close(handle)
@@ -349,7 +349,8 @@ def _quiet_logger(name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _remove_stale_partials(cache_dir: Path) -> None:
+def remove_stale_partials(cache_dir: Path) -> None:
+    """Delete temporary files a killed build left in the model cache."""
     cutoff = time.time() - STALE_PARTIAL_SECONDS
     for path in cache_dir.glob("*.partial"):
         with contextlib.suppress(OSError):

@@ -34,10 +34,9 @@ import math
 import os
 import re
 import struct
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.embeddings import Embeddings
 
 from app.models import onnx_proto
+from app.models.onnx_encoder import partial_file, remove_stale_partials
 
 if TYPE_CHECKING:
     import numpy as np
@@ -801,8 +801,6 @@ class TorchFreeEncoder(Embeddings):
 
 # --- The built graph in the model cache -------------------------------------------------------
 
-STALE_PARTIAL_SECONDS = 3600  # a temporary file older than this was left by a killed build
-
 
 @dataclass(frozen=True)
 class BuildPaths:
@@ -870,8 +868,8 @@ def _read_manifest(paths: BuildPaths) -> TextSettings | None:
 
 def _write_build(paths: BuildPaths, graph: bytes, spec: FolderSpec) -> None:
     paths.graph.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(paths.graph.parent)
-    with _partial(paths.graph) as graph_tmp:
+    remove_stale_partials(paths.graph.parent)
+    with partial_file(paths.graph) as graph_tmp:
         graph_tmp.write_bytes(graph)
         os.replace(graph_tmp, paths.graph)
     manifest = {
@@ -885,27 +883,6 @@ def _write_build(paths: BuildPaths, graph: bytes, spec: FolderSpec) -> None:
         "graph_bytes": len(graph),
         "built": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    with _partial(paths.manifest) as manifest_tmp:
+    with partial_file(paths.manifest) as manifest_tmp:
         manifest_tmp.write_text(json.dumps(manifest, indent=2))
         os.replace(manifest_tmp, paths.manifest)  # last: the build counts from here on
-
-
-@contextlib.contextmanager
-def _partial(target: Path) -> Iterator[Path]:
-    """A temporary file beside `target`, removed unless it was renamed onto it."""
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".partial")
-    os.close(handle)
-    path = Path(name)
-    path.chmod(0o644)  # mkstemp's 0600 would hide a shared store's cache from its other users
-    try:
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _remove_stale_partials(cache_dir: Path) -> None:
-    cutoff = time.time() - STALE_PARTIAL_SECONDS
-    for path in cache_dir.glob("*.partial"):
-        with contextlib.suppress(OSError):
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
