@@ -9,7 +9,7 @@ from typing import Any
 
 from langchain_core.documents import Document
 
-from chains.core.context import number_sources
+from chains.core.context import PASSAGE_GAP, number_sources
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class SourceRef:
     page: int | None
     score: float | None  # best cosine relevance among the source's chunks
     chunk_ids: tuple[str, ...] = ()  # its chunks in the answer's context, best first
+    passage: str = ""  # those chunks' text as the model was given it (joined by PASSAGE_GAP)
 
     @property
     def label(self) -> str:
@@ -31,6 +32,7 @@ class SourceRef:
             "page": self.page,
             "score": self.score,
             "chunk_ids": list(self.chunk_ids),
+            "passage": self.passage,
         }
 
 
@@ -103,7 +105,7 @@ def source_refs(context: list[Document]) -> list[SourceRef]:
             d.metadata["score"] for d in src.chunks if isinstance(d.metadata.get("score"), float)
         ]
         ids = tuple(str(d.id) for d in src.chunks if d.id)
-        refs.append(
-            SourceRef(src.number, src.source, src.page, max(scores) if scores else None, ids)
-        )
+        best = max(scores) if scores else None
+        passage = PASSAGE_GAP.join(d.page_content for d in src.chunks)
+        refs.append(SourceRef(src.number, src.source, src.page, best, ids, passage))
     return refs

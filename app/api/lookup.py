@@ -7,7 +7,8 @@ the failure a person can act on (`AnswerFailed`)."""
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
 from typing import Any
 
 from langchain_core.documents import Document
@@ -15,7 +16,19 @@ from langchain_core.documents import Document
 from app.api.errors import RequestRejected
 from app.api.service import AnswerService
 from app.api.validation import unencodable
+from app.indexing.sync import chunk_policy, file_fingerprint
 from app.retrieval.filters import SourceFilter
+from app.retrieval.page_images import (
+    DEFAULT_WIDTH,
+    MAX_WIDTH,
+    MIN_WIDTH,
+    PAGED_PICTURES,
+    PageImage,
+    PageUnavailable,
+    RenderedPages,
+    library_file,
+    render_page,
+)
 from app.retrieval.passages import MAX_CONTEXT, Passage, file_chunks, file_text, find_passage, pages
 from app.retrieval.retriever import Mode
 from app.session.conversation import Conversation
@@ -24,6 +37,7 @@ from app.store.library import describe_library
 MAX_K = 50  # passages one search returns at most
 MAX_FILTERS = 10
 MAX_FILES_LISTED = 500  # per source, in list_sources
+_RENDERED = RenderedPages()  # cited pages drawn lately, for every request of this process
 
 
 @dataclass(frozen=True)
@@ -139,27 +153,111 @@ class LibraryLookup:
 
     # --- passages and files
 
-    def passage(self, chunk_id: str, context: int = 1) -> Passage:
+    def passage(self, chunk_id: str, context: int = 1, query: str | None = None) -> Passage:
+        """The chunk with `context` chunks on each side; with a `query`, its `score` for it,
+        made as a search for that query makes it (what the answer's source showed)."""
         if not 0 <= context <= MAX_CONTEXT:
             raise RequestRejected(
                 422, f"context must be between 0 and {MAX_CONTEXT} chunks.", "context"
             )
+        chunk_id = self._chunk_id(chunk_id)
+        if query is not None:
+            self._check_text("query", query)
+        self._follow()
+        service = self.service
+        try:
+            found = find_passage(service.resources.collection, chunk_id, context)
+            if found is not None and query is not None:
+                retriever = Conversation(service.resources, service.default_spec).retriever()
+                score = retriever.relevance(query, [chunk_id]).get(chunk_id)
+                found = replace(found, score=score)
+        except Exception as exc:
+            raise service.explain(exc) from exc
+        if found is None:
+            raise self._gone(chunk_id)
+        return found
+
+    def page_image(self, chunk_id: str, width: int = DEFAULT_WIDTH) -> PageImage:
+        """The page a chunk was cited from, drawn from its file on disk (a PDF page or an
+        image), with the passage marked when the page's text layer holds it. Refused, never
+        another page: a file that is gone or changed since it was indexed (its fingerprint is
+        not the chunk's), a file that is not a PDF or image, a page it does not have."""
+        if not MIN_WIDTH <= width <= MAX_WIDTH:
+            raise RequestRejected(
+                422, f"width must be between {MIN_WIDTH} and {MAX_WIDTH} pixels.", "width"
+            )
+        chunk_id = self._chunk_id(chunk_id)
+        self._follow()
+        service = self.service
+        resources = service.resources
+        try:
+            found = resources.collection.get([chunk_id])
+        except Exception as exc:
+            raise service.explain(exc) from exc
+        if not found:
+            raise self._gone(chunk_id)
+        chunk = found[0]
+        name = str(chunk.metadata.get("source", ""))
+        page = chunk.metadata.get("page")
+        if PurePosixPath(name).suffix.lower() not in PAGED_PICTURES or not isinstance(page, int):
+            raise RequestRejected(
+                404,
+                f"{name} is not a PDF or an image: it has no page to show. Its text is at "
+                f"/api/passages/{chunk_id}.",
+                "chunk_id",
+            )
+        source = resources.library.source(name.partition("/")[0])
+        path = library_file(source, name) if source is not None else None
+        if path is None:
+            raise RequestRejected(
+                404,
+                f"{name} is not on disk here now (moved, deleted, or its source is on another "
+                "machine): its page cannot be shown.",
+                "chunk_id",
+            )
+        try:
+            fingerprint = file_fingerprint(
+                path, chunk_policy(service.settings, resources.embeddings)
+            )
+        except OSError as exc:
+            raise RequestRejected(
+                404, f"{name} cannot be read now ({exc.strerror or exc}).", "chunk_id"
+            ) from None
+        if fingerprint != chunk.metadata.get("file_hash"):
+            raise RequestRejected(
+                409,
+                f"{name} changed on disk since it was indexed: page {page} may no longer be the "
+                "page cited, so it is not shown. Sync the library (`python -m app.ingest`) and "
+                "ask again.",
+                "chunk_id",
+            )
+        key = (fingerprint, page, width, chunk_id)
+        image = _RENDERED.get(key)
+        if image is None:
+            passage = "" if chunk.metadata.get("ocr") else chunk.text  # a scan has no text layer
+            try:
+                image = render_page(path, page, width, passage)
+            except PageUnavailable as exc:
+                raise RequestRejected(
+                    404, f"Page {page} of {name} cannot be shown: {exc}.", "chunk_id"
+                ) from None
+            _RENDERED.put(key, image)
+        return image
+
+    def _chunk_id(self, chunk_id: str) -> str:
         chunk_id = chunk_id.strip()
         if not chunk_id or len(chunk_id) > 200 or unencodable(chunk_id):
             raise RequestRejected(422, "chunk_id is not a chunk id (40 hex digits).", "chunk_id")
-        self._follow()
-        try:
-            found = find_passage(self.service.resources.collection, chunk_id, context)
-        except Exception as exc:
-            raise self.service.explain(exc) from exc
-        if found is None:
-            raise RequestRejected(
-                404,
-                f"No passage has the chunk id {chunk_id} now: its file changed or was removed "
-                "since it was cited. Search again for the current text.",
-                "chunk_id",
-            )
-        return found
+        return chunk_id
+
+    @staticmethod
+    def _gone(chunk_id: str) -> RequestRejected:
+        return RequestRejected(
+            404,
+            f"No passage has the chunk id {chunk_id} now: its file changed or was removed "
+            "since it was cited. Search again for the current text.",
+            "chunk_id",
+        )
 
     def files(self) -> list[str]:
         """Every stored file, as citations name it (`label/path inside the source`)."""

@@ -1,6 +1,8 @@
 """The native API: `POST /api/chat` streams typed events, `GET /api/chains`, `GET /api/health`,
-`GET /api/passages/{chunk_id}?context=N` (a cited passage with the text around it).
-`GET /api/files` (every file's status: `python -m app.ingest --files --json`, a page at a time).
+`GET /api/passages/{chunk_id}?context=N&query=Q` (a cited passage with the text around it, and
+its relevance to Q), `GET /api/passages/{chunk_id}/page.png?width=W` (the page it was cited from,
+as a picture: PDFs and images), `GET /api/files` (every file's status: `python -m app.ingest
+--files --json`, a page at a time).
 
 Events of `/api/chat`, in order (each `data:` is JSON):
 
@@ -10,7 +12,9 @@ Events of `/api/chat`, in order (each `data:` is JSON):
                                                  at the pace answers have had here
     question  {"standalone_question": "..."}     what retrieval searched for
     sources   {"not_found": bool, "sources": [{"number", "file", "page", "score",
-                                                             "chunk_ids"}]}
+                                               "chunk_ids", "passage"}]}
+                                                 passage: the text of its chunks the model
+                                                 was given, joined by "\n...\n"
     token     {"text": "..."}                    answer text, already sanitized
     replaced  {"text": "...", "reason": "..."}   the answer so far is withdrawn (it stated what
                                                  the sources do not hold): `text`, the sources'
@@ -29,7 +33,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import get_service
@@ -39,6 +43,7 @@ from app.api.lookup import LibraryLookup
 from app.api.service import AnswerRequest, AnswerService, PreparedAnswer, Turn
 from app.api.streaming import EventStream, sse
 from app.api.validation import Text
+from app.retrieval.page_images import DEFAULT_WIDTH, MAX_WIDTH, MIN_WIDTH
 from app.retrieval.passages import MAX_CONTEXT
 from app.store.catalog import Status
 
@@ -85,12 +90,45 @@ async def passage(
     chunk_id: str,
     service: Annotated[AnswerService, Depends(get_service)],
     context: Annotated[int, Query(ge=0, le=MAX_CONTEXT)] = 1,
+    query: Annotated[
+        Text | None,
+        Query(description="the question searched for: `score` is the passage's relevance to it"),
+    ] = None,
 ) -> dict[str, Any]:
     """A cited chunk (a source's `chunk_ids`) with `context` chunks of its file on each side:
-    `text`, `before`, `after`, `source`, `page`. 404 naming `chunk_id` when it is gone (its
-    file changed since the answer): never another chunk's text."""
-    found = await asyncio.to_thread(LibraryLookup(service).passage, chunk_id, context)
+    `text`, `before`, `after`, `source`, `page`, and `score` (its relevance to `query`, made as
+    retrieval makes it; null without one). 404 naming `chunk_id` when it is gone (its file
+    changed since the answer): never another chunk's text."""
+    found = await asyncio.to_thread(LibraryLookup(service).passage, chunk_id, context, query)
     return found.as_json()
+
+
+@router.get(
+    "/passages/{chunk_id}/page.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "the page as PNG"}},
+)
+async def passage_page(
+    chunk_id: str,
+    service: Annotated[AnswerService, Depends(get_service)],
+    width: Annotated[int, Query(ge=MIN_WIDTH, le=MAX_WIDTH)] = DEFAULT_WIDTH,
+) -> Response:
+    """The page a cited chunk comes from, as PNG at most `width` pixels wide: a PDF page drawn
+    from the file on disk, the passage marked on it when its text layer holds it
+    (`X-Passage-Marked`), or an image file (a TIFF's frame) scaled down. 404 for a chunk that
+    is gone, a file that is not a PDF or image or not on disk; 409 when the file changed since
+    it was indexed. Never another page."""
+    image = await asyncio.to_thread(LibraryLookup(service).page_image, chunk_id, width)
+    return Response(
+        image.png,
+        media_type="image/png",
+        headers={
+            "Cache-Control": "private, no-cache",
+            "X-Content-Type-Options": "nosniff",
+            "X-Pages": str(image.pages),
+            "X-Passage-Marked": "true" if image.marked else "false",
+        },
+    )
 
 
 @router.get("/files")

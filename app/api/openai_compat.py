@@ -5,8 +5,9 @@ called) and a usage chunk whenever `stream_options.include_usage` asks for it.
 
 Clients that only show text get the sources as a numbered block at the end of the answer, each
 file name a Markdown code span (a file named like a Markdown image or an HTML tag shows as its
-name, never as markup); programs get them as `sources` (file, page, score, chunk ids) in the last
-chunk and in a whole response.
+name, never as markup); programs get them as `sources` (number, file, page, score, chunk ids and
+`passage`, the text of those chunks the model was given) in the last chunk and in a whole
+response.
 
 When the answer check withdraws what the model wrote (it stated a name, number or date the
 sources do not hold), a client reading the stream has already shown it: the sources' own

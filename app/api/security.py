@@ -59,14 +59,15 @@ def foreign_host(host_header: str) -> str | None:
 
 def page_headers(html: str) -> dict[str, str]:
     """A Content-Security-Policy that runs only the page's own inline script (by its hash), so
-    even markup that slipped into the page could not run code or load anything from outside."""
+    even markup that slipped into the page could not run code or load anything from outside.
+    Images: the page's own, and `blob:` for a cited page it fetched (with the token) itself."""
     scripts = re.findall(r"<script>(.*?)</script>", html, re.DOTALL)
     hashes = " ".join(
         f"'sha256-{b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in scripts
     )
     policy = (
         f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
-        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+        "connect-src 'self'; img-src 'self' data: blob:; base-uri 'none'; form-action 'none'; "
         "frame-ancestors 'none'"
     )
     return {

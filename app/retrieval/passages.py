@@ -27,6 +27,7 @@ class Passage:
     after: str
     chunk_index: int | None
     chunk_count: int | None
+    score: float | None = None  # relevance to a query, when one was given (else None)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +39,7 @@ class Passage:
             "after": self.after,
             "chunk_index": self.chunk_index,
             "chunk_count": self.chunk_count,
+            "score": self.score,
         }
 
 

@@ -151,6 +151,20 @@ class DocumentRetriever(BaseRetriever):
                 return [candidates[passing[i]] for i in chosen]
         return [candidates[i] for i in passing[: self.k]]
 
+    def relevance(self, query: str, chunk_ids: list[str]) -> dict[str, float]:
+        """The `score` each of these chunks carries when a search for `query` returns it, by
+        chunk id (ids that are gone are left out): keyword coverage for a question in a script
+        the model was not trained on, cosine relevance from the stored vector otherwise."""
+        if self.keyword_index is not None and not covers(self.model_scripts, query):
+            found = list(self._fetch(chunk_ids).values())
+            coverage = self.keyword_index.coverage(query, [d.page_content for d in found])
+            return {str(d.id): round(share, 4) for d, share in zip(found, coverage, strict=True)}
+        query_vector = np.asarray(self.embeddings.embed_query(query), dtype=float)
+        return {
+            chunk_id: doc.metadata["score"]
+            for chunk_id, doc in self._scored(chunk_ids, query_vector).items()
+        }
+
     def _selection(self) -> Selection:
         return Selection(sources=self.allowed_sources)
 

@@ -7,6 +7,8 @@ from html import escape
 
 from langchain_core.documents import Document
 
+PASSAGE_GAP = "\n...\n"  # between two chunks of one source: they need not be neighbours
+
 
 @dataclass(frozen=True)
 class Source:
@@ -37,6 +39,6 @@ def format_context(documents: list[Document]) -> str:
     contains "</source>" or fake tags stays data inside its own block."""
     blocks = []
     for src in number_sources(documents):
-        body = "\n...\n".join(escape(chunk.page_content, quote=False) for chunk in src.chunks)
+        body = PASSAGE_GAP.join(escape(chunk.page_content, quote=False) for chunk in src.chunks)
         blocks.append(f'<source id="{src.number}" name="{escape(src.label)}">\n{body}\n</source>')
     return "\n\n".join(blocks)
