@@ -115,9 +115,9 @@ async def passage_page(
 ) -> Response:
     """The page a cited chunk comes from, as PNG at most `width` pixels wide: a PDF page drawn
     from the file on disk, the passage marked on it when its text layer holds it
-    (`X-Passage-Marked`), or an image file (a TIFF's frame) scaled down. 404 for a chunk that
-    is gone, a file that is not a PDF or image or not on disk; 409 when the file changed since
-    it was indexed. Never another page."""
+    (`X-Passage-Marked`; `X-Passage-Box`: left,top,right,bottom in pixels), or an image file
+    (a TIFF's frame) scaled down. 404 for a chunk that is gone, a file that is not a PDF or
+    image or not on disk; 409 when the file changed since it was indexed. Never another page."""
     image = await asyncio.to_thread(LibraryLookup(service).page_image, chunk_id, width)
     return Response(
         image.png,
@@ -127,7 +127,8 @@ async def passage_page(
             "X-Content-Type-Options": "nosniff",
             "X-Pages": str(image.pages),
             "X-Passage-Marked": "true" if image.marked else "false",
-        },
+        }
+        | ({"X-Passage-Box": ",".join(map(str, image.mark_box))} if image.mark_box else {}),
     )
 
 

@@ -48,7 +48,11 @@ class PageImage:
     width: int
     height: int
     pages: int  # pages (PDF) or frames (TIFF) the file has
-    marked: bool  # the passage is marked on it
+    mark_box: tuple[int, int, int, int] | None = None  # around the marked passage, in pixels
+
+    @property
+    def marked(self) -> bool:
+        return self.mark_box is not None
 
     @property
     def size(self) -> int:
@@ -81,21 +85,26 @@ def render_page(path: Path, page: int, width: int, passage: str = "") -> PageIma
     `passage` (a PDF page's text) is marked where the text layer holds it."""
     width = max(MIN_WIDTH, min(width, MAX_WIDTH))
     suffix = path.suffix.lower()
+    mark_box = None
     if suffix in PDF_SUFFIXES:
         with _DRAWING:
             image, pages, boxes = _pdf_page(path, page, width, passage)
-        marked = bool(boxes)
-        if marked:
+        if boxes:
             image = _marked(image, boxes)
+            mark_box = (
+                max(min(b[0] for b in boxes), 0),
+                max(min(b[1] for b in boxes), 0),
+                min(max(b[2] for b in boxes), image.width),
+                min(max(b[3] for b in boxes), image.height),
+            )
     elif suffix in IMAGE_SUFFIXES:
         with _DRAWING:
             image, pages = _image_frame(path, suffix, page, width)
-        marked = False
     else:
         raise PageUnavailable("only PDF pages and images can be shown as a picture")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=3)  # 6 takes twice as long for 3 % less
-    return PageImage(buffer.getvalue(), image.width, image.height, pages, marked)
+    return PageImage(buffer.getvalue(), image.width, image.height, pages, mark_box)
 
 
 def passage_span(page_text: str, passage: str) -> tuple[int, int] | None:
