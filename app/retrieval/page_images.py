@@ -153,6 +153,11 @@ def _pdf_page(
         if points_wide <= 0 or points_high <= 0:
             raise PageUnavailable("the page has no size")
         scale = min(width / points_wide, math.sqrt(MAX_PIXELS / (points_wide * points_high)))
+        # PDFium rounds each side up: a pixel more either way must not cross the bounds.
+        while math.ceil(points_wide * scale) * math.ceil(points_high * scale) > MAX_PIXELS or (
+            math.ceil(points_wide * scale) > width
+        ):
+            scale *= 0.999
         bitmap = drawn.render(scale=scale)
         image = bitmap.to_pil().copy()  # the bitmap's buffer is PDFium's, freed on close
         boxes = _passage_boxes(drawn, passage, image.size) if passage else []
