@@ -74,12 +74,7 @@ def yellow_rows(image: Image.Image) -> list[int]:
     pixels = image.load()
     assert pixels is not None
     return sorted(
-        {
-            y
-            for y in range(image.height)
-            for x in range(0, image.width, 2)
-            if pixels[x, y] == MARK
-        }
+        {y for y in range(image.height) for x in range(0, image.width, 2) if pixels[x, y] == MARK}
     )
 
 
@@ -153,7 +148,8 @@ def test_an_image_is_its_own_page_scaled_down_never_up(tmp_path: Path) -> None:
     assert (drawn.width, drawn.height, drawn.pages, drawn.marked) == (600, 400, 1, False)
     image = picture(drawn)
     left, right = image.getpixel((100, 200)), image.getpixel((500, 200))
-    assert isinstance(left, tuple) and isinstance(right, tuple)
+    assert isinstance(left, tuple)
+    assert isinstance(right, tuple)
     assert left[2] > 150 > left[0]
     assert right[0] > 150 > right[2]
 

@@ -221,9 +221,7 @@ def test_openai_sources_carry_the_passage_the_model_was_given(server: ServeProce
         timeout=120,
     ) as response:
         chunks = [
-            json.loads(line[6:])
-            for line in response.iter_lines()
-            if line.startswith("data: {")
+            json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")
         ]
     last = [c for c in chunks if "sources" in c]
     assert len(last) == 1

@@ -353,3 +353,40 @@ def test_a_citation_the_answer_was_not_given_says_so(page: Any) -> None:
     assert page.inner_text("#passage-text") == ""
     page.keyboard.press("Escape")
     page.wait_for_selector("#passage", state="hidden")
+
+
+def test_a_pdf_citation_shows_its_page_drawn_with_the_passage_marked(page: Any) -> None:
+    """The panel fetches the cited page with the token and shows it from a blob: URL (the CSP
+    allows no other image source); the passage's relevance is asked for with the question."""
+    enter_token(page)
+    answered(page, "Which asteroid team submitted minor-planet position measurements?")
+    with (
+        page.expect_request(lambda r: "/page.png?width=" in r.url) as drawn,
+        page.expect_request(lambda r: "/api/passages/" in r.url and "query=" in r.url) as scored,
+    ):
+        page.click(".answer .cite")
+    assert "query=Which%20asteroid%20team" in scored.value.url
+    assert drawn.value.headers["authorization"] == f"Bearer {TOKEN}"
+    page.wait_for_selector("#passage-page:not([hidden]) img[src^='blob:']")
+    width, height = page.eval_on_selector(
+        "#passage-image", "i => [i.naturalWidth, i.naturalHeight]"
+    )
+    assert width > 0
+    assert height > width  # an A4 page, upright
+    assert page.get_attribute("#passage-image", "alt") == f"Page 2 of docs/{PDF}"
+    assert page.inner_text("#passage-page-note").startswith("Page 2, the passage marked")
+    assert "asteroid team" in page.inner_text("#passage mark")  # the text is there too
+    listed = page.inner_text(".sources .score")
+    assert page.inner_text("#passage-where") == f"page 2 · relevance {listed}"
+    time.sleep(0.3)
+    assert page.evaluate("window.__pwned") is None
+
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#passage", state="hidden")
+    assert page.query_selector("#passage-image") is None  # the blob is let go
+
+    answered(page, "Who trims the lantern wick?")  # a text file: no page to draw
+    page.click(".assistant:last-child .answer .cite")
+    page.wait_for_selector("#passage mark")
+    assert page.is_hidden("#passage-page")
+    assert page.eval_on_selector_all("#passage img[src]", "n => n.length") == 0
