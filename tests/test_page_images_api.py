@@ -226,3 +226,10 @@ def test_openai_sources_carry_the_passage_the_model_was_given(server: ServeProce
     last = [c for c in chunks if "sources" in c]
     assert len(last) == 1
     assert last[0]["sources"] == whole
+
+
+def test_the_page_may_show_images_from_itself_and_its_own_blobs_only(server: ServeProcess) -> None:
+    policy = httpx.get(server.url + "/").headers["Content-Security-Policy"]
+    directives = dict(d.strip().partition(" ")[::2] for d in policy.split(";"))
+    assert set(directives["img-src"].split()) == {"'self'", "data:", "blob:"}
+    assert directives["default-src"] == "'none'"

@@ -304,6 +304,7 @@ def test_native_stream_sends_question_sources_tokens_then_done(server: ServeProc
         "page": None,
         "score": sources["sources"][0]["score"],
         "chunk_ids": sources["sources"][0]["chunk_ids"],
+        "passage": DOCS["lighthouse.txt"],  # the chunk the model was given: the whole file
     }
     assert len(sources["sources"][0]["chunk_ids"]) >= 1
     done = events[-1][1]
