@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,6 +105,21 @@ def test_every_document_carries_its_relevance_score(corpus: tuple) -> None:
     scores = [d.metadata["score"] for d in docs]
     assert scores == sorted(scores, reverse=True)
     assert all(0 < s <= 1 for s in scores)
+
+
+@pytest.mark.parametrize("scripts", [None, frozenset({"CJK"})])
+def test_relevance_is_the_score_a_search_gives_each_chunk(corpus: tuple, scripts: Any) -> None:
+    """What the passages API shows for a question is what an answer to it showed: cosine from
+    the stored vectors, or (a question in a script the model was not trained on: English for
+    a model said to know only CJK) keyword coverage."""
+    r = retriever(corpus, k=4, model_scripts=scripts)
+    question = ANSWERABLE[0]["question"]
+    docs = r.invoke(question)
+    assert (docs[0].metadata.get("matched_by") == "keywords") == (scripts is not None)
+    scores = r.relevance(question, [str(d.id) for d in docs] + ["0" * 40])
+    assert set(scores) == {str(d.id) for d in docs}  # a gone chunk has no score
+    for doc in docs:
+        assert abs(scores[str(doc.id)] - doc.metadata["score"]) < 1e-3
 
 
 def test_threshold_marks_questions_outside_the_corpus_as_not_found(corpus: tuple) -> None:
