@@ -751,6 +751,12 @@ def test_configured_origins_may_call_from_a_browser(strict_server: ServeProcess)
     assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
     refused = preflight("http://elsewhere.example")
     assert "access-control-allow-origin" not in refused.headers
+    # A page elsewhere that shows a cited page can read what the picture says about itself.
+    simple = httpx.get(
+        strict_server.url + "/v1/models",
+        headers={"Origin": "http://other.example", "Authorization": f"Bearer {TOKEN}"},
+    )
+    assert "x-passage-marked" in simple.headers["access-control-expose-headers"].lower()
 
 
 def test_the_page_forbids_scripts_other_than_its_own(server: ServeProcess) -> None:

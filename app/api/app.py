@@ -61,6 +61,8 @@ def create_app(service: AnswerService, settings: Settings, *, loopback: bool) ->
             allow_origins=settings.serve_cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
+            # What a cited page's picture says about itself (native.passage_page).
+            expose_headers=["X-Pages", "X-Passage-Marked", "X-Passage-Box"],
         )
     app.include_router(openai_compat.router)
     app.include_router(native.router)
