@@ -125,6 +125,13 @@ async def walk_the_tools(session: ClientSession) -> None:
     assert shown["source"] == f"docs/{PDF}"
     assert shown["before"] or shown["after"]  # a report has more than one chunk
     assert "[passage]" in text(passage)
+    assert shown["score"] is None  # no query, no relevance
+    scored = data(
+        await session.call_tool(
+            "get_passage", {"chunk_id": pdf_hit["chunk_id"], "query": "telescope mirror"}
+        )
+    )
+    assert scored["score"] == pytest.approx(pdf_hit["score"], abs=1e-3)
 
     # ask: the chain's answer with numbered sources carrying their chunk ids
     asked = await session.call_tool("ask", {"question": "How often does the lighthouse flash?"})

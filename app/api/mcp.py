@@ -63,8 +63,8 @@ what the library holds before searching, or to name files for `where`."""
 GET_PASSAGE = """\
 Show the passage a chunk_id names (from `search` or from `ask`'s sources) with the text just \
 before and after it in the same file, its source and page. Use it to check a citation or to \
-read more around a passage. A chunk_id whose file changed since it was cited is reported as \
-gone: search again."""
+read more around a passage; give the query to get the passage's relevance to it. A chunk_id \
+whose file changed since it was cited is reported as gone: search again."""
 
 Query = Annotated[
     str,
@@ -267,8 +267,16 @@ def build_mcp_server(service: AnswerService, *, own_loop: bool = False) -> Libra
                 description="How many neighbouring chunks to show on each side (0-5).",
             ),
         ] = 1,
+        query: Annotated[
+            str | None,
+            Field(
+                min_length=1,
+                description="The query the passage was found for; its relevance score (cosine, "
+                "0-1) is then returned. Without it, score is null.",
+            ),
+        ] = None,
     ) -> CallToolResult:
-        passage: Passage = await call(lookup.passage, chunk_id, context)
+        passage: Passage = await call(lookup.passage, chunk_id, context, query)
         return CallToolResult(
             content=[TextContent(type="text", text=passage_text(passage))],
             structured_content=passage.as_json(),
@@ -315,7 +323,8 @@ def passage_text(p: Passage) -> str:
         if p.chunk_index is not None and p.chunk_count
         else ""
     )
-    parts = [f"{where}{position}; chunk_id {p.chunk_id}"]
+    score = f"; relevance {p.score:.2f}" if p.score is not None else ""
+    parts = [f"{where}{position}{score}; chunk_id {p.chunk_id}"]
     if p.before:
         parts.append(f"[before]\n{p.before}")
     parts.append(f"[passage]\n{p.text}")
