@@ -128,8 +128,36 @@ def run_engine(args: argparse.Namespace) -> None:
     result["ingest"] = report.as_dict() | {"wall_seconds": round(ingest_seconds, 2)}
     listing = list_files(settings, [], None)  # what `python -m app.ingest --files` shows
     result["files"] = listing["files"] if listing else []
+    result["page_texts"] = stored_page_texts(settings)
     result["ocr_log"] = pages
     args.one_result.write_text(json.dumps(result, ensure_ascii=False, indent=1), "utf-8")
+
+
+def stored_page_texts(settings: Any) -> dict[str, str]:
+    """The text the library holds for each file and page ("name#page"): its chunks in order,
+    what OCR made of the page (overlaps repeated)."""
+    from app.session.resources import open_embeddings
+    from app.store import open_store
+    from app.store.library import find_library
+
+    store = open_store(settings, lambda message: None)
+    library = find_library(store, settings, open_embeddings(settings).info.key)
+    collection = library.collection() if library is not None else None
+    if collection is None:
+        return {}
+    chunks = collection.get([chunk_id for chunk_id, _ in collection.rows()])
+    chunks.sort(
+        key=lambda c: (
+            str(c.metadata.get("source")),
+            int(c.metadata.get("page") or 0),
+            int(c.metadata.get("chunk_index") or 0),
+        )
+    )
+    pages: dict[str, str] = {}
+    for chunk in chunks:
+        key = f"{chunk.metadata.get('source')}#{chunk.metadata.get('page')}"
+        pages[key] = (pages.get(key, "") + "\n" + chunk.text).strip()
+    return pages
 
 
 # --- all engines ---------------------------------------------------------------------------------
@@ -149,10 +177,21 @@ def questions_of(path: Path, files: set[str] | None, limit: int | None) -> list[
 
 
 def summarise(
-    records: list[dict[str, Any]], rows: list[dict[str, Any]], files: list[dict[str, Any]]
+    records: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    files: list[dict[str, Any]],
+    page_texts: dict[str, str],
 ) -> dict[str, Any]:
-    """Per language: the pages read by OCR and the counts of one engine's answers."""
+    """Per language: the pages read by OCR and the counts of one engine's answers, with
+    whether OCR got each expected fact right on its page (in the library's text of it)."""
+    from app.evaluation.answers import fact_key
+
     by_question = {r["question"]: r for r in records}
+    for record in records:
+        text = fact_key(
+            page_texts.get(f"{record['expected_source']}#{record['expected_page']}", "")
+        )
+        record["facts_on_page"] = all(fact_key(fact) in text for fact in record["facts"])
     summary: dict[str, Any] = {}
     for lang in sorted({row["lang"] for row in rows}):
         mine = [by_question[row["question"]] for row in rows if row["lang"] == lang]
@@ -166,6 +205,8 @@ def summarise(
             "page_listed": sum(r["page_listed"] for r in mine),
             "page_cited": sum(r["page_cited"] for r in mine),
             "file_listed": sum(r["source_listed"] for r in mine),
+            "facts_on_page": sum(r["facts_on_page"] for r in mine),
+            "facts_in_sources": sum(r["facts_in_sources"] for r in mine),
             "facts_in_answer": sum(r["facts_in_answer"] for r in mine),
             "seconds_per_question_p50": seconds[len(seconds) // 2],
         }
@@ -225,7 +266,7 @@ def measure(
         "files_ocr": ocr["files"],
         "ocr_seconds": round(sum(page["seconds"] for page in pages), 1),
         "ingest_seconds": result["ingest"]["wall_seconds"],
-        "by_language": summarise(result["questions"], rows, result["files"]),
+        "by_language": summarise(result["questions"], rows, result["files"], result["page_texts"]),
         "evaluation": result,
     }
 
@@ -233,9 +274,10 @@ def measure(
 def tables(results: dict[str, Any]) -> str:
     """Markdown: the answers per engine and language, then each engine's OCR and ingest."""
     answers = [
-        "| engine | language | pages OCR'd | file+page first (hit@1) | file+page listed "
-        "(hit@k) | file+page cited | every fact in the answer | s/question p50 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| engine | language | pages OCR'd | facts read right by OCR | file+page first "
+        "(hit@1) | file+page listed (hit@k) | file+page cited | facts in the sources given "
+        "| facts in the answer | s/question p50 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     engines = [
         "| engine | pages OCR'd | OCR s (summed over workers) | ingest s (wall) | load |",
@@ -246,8 +288,9 @@ def tables(results: dict[str, Any]) -> str:
         for lang, row in entry["by_language"].items():
             n = row["questions"]
             answers.append(
-                f"| {engine} | {lang} | {row['pages_ocr']} | {row['page_first']}/{n} "
-                f"| {row['page_listed']}/{n} (k {k}) | {row['page_cited']}/{n} "
+                f"| {engine} | {lang} | {row['pages_ocr']} | {row['facts_on_page']}/{n} "
+                f"| {row['page_first']}/{n} | {row['page_listed']}/{n} (k {k}) "
+                f"| {row['page_cited']}/{n} | {row['facts_in_sources']}/{n} "
                 f"| {row['facts_in_answer']}/{n} | {row['seconds_per_question_p50']} |"
             )
         load = entry["load_average_start_end"]

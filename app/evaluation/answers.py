@@ -151,6 +151,10 @@ def check(
             record["facts"] = list(question.facts)
             record["facts_found"] = found
             record["facts_in_answer"] = all(found)
+            # Whether the answer could have stated them: a miss with the facts in its sources
+            # is the answering's, one without them retrieval's (or the text's: OCR).
+            given = fact_key(" ".join(d.page_content for d in context))
+            record["facts_in_sources"] = all(fact_key(f) in given for f in question.facts)
     return record
 
 
@@ -286,6 +290,7 @@ def tally(records: list[dict[str, Any]]) -> dict[str, Any]:
             "page_listed": sum(r["page_listed"] for r in with_page),
             "page_cited": sum(r["page_cited"] for r in with_page),
             "with_facts": len(with_facts),
+            "facts_in_sources": sum(r["facts_in_sources"] for r in with_facts),
             "facts_in_answer": sum(r["facts_in_answer"] for r in with_facts),
         },
         "outside": {
@@ -312,6 +317,7 @@ INSIDE_CHECKS = (
     "replaced",
     "page_listed",
     "page_cited",
+    "facts_in_sources",
     "facts_in_answer",
 )
 
@@ -437,6 +443,11 @@ def print_answers(result: dict[str, Any]) -> None:
     if inside.get("with_facts"):
         table.add_row(
             "",
+            "every expected fact in the sources given",
+            _rate(inside["facts_in_sources"], inside["with_facts"]),
+        )
+        table.add_row(
+            "",
             "every expected fact in the answer",
             _rate(inside["facts_in_answer"], inside["with_facts"]),
         )
@@ -505,7 +516,10 @@ def print_over_seeds(result: dict[str, Any]) -> None:
         ]
     if inside.get("with_facts"):
         facts = inside["with_facts"]
-        extra.append(("", "every expected fact in the answer", "facts_in_answer", inside, facts))
+        extra += [
+            ("", "every expected fact in the sources given", "facts_in_sources", inside, facts),
+            ("", "every expected fact in the answer", "facts_in_answer", inside, facts),
+        ]
     rows[4:4] = extra
     for group, label, name, part, total in rows:
         table.add_row(group, label, *_spread(part[name], total))
