@@ -367,7 +367,10 @@ def main() -> None:
             entry["command"] = "python benchmarks/scan_answers.py " + " ".join(sys.argv[1:])
             results["engines"][engine] = entry
             results["machine"] = machine()
-            results["questions"] = str(args.questions)
+            questions = args.questions.resolve()
+            results["questions"] = str(
+                questions.relative_to(ROOT) if questions.is_relative_to(ROOT) else questions
+            )
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(results, ensure_ascii=False, indent=1) + "\n", "utf-8")
     print(tables(results))
