@@ -130,8 +130,10 @@ def render_text_page(
     points: float = 11,
     margin_inches: float = 1.0,
     max_lines: int | None = None,
+    text: list[str] | None = None,
 ) -> tuple[Image.Image, list[str]]:
-    """A white page filled with paragraphs from `start` on (wrapping around the source)."""
+    """A white page filled with paragraphs from `start` on (wrapping around the source); with
+    `text`, those paragraphs once, then the page ends."""
     width, height = (round(side * dpi) for side in size_inches)
     pixels = round(points / 72 * dpi)
     font = font_for(lang, pixels)
@@ -139,11 +141,11 @@ def render_text_page(
     margin = round(margin_inches * dpi)
     page = Image.new("L", (width, height), 255)
     draw = ImageDraw.Draw(page)
-    source = paragraphs(lang)
+    source = paragraphs(lang) if text is None else text
     lines: list[str] = []
     y = margin
     index = start
-    while True:
+    while text is None or index < len(text):
         paragraph = wrap(source[index % len(source)], font, width - 2 * margin, lang)
         index += 1
         for line in paragraph:
@@ -153,6 +155,7 @@ def render_text_page(
             lines.append(line)
             y += line_height
         y += line_height // 2  # paragraph gap
+    return page, lines
 
 
 def degrade(page: Image.Image, variant: str, dpi: int, rng: np.random.Generator) -> Image.Image:
@@ -189,6 +192,12 @@ def photo(lang: str, rng: np.random.Generator) -> tuple[Image.Image, list[str]]:
     card, lines = render_text_page(
         lang, 200, 3, size_inches=(6.0, 4.0), points=16, margin_inches=0.4, max_lines=6
     )
+    return photograph(card, rng), lines
+
+
+def photograph(card: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """`card` as a phone would photograph it: at an angle (a perspective warp), under uneven
+    warm light, noisy, slightly out of focus."""
     width, height = card.size
     # Where the card's corners land in the photo (a camera held above and to the left).
     canvas = (round(width * 1.1), round(height * 1.15))
@@ -211,7 +220,7 @@ def photo(lang: str, rng: np.random.Generator) -> tuple[Image.Image, list[str]]:
     rgb = rgb * light[..., None] * np.array([1.0, 0.95, 0.82])  # warm light
     rgb = rgb + rng.normal(0, 9, rgb.shape)
     image = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
-    return image.filter(ImageFilter.GaussianBlur(radius=0.7)), lines
+    return image.filter(ImageFilter.GaussianBlur(radius=0.7))
 
 
 def _perspective_coefficients(

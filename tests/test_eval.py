@@ -19,7 +19,10 @@ from app.evaluation.answers import (
     Question,
     check,
     cited_numbers,
+    fact_key,
+    load_questions,
     over_seeds,
+    tally,
     with_fields,
     with_seed,
 )
@@ -187,6 +190,65 @@ def test_answers_that_say_they_do_not_know() -> None:
 def test_citations_are_read_from_the_answer() -> None:
     assert cited_numbers("Vesk [1] founded it, see [2, 3] and [4][5].") == {1, 2, 3, 4, 5}
     assert cited_numbers("no citations, [a] or [ ]") == set()
+
+
+@pytest.mark.unit
+def test_a_question_with_a_page_and_facts_is_checked_for_file_page_and_every_fact() -> None:
+    invoice = Question("合计金额是多少？", "docs/发票.pdf", page=2, facts=("4,716元", "LX-58213"))
+    pdf = "docs/发票.pdf"
+    context = [
+        Document("兰溪青石印务有限公司", metadata={"source": pdf, "page": 1}),
+        Document("合计金额：4716 元 发票号码：LX-58213", metadata={"source": pdf, "page": 2}),
+    ]
+    # Full-width digits and commas (as OCR may read them), spaces, case and thousands
+    # separators do not matter.
+    full_width = "".join(chr(ord(c) + 0xFEE0) for c in "4,716")
+    right = check(invoice, f"合计金额：{full_width} 元，发票号码 lx-58213 [2]", context, 1.0)
+    assert (right["page_rank"], right["page_listed"], right["page_cited"]) == (2, True, True)
+    assert right["facts_found"] == [True, True]
+    assert right["facts_in_answer"]
+    assert right["facts_in_sources"]
+    # The file cited, but its other page; one fact missing.
+    wrong_page = check(invoice, "兰溪青石印务有限公司，4716元 [1]", context, 1.0)
+    assert (wrong_page["source_cited"], wrong_page["page_cited"]) == (True, False)
+    assert wrong_page["facts_found"] == [True, False]
+    assert not wrong_page["facts_in_answer"]
+    # The page not among the sources: neither it nor its facts reached the answer.
+    not_listed = check(invoice, "兰溪青石印务有限公司 [1]", context[:1], 1.0)
+    assert (not_listed["page_rank"], not_listed["page_listed"]) == (None, False)
+    assert not not_listed["facts_in_sources"]
+    counts = tally([right, wrong_page, not_listed])["inside"]
+    assert {k: counts[k] for k in ("with_page", "page_first", "page_listed", "page_cited")} == {
+        "with_page": 3,
+        "page_first": 0,
+        "page_listed": 2,
+        "page_cited": 1,
+    }
+    assert (counts["with_facts"], counts["facts_in_sources"], counts["facts_in_answer"]) == (
+        3,
+        2,
+        1,
+    )
+    # A question without a page or facts is not counted for them.
+    plain = check(Question("Who?", "docs/a.md", "Vesk"), "Vesk [1]", context, 1.0)
+    assert "page_listed" not in plain
+    assert "facts_in_answer" not in plain
+
+
+@pytest.mark.unit
+def test_fact_keys_and_the_facts_field_of_a_question_file(tmp_path: Path) -> None:
+    assert fact_key("£3,842.60") == fact_key("£3842.60") == "£3842.60"
+    assert fact_key("16 March\n2025") == "16march2025"
+    assert fact_key("1,2345") == "1,2345"  # not a thousands separator
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(
+        '{"question": "Total?", "source": "a.pdf", "page": 2, "facts": ["3,842.60"]}\n'
+        '{"question": "Who?", "source": "a.pdf", "facts": "Oriel Fenwick"}\n'
+    )
+    with pytest.raises(ConfigError, match=r"q\.jsonl:2: 'facts' must be a list"):
+        load_questions(questions)
+    questions.write_text(questions.read_text().splitlines()[0])
+    assert load_questions(questions) == [Question("Total?", "a.pdf", None, 2, ("3,842.60",))]
 
 
 FOUNDER = Question("Who founded Brindlemoor?", "docs/a.md", "Ottoline Vesk")

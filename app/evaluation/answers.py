@@ -4,8 +4,10 @@ quote) that the sources it was given do not hold (`chains.core.support`, the che
 itself runs), and does it say it does not know when the question is outside the documents?
 
 Questions are JSON lines: `question`, `source` (the file, relative to DOCS_DIR, that holds the
-answer; null when no document does), optional `answer` (text the answer should contain) and
-`page`. The session is opened as `python -m app.chat` opens it: same settings, collection,
+answer; null when no document does), optional `answer` (text the answer should contain),
+`page` (the page of `source` that holds it: then the listed and cited sources are checked for
+that file and page) and `facts` (strings the answer must all hold, compared after `fact_key`).
+The session is opened as `python -m app.chat` opens it: same settings, collection,
 chain and retriever; each question is asked on its own (no history), with `invoke`.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,6 +50,7 @@ class Question:
     source: str | None
     answer: str | None = None
     page: int | None = None
+    facts: tuple[str, ...] = ()
 
 
 def load_questions(path: Path) -> list[Question]:
@@ -62,12 +66,16 @@ def load_questions(path: Path) -> list[Question]:
             raise ConfigError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
         if not isinstance(row, dict) or not str(row.get("question") or "").strip():
             raise ConfigError(f"{path}:{number}: needs a non-empty 'question'")
+        facts = row.get("facts") or []
+        if not isinstance(facts, list) or not all(isinstance(f, str) and f.strip() for f in facts):
+            raise ConfigError(f"{path}:{number}: 'facts' must be a list of non-empty strings")
         questions.append(
             Question(
                 str(row["question"]),
                 str(row["source"]) if row.get("source") else None,
                 str(row["answer"]) if row.get("answer") is not None else None,
                 int(row["page"]) if row.get("page") is not None else None,
+                tuple(facts),
             )
         )
     if not questions:
@@ -81,6 +89,17 @@ def cited_numbers(answer: str) -> set[int]:
 
 def _normalise(text: str) -> str:
     return " ".join(text.lower().replace("\u2019", "'").split())
+
+
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+
+def fact_key(text: str) -> str:
+    """A fact as it is looked for in an answer: NFKC (full-width digits and commas as ASCII),
+    case folded, without whitespace (OCR and line breaks put spaces anywhere, Chinese has
+    none) or thousands separators ("4,716元" is "4716元")."""
+    text = _THOUSANDS.sub("", unicodedata.normalize("NFKC", text).casefold())
+    return "".join(text.split())
 
 
 def check(
@@ -117,6 +136,25 @@ def check(
         record["expected_text_in_answer"] = (
             _normalise(question.answer) in _normalise(answer) if question.answer else None
         )
+        if question.page is not None:
+            # The file and the page: the rank of that source among those listed (best first).
+            ranks = [
+                s.number for s in sources if (s.source, s.page) == (question.source, question.page)
+            ]
+            record["expected_page"] = question.page
+            record["page_rank"] = ranks[0] if ranks else None
+            record["page_listed"] = bool(ranks)
+            record["page_cited"] = bool(set(ranks) & cited_numbers(answer))
+        if question.facts:
+            key = fact_key(answer)
+            found = [fact_key(fact) in key for fact in question.facts]
+            record["facts"] = list(question.facts)
+            record["facts_found"] = found
+            record["facts_in_answer"] = all(found)
+            # Whether the answer could have stated them: a miss with the facts in its sources
+            # is the answering's, one without them retrieval's (or the text's: OCR).
+            given = fact_key(" ".join(d.page_content for d in context))
+            record["facts_in_sources"] = all(fact_key(f) in given for f in question.facts)
     return record
 
 
@@ -234,6 +272,8 @@ def tally(records: list[dict[str, Any]]) -> dict[str, Any]:
     inside = [r for r in records if not r["outside"]]
     outside = [r for r in records if r["outside"]]
     with_text = [r for r in inside if r["expected_text_in_answer"] is not None]
+    with_page = [r for r in inside if "page_listed" in r]
+    with_facts = [r for r in inside if "facts_in_answer" in r]
     seconds = [r["seconds"] for r in records]
     return {
         "inside": {
@@ -245,6 +285,13 @@ def tally(records: list[dict[str, Any]]) -> dict[str, Any]:
             "expected_text_in_answer": sum(r["expected_text_in_answer"] for r in with_text),
             "unsupported": sum(r.get("unsupported", False) for r in inside),
             "replaced": sum(r.get("replaced", False) for r in inside),
+            "with_page": len(with_page),
+            "page_first": sum(r["page_rank"] == 1 for r in with_page),
+            "page_listed": sum(r["page_listed"] for r in with_page),
+            "page_cited": sum(r["page_cited"] for r in with_page),
+            "with_facts": len(with_facts),
+            "facts_in_sources": sum(r["facts_in_sources"] for r in with_facts),
+            "facts_in_answer": sum(r["facts_in_answer"] for r in with_facts),
         },
         "outside": {
             "questions": len(outside),
@@ -268,6 +315,10 @@ INSIDE_CHECKS = (
     "expected_text_in_answer",
     "unsupported",
     "replaced",
+    "page_listed",
+    "page_cited",
+    "facts_in_sources",
+    "facts_in_answer",
 )
 
 
@@ -286,7 +337,7 @@ def over_seeds(runs: list[tuple[int, list[dict[str, Any]]]]) -> dict[str, Any]:
         spread[part] = {}
         for name, first in tallies[0][part].items():
             values = [t[part][name] for t in tallies]
-            if name in ("questions", "with_expected_text"):
+            if name in ("questions", "with_expected_text", "with_page", "with_facts"):
                 spread[part][name] = first  # the same in every pass
                 continue
             spread[part][name] = {
@@ -302,6 +353,8 @@ def over_seeds(runs: list[tuple[int, list[dict[str, Any]]]]) -> dict[str, Any]:
             "question": first["question"],
             "expected_source": first["expected_source"],
             "expected_answer": first["expected_answer"],
+            "expected_page": first.get("expected_page"),
+            "facts": first.get("facts"),
             "outside": first["outside"],
             "listed_sources": first["listed_sources"],
             "seeds": n,
@@ -380,6 +433,24 @@ def print_answers(result: dict[str, Any]) -> None:
         "expected answer text in the answer",
         _rate(inside["expected_text_in_answer"], inside["with_expected_text"]),
     )
+    if inside.get("with_page"):
+        p = inside["with_page"]
+        table.add_row("", "expected file and page listed first", _rate(inside["page_first"], p))
+        table.add_row("", "expected file and page listed", _rate(inside["page_listed"], p))
+        table.add_row(
+            "", escape("expected file and page cited with [n]"), _rate(inside["page_cited"], p)
+        )
+    if inside.get("with_facts"):
+        table.add_row(
+            "",
+            "every expected fact in the sources given",
+            _rate(inside["facts_in_sources"], inside["with_facts"]),
+        )
+        table.add_row(
+            "",
+            "every expected fact in the answer",
+            _rate(inside["facts_in_answer"], inside["with_facts"]),
+        )
     table.add_row("", "states a fact the sources lack", _rate(inside["unsupported"], n))
     table.add_row("", "…model's answer replaced by the check", _rate(inside["replaced"], n))
     m = outside["questions"]
@@ -435,6 +506,21 @@ def print_over_seeds(result: dict[str, Any]) -> None:
         (f"outside them ({m})", "says it does not know", "says_unknown", outside, m),
         ("", "…of which below the threshold, no model call", "not_found_without_model", outside, m),
     ]
+    extra = []  # after the expected text: the page and facts checks, for sets that have them
+    if inside.get("with_page"):
+        p = inside["with_page"]
+        extra += [
+            ("", "expected file and page listed first", "page_first", inside, p),
+            ("", "expected file and page listed", "page_listed", inside, p),
+            ("", escape("expected file and page cited with [n]"), "page_cited", inside, p),
+        ]
+    if inside.get("with_facts"):
+        facts = inside["with_facts"]
+        extra += [
+            ("", "every expected fact in the sources given", "facts_in_sources", inside, facts),
+            ("", "every expected fact in the answer", "facts_in_answer", inside, facts),
+        ]
+    rows[4:4] = extra
     for group, label, name, part, total in rows:
         table.add_row(group, label, *_spread(part[name], total))
     per = result["seconds_per_question"]
