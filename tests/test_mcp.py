@@ -5,6 +5,7 @@ embedding model (bag-of-words vectors), so every search has a known best file.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sys
@@ -233,7 +234,7 @@ def test_served_mcp_refuses_without_the_token(server: ServeProcess) -> None:
     headers = {"Accept": "application/json, text/event-stream"}
     refused = httpx.post(server.url + "/mcp", json=initialize, headers=headers)
     assert refused.status_code == 401
-    assert "API_TOKEN" in json.dumps(refused.json()) or refused.json()
+    assert "API_TOKEN" in json.dumps(refused.json())
     wrong = httpx.post(
         server.url + "/mcp",
         json=initialize,
@@ -246,6 +247,38 @@ def test_served_mcp_refuses_without_the_token(server: ServeProcess) -> None:
         headers=headers | {"Authorization": f"Bearer {TOKEN}", "Host": "evil.example"},
     )
     assert foreign.status_code == 400  # a loopback server answers only to loopback names
+
+
+def test_served_mcp_on_every_address_takes_only_the_token(env: dict[str, str]) -> None:
+    """Bound beyond loopback (as for a laptop on a LAN), /mcp needs the token and no longer
+    checks the Host header: other machines reach it by name."""
+    with ServeProcess(env | {"API_TOKEN": TOKEN}, "--host", "0.0.0.0") as process:
+        url = process.url.replace("0.0.0.0", "127.0.0.1") + "/mcp"
+        headers = {"Accept": "application/json, text/event-stream", "Host": "laptop.lan"}
+        initialize = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"},
+            },
+        }
+        refused = httpx.post(url, json=initialize, headers=headers)
+        assert refused.status_code == 401
+        assert "API_TOKEN" in json.dumps(refused.json())
+        accepted = httpx.post(
+            url, json=initialize, headers=headers | {"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert accepted.status_code == 200
+        assert "localrag" in accepted.text
+
+        async def tools() -> list[str]:
+            async with http_session(url, TOKEN) as session:
+                return sorted(tool.name for tool in (await session.list_tools()).tools)
+
+        assert asyncio.run(tools()) == ["ask", "get_passage", "list_sources", "search"]
 
 
 def test_a_cited_passage_resolves_over_the_api(server: ServeProcess) -> None:
