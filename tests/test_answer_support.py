@@ -126,6 +126,57 @@ def test_the_extractive_answer_quotes_the_sentence_that_answers_with_its_citatio
     assert asked_kind("岚溪镇现在住着多少人？") == "number"
 
 
+# A scanned form as OCR gives it: a title, then "Label: value" lines.
+FORM = Document(
+    page_content="LIGHTHOUSE OPEN DAY\nSaturday 24 May 2025, 10 am to 4 pm\n"
+    "350 free places, book at the lighthouse open day desk\nCoordinator: Felix Ambrose\n"
+    "Autumn depth survey: results\nSurvey date: 28 October 2024\n"
+    "Surveyor: Ishaan Cole, Tidewater Hydrographic\n"
+    "Berth 3: 4.6 metres at low water\nRent: £1,275 per month",
+    metadata={"source": "docs/notice.png", "page": 1},
+)
+FORM_ZH = Document(
+    page_content="兰溪古镇旅游协会理事会会议纪要\n会议时间：2025年5月8日下午2时\n主持人：林晓峰\n"
+    "岚溪雾芽茶专业合作社：我们的故事\n2010年合作社成立，最初有37户茶农入社。",
+    metadata={"source": "docs/会议纪要.png", "page": 1},
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "document", "expected"),
+    [
+        ("Who coordinates the lighthouse open day?", FORM, "Felix Ambrose"),
+        ("Who carried out the autumn depth survey?", FORM, "Ishaan Cole"),  # not Survey date
+        ("What depth was measured at berth 3 in the autumn survey?", FORM, "4.6 metres"),
+        ("What is the monthly rent?", FORM, "£1,275"),
+        ("古镇旅游协会理事会会议由谁主持？", FORM_ZH, "林晓峰"),
+        ("合作社成立的时候有几户人家参加？", FORM_ZH, "37户"),  # not the title with a colon
+    ],
+)
+def test_a_label_line_that_names_what_is_asked_answers_it(
+    question: str, document: Document, expected: str
+) -> None:
+    best = SentenceRanker().rank(question, [document])[0]
+    assert expected in best.text
+
+
+def test_a_label_that_only_shares_a_word_or_holds_the_wrong_kind_gets_no_bonus() -> None:
+    from chains.core.extractive import label_bonus
+    from chains.core.support import Evidence
+
+    def bonus(text: str, question: str) -> float:
+        return label_bonus(text, question, asked_kind(question), Evidence([question]))
+
+    assert bonus("Coordinator: Felix Ambrose", "Who coordinates the open day?") > 0
+    assert bonus("Brindlemoor: a short guide to the town", "Who founded Brindlemoor?") == 0
+    assert (
+        bonus("Inner Basin: closure of the slip", "Between which dates is Inner Basin shut?") == 0
+    )
+    assert bonus("Invoice number: HD-20417", "What is the invoice number?") > 0
+    assert bonus("Invoice number: HD-20417", "What is the invoice number HD-20417?") == 0
+    assert asked_kind("对发票有疑问应该联系谁？") == "name"
+
+
 def test_the_ranker_uses_the_embedding_model_and_caches_sentence_vectors() -> None:
     calls: list[str] = []
 

@@ -5,8 +5,10 @@ replaced with when the support check fails, and what the embedded default answer
 A sentence's score: the embedding model's similarity to the question (when there is one),
 plus the share of the question's words it holds, plus a bonus when it holds the kind of fact
 the question asks for ("how many" a number, "when" a date or time, "who" a name) that the
-question does not already hold. A sentence that adds no word to the question (a heading that
-repeats it) is never picked.
+question does not already hold, and a bonus for a "Label: value" line whose label names what
+the question asks ("Rent: £1,275 per month" for "what is the monthly rent", 主持人：林晓峰 for
+由谁主持) — forms, invoices and notices read by OCR hold their facts that way. A sentence that
+adds no word to the question (a heading that repeats it) is never picked.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from chains.core.support import COMMON_WORDS, Evidence, check_against
 # What a sentence's score adds up from (measured on the sample questions: docs/evaluation.md).
 LEXICAL_WEIGHT = 1.0
 KIND_BONUS = 0.25
+LABEL_BONUS = 1.0  # measured on data/eval/scan-questions.jsonl (docs/evaluation.md)
 TITLE_PENALTY = 0.2
 SHORT_WORDS = 8  # "Corvane Hill Community Observatory": names a topic, answers nothing
 SECOND_WITHIN = 0.05  # a second sentence is shown when it scores this close to the best
@@ -44,8 +47,9 @@ _ASKS = [
         re.compile(
             r"\bhow (?:many|much|long|big|far|old|high|tall|large|heavy|often)\b"
             r"|\bwhat (?:is the )?"
-            r"(?:number|percentage|price|cost|capacity|size|population|length|height)\b"
-            r"|多少|几[个位次人天年条座]|多长|多大|多高|多远",
+            r"(?:number|percentage|price|cost|capacity|size|population|length|height|depth"
+            r"|width|weight|area|temperature|amount|total|rent|fee|fare|deposit|distance)\b"
+            r"|多少|几[个位次人天年条座户家名件]|多长|多大|多高|多远",
             re.IGNORECASE,
         ),
     ),
@@ -63,7 +67,8 @@ _ASKS = [
         re.compile(
             r"^\s*who\b|\bwho (?:is|was|are|were|leads|runs|founded|wrote)\b|\bwhose\b"
             r"|\bwhat (?:is|was|will) (?:the )?(?:name|called)|\bnamed?\b|\bcalled\b|\bnickname"
-            r"|\bwhich (?:company|person|ferry|boat|vessel|town|firm|organisation|organization)\b",
+            r"|\bwhich (?:company|person|ferry|boat|vessel|town|firm|organisation|organization)\b"
+            r"|谁|哪位|什么名字|叫什么",
             re.IGNORECASE,
         ),
     ),
@@ -72,6 +77,13 @@ _HOW_MANY = re.compile(r"\bhow many ([a-z-]+)(?: ([a-z-]+))?", re.IGNORECASE)
 _YEAR = re.compile(r"1[5-9]\d\d|2[01]\d\d")
 # Capitalised words in a row, allowing "of" and "the" inside: "Skerrow Coast Heritage Fund".
 _NAME_PHRASE = re.compile(r"[A-Z][\w'-]*(?:\s+(?:(?:of|the|de|van|von)\s+)?[A-Z][\w'-]*)*")
+# "Label: value" (half- or full-width colon), the label starting with a letter and at most
+# 40 characters: "Questions about this invoice: Oriel Fenwick".
+_LABELLED = re.compile(r"^\s*([^\W\d_][^:：|]{0,39}?)\s*[:：]\s*(\S.*)$")
+# A Chinese label naming who did something: 主持人, 检测员, 承租方, 馆长.
+_AGENT_LABEL = re.compile(r"[人员者方长]$")
+# A value that starts with a person's name: "Felix Ambrose", "Ishaan Cole, Tidewater ...".
+_NAME_FIRST = re.compile(r"^(?:Dr\.? |Mr\.? |Mrs\.? |Ms\.? )?[A-Z][a-z'-]+ [A-Z][a-z'-]+\b")
 _WEEKDAYS = re.compile(
     r"\b(?:mon|tue|wed|thu|fri|sat|sun)(?:day|sday|nesday|rsday|urday)?\b|daily|weekend",
     re.IGNORECASE,
@@ -164,12 +176,14 @@ class SentenceRanker:
                 continue  # repeats the question (a heading): answers nothing
             lexical = sum(weight[w] for w in held & asked) / total if total else 0.0
             score = similarity(sentence.text) + LEXICAL_WEIGHT * lexical
-            if sentence.heading or _title(sentence.text):
-                score -= TITLE_PENALTY
+            labelled = label_bonus(sentence.text, question, kind, question_facts)
+            if not labelled and (sentence.heading or _title(sentence.text)):
+                score -= TITLE_PENALTY  # a label line's capitals name its value, not a topic
             elif kind and _holds_new(kind, sentence.text, question, question_facts):
                 score += KIND_BONUS
                 if counted and _counts(sentence.text, counted):
                     score += KIND_BONUS  # "6,925 visitors" for "how many visitors"
+            score += labelled
             scored.append(replace(sentence, score=score))
         return sorted(scored, key=lambda s: -s.score)
 
@@ -216,6 +230,34 @@ def counted_noun(question: str) -> str | None:
         unit = chinese.group(1) or chinese.group(2)
         return rf"\d[\d,.]*\s*{re.escape(unit)}"
     return None
+
+
+def label_bonus(text: str, question: str, kind: str | None, question_facts: Evidence) -> float:
+    """LABEL_BONUS when `text` is "Label: value", the label names what the question asks
+    (most of its words are the question's, or start the same: Coordinator / coordinates) and the
+    value holds what was asked: a new fact of the asked kind (a date for "when"), a person
+    for "who" (a name first, or a role's label: 主持人), else any word the question lacks."""
+    labelled = _LABELLED.match(text)
+    if labelled is None:
+        return 0.0
+    label, value = labelled.group(1).strip(), labelled.group(2)
+    asked = words(question)
+    if not words(value) - asked:
+        return 0.0
+    if kind == "name" and not (_AGENT_LABEL.search(label) or _NAME_FIRST.match(value)):
+        return 0.0
+    if kind in ("number", "time") and not _holds_new(kind, value, question, question_facts):
+        return 0.0
+    named = words(label)
+    held = [w for w in named if w in asked or any(_same_start(w, a) for a in asked)]
+    # Most of the label is in the question: "Invoice number", 检测员; not a title that shares
+    # one word with it (岚溪雾芽茶专业合作社：我们的故事 for 合作社有几户).
+    return LABEL_BONUS if named and 2 * len(held) >= len(named) else 0.0
+
+
+def _same_start(a: str, b: str) -> bool:
+    """Coordinator / coordinates, Surveyor / survey: five letters in common."""
+    return len(a) >= 5 and len(b) >= 5 and a[:5] == b[:5]
 
 
 def _counts(text: str, counted: str) -> bool:
