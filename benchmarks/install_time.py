@@ -78,7 +78,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     command = first_command(ROOT / "README.md")
-    install, _, chat = command.partition(" && ")
+    install, _, chat = command.rpartition(" && ")  # the chat is last; the installs before it
     load = load_average()
     with tempfile.TemporaryDirectory(prefix="localrag-install-") as tmp:
         clone = Path(tmp) / "localrag"
