@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.telemetry import TelemetryConfig
 from starlette.exceptions import HTTPException
 
 from app.api import native, openai_compat
@@ -22,6 +23,16 @@ from app.api.security import page_headers
 from app.api.service import AnswerService
 from app.api.validation import SURROGATE
 from app.config import Settings
+
+# FastAPI (0.165+) makes a span for every request once a tracer provider is installed
+# (docs/tracing.md): only the requests that answer a question keep theirs, as the parent of its
+# `question` span, showing the time the request waited for its turn. The page's health polls
+# would each be a trace, and a span's `url.query` would carry a passage request's question text.
+TRACED_REQUESTS = frozenset({("POST", "/api/chat"), ("POST", "/v1/chat/completions")})
+REQUEST_TELEMETRY: TelemetryConfig = {
+    "exclude": lambda scope: (scope.get("method"), scope.get("path")) not in TRACED_REQUESTS,
+    "operation_spans": False,  # dependencies, endpoint: done before the answer streams
+}
 
 
 def create_app(service: AnswerService, settings: Settings, *, loopback: bool) -> FastAPI:
@@ -47,6 +58,7 @@ def create_app(service: AnswerService, settings: Settings, *, loopback: bool) ->
         redoc_url=None,
         openapi_url=None,
         lifespan=lifespan,
+        telemetry=REQUEST_TELEMETRY,
     )
     app.state.service = service
     app.state.settings = settings
