@@ -24,15 +24,12 @@ from app.api.service import AnswerService
 from app.api.validation import SURROGATE
 from app.config import Settings
 
-# FastAPI (0.165+) makes a span for every request once a tracer provider is installed
-# (docs/tracing.md): only the requests that answer a question keep theirs, as the parent of its
-# `question` span, showing the time the request waited for its turn. The page's health polls
-# would each be a trace, and a span's `url.query` would carry a passage request's question text.
-TRACED_REQUESTS = frozenset({("POST", "/api/chat"), ("POST", "/v1/chat/completions")})
-REQUEST_TELEMETRY: TelemetryConfig = {
-    "exclude": lambda scope: (scope.get("method"), scope.get("path")) not in TRACED_REQUESTS,
-    "operation_spans": False,  # dependencies, endpoint: done before the answer streams
-}
+# FastAPI (0.165+) makes a span for every request once a tracer provider is installed: the
+# page's health polls would each be a trace, a passage request's `url.query` would carry the
+# question's text, and `question` would sit under `POST /api/chat`, which Phoenix lists as an
+# "unknown" step with no input or output. Off: a question is the root of its trace, as in the
+# terminal chat and MCP (docs/tracing.md).
+REQUEST_TELEMETRY: TelemetryConfig = {"tracing": False}
 
 
 def create_app(service: AnswerService, settings: Settings, *, loopback: bool) -> FastAPI:
