@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -33,6 +34,8 @@ from app.session.conversation import start_conversation
 from app.telemetry import tracing
 from chains.core.events import collect
 from tests.fakes import MemoryStore, fake_embeddings, scripted
+from tests.ollama_server import OllamaTestServer
+from tests.serve_process import ServeProcess, serve_env
 from tests.test_session_answer import resources_for
 
 pytestmark = pytest.mark.unit
@@ -523,3 +526,61 @@ def test_a_real_ingest_exports_its_spans_over_otlp_http(
     assert {r.get("service.name") for r in receiver.resources} == {"localrag-test"}
     embed = next(attrs for name, attrs, _ in receiver.spans if name == "embed")
     assert embed["gen_ai.provider.name"] == "ollama"
+
+
+@pytest.mark.integration
+def test_a_real_server_exports_each_question_as_one_trace(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """`python -m app.serve` exporting to an OTLP/HTTP receiver: a question through
+    POST /api/chat is the root of one trace holding all its steps (FastAPI's own request spans
+    are off), the page's health polls make no span, and no text leaves without capture."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("The lighthouse keeper feeds the gulls at dawn. " * 10)
+    with OllamaTestServer(reply="The keeper feeds them at dawn [1].") as ollama:
+        env = serve_env(
+            tmp_path / "chroma",
+            OLLAMA_BASE_URL=ollama.base_url,
+            EMBEDDING_PROVIDER="ollama",
+            CHAT_PROVIDER="ollama",
+            DOCS_DIR=str(docs),
+            INGEST_WORKERS="1",
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        )
+        env.pop("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", None)
+        with ServeProcess(env) as server:
+            httpx.get(server.url + "/api/health", timeout=30).raise_for_status()
+            reply = httpx.post(
+                server.url + "/api/chat", json={"question": "Who feeds the gulls?"}, timeout=120
+            )
+            assert "event: done" in reply.text, reply.text
+            httpx.get(server.url + "/api/health", timeout=30).raise_for_status()
+            assert server.stop() == 0  # spans are flushed at exit
+
+    records = receiver.records
+    assert not [r.name for r in records if "http.request.method" in r.attributes]
+    assert not [r.name for r in records if r.name.startswith(("GET", "POST", "fastapi."))]
+    for record in records:
+        assert record.attributes[KIND] in KINDS, record.name
+        assert not carries_text(record.attributes), record.name
+    (question,) = [r for r in records if r.name == "question"]
+    assert question.parent_id == b""
+    assert question.attributes["localrag.entry_point"] == "serve"
+    steps = {r.name: r for r in records if r.trace_id == question.trace_id and r is not question}
+    assert set(steps) == {
+        "retrieve", "retrieve.vector", "fit budget", "prompt", "generate", "first token", "check"
+    }  # fmt: skip
+    for name in ("retrieve", "fit budget", "prompt", "generate", "check"):
+        assert steps[name].parent_id == question.span_id, name
+    assert steps["first token"].parent_id == steps["generate"].span_id
+    generate = steps["generate"].attributes
+    assert generate["llm.model_name"] == "llama3.2"
+    assert generate["llm.token_count.prompt"] > 0
+    assert generate["llm.token_count.completion"] > 0
+    retrieve = steps["retrieve"].attributes
+    assert retrieve[KIND] == "RETRIEVER"
+    assert retrieve["retrieval.documents.0.document.id"] == retrieve["localrag.chunk_ids"][0]
+    (sync,) = [r for r in records if r.name == "sync"]  # the server's first ingest
+    assert sync.parent_id == b""
+    assert sync.trace_id != question.trace_id
