@@ -42,8 +42,8 @@ pytestmark = pytest.mark.unit
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 OTEL_KEYS = [k for k in os.environ if k.startswith("OTEL_")]
 KIND = "openinference.span.kind"
-KINDS = {"CHAIN", "RETRIEVER", "EMBEDDING", "LLM", "GUARDRAIL"}  # Phoenix: "unknown" without
-INGEST_STEPS = {"sync", "read store", "discover", "parse", "split", "embed", "write", "finish"}
+# OpenInference's span kinds: Phoenix shows a span without one as "unknown".
+KINDS = {"CHAIN", "RETRIEVER", "EMBEDDING", "LLM", "GUARDRAIL", "PROMPT"}
 # Attributes that carry text (the question, documents, prompts, answers): only when asked.
 TEXT_KEYS = ("input.value", "output.value", "localrag.rewritten", "localrag.searched")
 TEXT_PARTS = (".document.content", "_messages.")
@@ -199,6 +199,7 @@ def test_a_question_makes_its_steps_spans_under_one_root(
     prompt = under_root("prompt")
     assert parent_of(spans, prompt) == "question"
     assert prompt.attributes["localrag.messages"] == 4  # system, the exchange, the question
+    assert prompt.attributes[KIND] == "PROMPT"
     generate = under_root("generate")
     assert parent_of(spans, generate) == "question"
     assert generate.attributes["gen_ai.operation.name"] == "chat"

@@ -284,8 +284,8 @@ def _dotted(attributes: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def span_kind(kind: str) -> dict[str, Any]:
-    """OpenInference's span kind (CHAIN, the default; RETRIEVER, LLM, EMBEDDING, GUARDRAIL):
-    how Phoenix draws it."""
+    """OpenInference's span kind (CHAIN, the default; RETRIEVER, LLM, EMBEDDING, PROMPT,
+    GUARDRAIL): how Phoenix draws it."""
     return {SPAN_KIND: kind}
 
 

@@ -193,7 +193,9 @@ def answering_chain(
     ).with_config(run_name="prompt")
 
     def prompted(item: dict[str, Any]) -> Any:
-        with tracing.span("prompt", localrag_chunks=len(item["context"])) as current:
+        with tracing.span(
+            "prompt", localrag_chunks=len(item["context"]), **tracing.span_kind("PROMPT")
+        ) as current:
             value = prompting.invoke(item)
             tracing.record(current, localrag_messages=len(value.to_messages()))
             if tracing.capture_content():
