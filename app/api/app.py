@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.telemetry import TelemetryConfig
 from starlette.exceptions import HTTPException
 
 from app.api import native, openai_compat
@@ -22,6 +23,13 @@ from app.api.security import page_headers
 from app.api.service import AnswerService
 from app.api.validation import SURROGATE
 from app.config import Settings
+
+# FastAPI (0.165+) makes a span for every request once a tracer provider is installed: the
+# page's health polls would each be a trace, a passage request's `url.query` would carry the
+# question's text, and `question` would sit under `POST /api/chat`, which Phoenix lists as an
+# "unknown" step with no input or output. Off: a question is the root of its trace, as in the
+# terminal chat and MCP (docs/tracing.md).
+REQUEST_TELEMETRY: TelemetryConfig = {"tracing": False}
 
 
 def create_app(service: AnswerService, settings: Settings, *, loopback: bool) -> FastAPI:
@@ -47,6 +55,7 @@ def create_app(service: AnswerService, settings: Settings, *, loopback: bool) ->
         redoc_url=None,
         openapi_url=None,
         lifespan=lifespan,
+        telemetry=REQUEST_TELEMETRY,
     )
     app.state.service = service
     app.state.settings = settings

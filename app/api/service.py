@@ -35,7 +35,7 @@ from app.api.validation import unencodable
 from app.config import Settings
 from app.errors import ConfigError, LocalragError, ProviderError, StoreError
 from app.retrieval.filters import SourceFilter
-from app.session.conversation import Conversation, chain_spec, trace_event
+from app.session.conversation import Conversation, chain_spec, trace_answer, trace_event
 from app.session.failures import explain_failure
 from app.session.resources import Resources
 from app.store.catalog import Status
@@ -98,19 +98,29 @@ class PreparedAnswer:
 
     async def events(self) -> AsyncIterator[Event]:
         gate = self.service.gate
-        async for ahead in self.ticket.places():  # only while it waits; again as it moves up
-            yield Queued(ahead, math.ceil(gate.expected_start(ahead)))
-        async with self.ticket.turn():
-            async for event in self._answer():
-                yield event
+        root = self.session.question_span(self.request.question, "serve")
+        waited: tracing.Span | None = None
+        try:
+            async for ahead in self.ticket.places():  # only while it waits; again as it moves up
+                if waited is None:
+                    waited = tracing.start("wait for turn", parent=root, localrag_ahead=ahead)
+                yield Queued(ahead, math.ceil(gate.expected_start(ahead)))
+            if waited is not None:
+                waited.end()
+            async with self.ticket.turn():
+                async for event in self._answer(root):
+                    yield event
+        finally:
+            if waited is not None and waited.is_recording():  # stopped while waiting
+                waited.end()
+            root.end()
 
-    async def _answer(self) -> AsyncIterator[Event]:
+    async def _answer(self, root: tracing.Span) -> AsyncIterator[Event]:
         session, request = self.session, self.request
         usage = UsageMetadataCallbackHandler()
         safe: SafeStream | None = None
         context: list[Document] = []
         text = ""
-        root = session.question_span(request.question, "serve")
         try:
             # The library as it is now, whoever wrote it; reading it is off the event loop.
             await asyncio.to_thread(self.service.follow_library, session)
@@ -149,7 +159,7 @@ class PreparedAnswer:
             tracing.record_failure(root, exc)
             raise self.service.explain(exc) from exc
         finally:
-            root.end()
+            trace_answer(root, text)
         yield Finished(text, _total_usage(usage))
 
     async def collect(self) -> CompletedAnswer:

@@ -26,7 +26,7 @@ from app.session.resources import Resources
 from app.telemetry import tracing
 from chains.core.answering import model_identity
 from chains.core.budget import BudgetError
-from chains.core.events import AnswerEvent, AnswerReplaced, Retrieved, answer_events
+from chains.core.events import AnswerEvent, AnswerReplaced, AnswerText, Retrieved, answer_events
 from chains.core.registry import ChainSpec, get_chain
 
 
@@ -116,6 +116,7 @@ class Conversation:
         root = self.question_span(question, "chat")
 
         def work() -> None:
+            said: list[str] = []  # the answer as it stands, for the root span (capture on)
             try:
                 with serial:
                     if stop.is_set():
@@ -127,11 +128,16 @@ class Conversation:
                             tracing.record(root, localrag_stopped=True)
                             return
                         trace_event(root, event)
+                        if isinstance(event, AnswerText):
+                            said.append(event.text)
+                        elif isinstance(event, AnswerReplaced):
+                            said[:] = [event.text]
                         items.put(event)
             except BaseException as exc:
                 tracing.record_failure(root, exc)
                 items.put(_Failure(exc))
             finally:
+                trace_answer(root, "".join(said))
                 root.end()
                 items.put(_DONE)
 
@@ -199,6 +205,12 @@ def trace_event(root: tracing.Span, event: AnswerEvent) -> None:
         )
     elif isinstance(event, AnswerReplaced):
         tracing.record(root, localrag_replaced=event.reason)
+
+
+def trace_answer(root: tracing.Span, answer: str) -> None:
+    """The answer as the root span's output, when capture is on (Phoenix lists it by trace)."""
+    if root.is_recording() and tracing.capture_content():
+        tracing.record(root, **{"output.value": answer})
 
 
 def start_conversation(

@@ -41,6 +41,7 @@ __all__ = [
     "enabled_by_env",
     "in_span",
     "llm_attributes",
+    "message_attributes",
     "record",
     "retrieval_attributes",
     "setup_tracing",
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 TRACER_NAME = "localrag"
+SPAN_KIND = "openinference.span.kind"
 SERVICE_NAME = "localrag"
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -189,9 +191,7 @@ def span(
     given as keywords: `localrag_files=3` is recorded as `localrag.files`."""
     if _off():
         return _NO_SPAN
-    return _tracer().start_as_current_span(
-        name, context=parent, attributes=_clean(_dotted(attributes))
-    )
+    return _tracer().start_as_current_span(name, context=parent, attributes=_kinded(attributes))
 
 
 def start(
@@ -207,7 +207,7 @@ def start(
         return trace.INVALID_SPAN
     context = trace.set_span_in_context(parent) if isinstance(parent, Span) else parent
     return _tracer().start_span(
-        name, context=context, attributes=_clean(_dotted(attributes)), start_time=start_time
+        name, context=context, attributes=_kinded(attributes), start_time=start_time
     )
 
 
@@ -267,6 +267,14 @@ def current_context() -> otel_context.Context:
 # --- Attribute sets ---------------------------------------------------------------------------
 
 
+def _kinded(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """A new span's attributes, with an OpenInference span kind: Phoenix shows a span without
+    one as "unknown" and leaves it out of its views of a trace's steps."""
+    clean = _clean(_dotted(attributes))
+    clean.setdefault(SPAN_KIND, "CHAIN")
+    return clean
+
+
 def _dotted(attributes: Mapping[str, Any]) -> dict[str, Any]:
     """`localrag_files` -> `localrag.files`; names with dots (given as **{...}) stay."""
     return {
@@ -276,8 +284,25 @@ def _dotted(attributes: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def span_kind(kind: str) -> dict[str, Any]:
-    """OpenInference's span kind (CHAIN, RETRIEVER, LLM, EMBEDDING): how Phoenix draws it."""
-    return {"openinference.span.kind": kind}
+    """OpenInference's span kind (CHAIN, the default; RETRIEVER, LLM, EMBEDDING, PROMPT,
+    GUARDRAIL): how Phoenix draws it."""
+    return {SPAN_KIND: kind}
+
+
+# OpenInference's names for who said a message (LangChain's message types as keys).
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+
+
+def message_attributes(direction: str, messages: list[Any]) -> dict[str, Any]:
+    """OpenInference's `llm.input_messages.N.message.role/content` (direction `input`) or
+    `llm.output_messages...` (`output`) of LangChain messages: text, so only when capture is on
+    (the caller checks `capture_content()`)."""
+    attributes: dict[str, Any] = {}
+    for i, message in enumerate(messages):
+        prefix = f"llm.{direction}_messages.{i}.message."
+        attributes[prefix + "role"] = _ROLES.get(message.type, message.type)
+        attributes[prefix + "content"] = message.text
+    return attributes
 
 
 def llm_attributes(model: str | None, provider: str | None, operation: str) -> dict[str, Any]:
@@ -286,7 +311,7 @@ def llm_attributes(model: str | None, provider: str | None, operation: str) -> d
         "gen_ai.operation.name": operation,
         "gen_ai.request.model": model,
         "gen_ai.provider.name": provider,
-        "openinference.span.kind": "EMBEDDING" if operation == "embeddings" else "LLM",
+        SPAN_KIND: "EMBEDDING" if operation == "embeddings" else "LLM",
         "llm.model_name" if operation != "embeddings" else "embedding.model_name": model,
         "llm.provider": provider,
     }
@@ -307,16 +332,19 @@ def usage_attributes(input_tokens: int | None, output_tokens: int | None) -> dic
 
 
 def retrieval_attributes(documents: list[Any]) -> dict[str, Any]:
-    """Chunk ids, sources and scores of retrieved Documents (never their text)."""
+    """Chunk ids, sources and scores of retrieved Documents; their text only when capture is
+    on (`retrieval.documents.N.document.content`, which Phoenix shows under the retriever)."""
     attributes: dict[str, Any] = {
         "localrag.chunks": len(documents),
         "localrag.chunk_ids": [str(d.id) for d in documents],
         "localrag.sources": [str(d.metadata.get("source", "")) for d in documents],
         "localrag.scores": [float(d.metadata.get("score", 0.0)) for d in documents],
     }
+    text = capture_content()
     for i, doc in enumerate(documents):
-        attributes[f"retrieval.documents.{i}.document.id"] = str(doc.id)
-        attributes[f"retrieval.documents.{i}.document.score"] = float(
-            doc.metadata.get("score", 0.0)
-        )
+        prefix = f"retrieval.documents.{i}.document."
+        attributes[prefix + "id"] = str(doc.id)
+        attributes[prefix + "score"] = float(doc.metadata.get("score", 0.0))
+        if text:
+            attributes[prefix + "content"] = doc.page_content
     return attributes

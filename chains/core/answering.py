@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.retrievers import BaseRetriever
@@ -193,24 +193,28 @@ def answering_chain(
     ).with_config(run_name="prompt")
 
     def prompted(item: dict[str, Any]) -> Any:
-        with tracing.span("prompt", localrag_chunks=len(item["context"])) as current:
+        with tracing.span(
+            "prompt", localrag_chunks=len(item["context"]), **tracing.span_kind("PROMPT")
+        ) as current:
             value = prompting.invoke(item)
             tracing.record(current, localrag_messages=len(value.to_messages()))
             if tracing.capture_content():
                 tracing.record(current, **{"input.value": value.to_string()})
             return value
 
-    def generating() -> tuple[tracing.Span, Generation]:
+    def generating(value: Any) -> tuple[tracing.Span, Generation]:
         current = tracing.start(
             "generate",
             localrag_max_answer_tokens=settings.max_answer_tokens,
             **tracing.llm_attributes(model_name, provider, "chat"),
         )
+        if current.is_recording() and tracing.capture_content():
+            tracing.record(current, **tracing.message_attributes("input", value.to_messages()))
         return current, Generation(current)
 
     def generated(item: dict[str, Any]) -> Iterator[str]:
         value = prompted(item)
-        current, progress = generating()
+        current, progress = generating(value)
         try:
             for chunk in tracing.in_span(current, model.stream(value)):
                 yield progress.add(chunk)
@@ -225,7 +229,7 @@ def answering_chain(
 
     async def agenerated(item: dict[str, Any]) -> AsyncIterator[str]:
         value = prompted(item)
-        current, progress = generating()
+        current, progress = generating(value)
         try:
             async for chunk in tracing.ain_span(current, model.astream(value)):
                 yield progress.add(chunk)
@@ -239,7 +243,12 @@ def answering_chain(
             progress.end()
 
     def quoted(item: dict[str, Any]) -> str:
-        return extractive_answer(ranker, item["standalone_question"], item["context"])
+        with tracing.span("extract", localrag_chunks=len(item["context"])) as current:
+            text = extractive_answer(ranker, item["standalone_question"], item["context"])
+            tracing.record(current, localrag_dont_know=text == DONT_KNOW)
+            if tracing.capture_content():
+                tracing.record(current, **{"output.value": text})
+            return text
 
     def answer_or_not_found(inputs: Iterator[dict[str, Any]]) -> Iterator[str]:
         for item in inputs:
@@ -255,7 +264,9 @@ def answering_chain(
             if is_not_found(item["context"]):
                 yield not_found_message(item["question"])
             elif mode == "extract":
-                yield await asyncio.get_running_loop().run_in_executor(None, quoted, item)
+                # to_thread: in the loop's executor, as run_in_executor, but in this context
+                # (the question's span), so the step's span joins the question's trace.
+                yield await asyncio.to_thread(quoted, item)
             else:
                 async for token in agenerated(item):
                     yield token
@@ -265,9 +276,17 @@ def answering_chain(
         the user's words do not hold; None when it stands (or nothing was generated)."""
         if mode != "generate" or not answer.strip() or is_not_found(seen.get("context", ())):
             return None
-        if check_support(answer, supporting_texts(seen)).supported:
-            return None
-        return {"replaced": AnswerReplaced(quoted(seen), NOT_SUPPORTED)}
+        with tracing.span("check", **tracing.span_kind("GUARDRAIL")) as current:
+            support = check_support(answer, supporting_texts(seen))
+            tracing.record(
+                current,
+                localrag_facts=len(support.facts),
+                localrag_unsupported=len(support.unsupported),
+                localrag_unsupported_kinds=sorted({f.kind for f in support.unsupported}),
+            )
+            if support.supported:
+                return None
+            return {"replaced": AnswerReplaced(quoted(seen), NOT_SUPPORTED)}
 
     def check(chunks: Iterator[dict[str, Any]]) -> Iterator[AddableDict]:
         seen: dict[str, Any] = {}
@@ -287,8 +306,7 @@ def answering_chain(
             yield AddableDict(chunk)
             answer += str(chunk.get("answer") or "")
             seen |= {k: v for k, v in chunk.items() if k != "answer"}
-        loop = asyncio.get_running_loop()
-        replaced = await loop.run_in_executor(None, replacement, seen, answer)
+        replaced = await asyncio.to_thread(replacement, seen, answer)  # see aanswer_or_not_found
         if replaced:
             yield AddableDict(replaced)
 
@@ -352,5 +370,10 @@ class Generation:
             **tracing.usage_attributes(self.input_tokens, self.output_tokens),
         )
         if self.text:
-            tracing.record(self.span, **{"output.value": "".join(self.text)})
+            answer = AIMessage("".join(self.text))
+            tracing.record(
+                self.span,
+                **{"output.value": answer.text},
+                **tracing.message_attributes("output", [answer]),
+            )
         self.span.end()
