@@ -3,6 +3,7 @@ a run."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import multiprocessing
 import os
@@ -19,6 +20,7 @@ from typing import Any
 from langchain_core.documents import Document
 from pebble import ProcessExpired, ProcessPool
 
+from loaders import activity
 from loaders.discovery import SourceFile
 from loaders.parsers import (
     IMAGE_SUFFIXES,
@@ -75,7 +77,7 @@ OCR_SUFFIXES = IMAGE_SUFFIXES | PDF_SUFFIXES
 OUT_OF_MEMORY_EXIT = 75
 
 
-def _start_worker(memory_mb: int) -> None:
+def _start_worker(memory_mb: int, activity_dir: str = "") -> None:
     """Pool initializer. It must not raise: pebble restarts a worker whose initializer fails,
     forever, and the run would hang."""
     # spaCy (which unstructured uses) imports torch through thinc whenever torch is installed
@@ -93,13 +95,20 @@ def _start_worker(memory_mb: int) -> None:
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    # The progress line loses its detail, the parse goes on.
+    with contextlib.suppress(Exception):
+        activity.start(activity_dir)
 
 
 def _parse_in_worker(
     file: SourceFile, limits: ParseLimits
 ) -> tuple[list[Document] | str, tuple[int, int]]:
     started = time.time_ns()
-    result = _parse(file, limits)
+    activity.begin(file.source)
+    try:
+        result = _parse(file, limits)
+    finally:
+        activity.end()
     return result, (started, time.time_ns())
 
 
@@ -157,8 +166,11 @@ def _timed_out(file: SourceFile, seconds: float) -> str:
     return reason
 
 
-def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Parsed | Failed]:
-    """Yield each file's Documents (or why it failed) as soon as a worker finishes it."""
+def parse_in_workers(
+    files: list[SourceFile], limits: PoolLimits, activity_dir: str = ""
+) -> Iterator[Parsed | Failed]:
+    """Yield each file's Documents (or why it failed) as soon as a worker finishes it.
+    `activity_dir`: where workers report a long parse (see loaders.activity)."""
     if not files:
         return
     # forkserver: workers start from a clean process, not a fork of one that may hold the
@@ -167,7 +179,7 @@ def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Pa
     with ProcessPool(
         max_workers=max(1, min(limits.workers, len(files))),
         initializer=_start_worker,
-        initargs=(limits.memory_mb,),
+        initargs=(limits.memory_mb, activity_dir),
         context=context,
     ) as pool:
         futures: dict[Future[Any], SourceFile] = {
