@@ -69,6 +69,7 @@ class PoolLimits:
     timeout_seconds: float = 120.0
     memory_mb: int = 2048
     parse: ParseLimits = field(default_factory=ParseLimits)
+    activity_dir: str = ""  # where workers report a long parse (see loaders.activity)
 
 
 OCR_SUFFIXES = IMAGE_SUFFIXES | PDF_SUFFIXES
@@ -166,11 +167,8 @@ def _timed_out(file: SourceFile, seconds: float) -> str:
     return reason
 
 
-def parse_in_workers(
-    files: list[SourceFile], limits: PoolLimits, activity_dir: str = ""
-) -> Iterator[Parsed | Failed]:
-    """Yield each file's Documents (or why it failed) as soon as a worker finishes it.
-    `activity_dir`: where workers report a long parse (see loaders.activity)."""
+def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Parsed | Failed]:
+    """Yield each file's Documents (or why it failed) as soon as a worker finishes it."""
     if not files:
         return
     # forkserver: workers start from a clean process, not a fork of one that may hold the
@@ -179,7 +177,7 @@ def parse_in_workers(
     with ProcessPool(
         max_workers=max(1, min(limits.workers, len(files))),
         initializer=_start_worker,
-        initargs=(limits.memory_mb, activity_dir),
+        initargs=(limits.memory_mb, limits.activity_dir),
         context=context,
     ) as pool:
         futures: dict[Future[Any], SourceFile] = {

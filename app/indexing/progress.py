@@ -65,6 +65,7 @@ class SyncTracker:
         self.path = snapshot_path(settings, store_key)
         self.display = display
         self.lock = threading.Lock()
+        self.publishing = threading.Lock()
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
         self.activity_dir = ""
@@ -114,12 +115,14 @@ class SyncTracker:
         with self.lock:
             self.current = name
         self.display.stage(name)
+        self._publish_now()
 
     def files_to_parse(self, count: int) -> None:
         with self.lock:
             self.files_total += count
             self.parse_started = self.parse_started or time.monotonic()
         self.display.files_to_parse(count)
+        self._publish_now()
 
     def file_parsed(self, file: str, pages: int, ocr_pages: int, reason: str) -> None:
         with self.lock:
@@ -214,11 +217,18 @@ class SyncTracker:
         return round(max(left), 1) if left else None
 
     def _publish(self) -> None:
-        snapshot = self.snapshot()
-        temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(snapshot, ensure_ascii=False))
-        os.replace(temporary, self.path)
+        with self.publishing:
+            snapshot = self.snapshot()
+            temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(snapshot, ensure_ascii=False))
+            os.replace(temporary, self.path)
         self.display.working(str(snapshot["line"]))
+
+    def _publish_now(self) -> None:
+        """At a new stage or count: a few times a sync, so readers never see it far behind."""
+        if self.thread is not None and not self.stop.is_set():
+            with contextlib.suppress(OSError):
+                self._publish()
 
 
 def _rate(done: int, since: float | None, now: float) -> float:

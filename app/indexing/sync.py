@@ -24,7 +24,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -801,9 +801,8 @@ class _Sync:
         moved: list[tuple[SourceFile, str]] = []
         pending: list[tuple[str, list[Document]]] = []
         pending_chunks = 0
-        results = parse_in_workers(
-            [f for f, _ in to_parse], pool_limits(self.settings), self.progress.activity_dir
-        )
+        limits = replace(pool_limits(self.settings), activity_dir=self.progress.activity_dir)
+        results = parse_in_workers([f for f, _ in to_parse], limits)
         while True:
             with self.clock("parse"):
                 result = next(results, None)
