@@ -4,7 +4,7 @@
 it ended; the skipped and failed files with their reasons (the scan that outran PARSE_TIMEOUT
 named); a sync killed mid-way leaves a snapshot that is ignored; the web page, in headless
 Chromium, shows the live progress, then the library with a failed file's reason, and a planted
-file name runs no script. Real processes, real OCR; embeddings from the Ollama test server."""
+file name runs no script; the server's own `--watch` publishes its sync the same way. Real processes, real OCR; embeddings from the Ollama test server."""
 
 from __future__ import annotations
 
@@ -195,3 +195,46 @@ def test_library_shows_a_running_sync_its_slow_file_and_every_status(
         assert inbox_row[1:5] == ["1", "0", "2", "2"]
         context.close()
         assert errors == []
+
+
+@pytest.mark.timeout(600)
+def test_the_servers_own_watch_shows_its_sync_too(tmp_path: Path, ollama: OllamaTestServer) -> None:
+    """`python -m app.serve --watch` syncs in a thread of the server: a scan saved into a
+    source shows as the server's own sync, with its OCR page, then as an `ocr` file."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "bakery.txt").write_text("The bakery sells rye bread.")
+    env = serve_env(
+        tmp_path / "chroma",
+        OLLAMA_BASE_URL=ollama.base_url,
+        EMBEDDING_PROVIDER="ollama",
+        CHAT_PROVIDER="ollama",
+        DOCS_DIR=str(docs),
+        INGEST_WORKERS="1",
+        WATCH_DEBOUNCE="0.5",
+    )
+    with ServeProcess(env, "--watch") as server:
+        assert server.process is not None
+        deadline = time.monotonic() + 120
+        while "Watching" not in " ".join(server.log):
+            assert time.monotonic() < deadline, server.log
+            time.sleep(0.2)
+        scanned_pdf(
+            tmp_path / "scan.pdf",
+            [draw([f"Page {n} of the tide log.", "High water at noon."]) for n in range(12)],
+        )
+        os.replace(tmp_path / "scan.pdf", docs / "scan.pdf")  # saved whole, as editors do
+        sync = None
+        deadline = time.monotonic() + 300
+        while sync is None or not any(p["file"] == "docs/scan.pdf" for p in sync["parsing"]):
+            assert time.monotonic() < deadline, "the watch's sync never showed up"
+            sync = library(server)["sync"]
+            time.sleep(0.2)
+        assert sync["pid"] == server.process.pid
+        while library(server)["sync"] is not None:
+            assert time.monotonic() < deadline, "the watch's sync never ended"
+            time.sleep(0.5)
+        after = library(server)
+        (source,) = after["sources"]
+        assert source["statuses"] == {"indexed": 1, "ocr": 1, "skipped": 0, "failed": 0}
+        assert after["ocr"] == {"files": 1, "pages": 12}
