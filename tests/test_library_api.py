@@ -4,7 +4,8 @@
 it ended; the skipped and failed files with their reasons (the scan that outran PARSE_TIMEOUT
 named); a sync killed mid-way leaves a snapshot that is ignored; the web page, in headless
 Chromium, shows the live progress, then the library with a failed file's reason, and a planted
-file name runs no script; the server's own `--watch` publishes its sync the same way. Real processes, real OCR; embeddings from the Ollama test server."""
+file name runs no script; the server's own `--watch` publishes its sync the same way. Real
+processes, real OCR; embeddings from the Ollama test server."""
 
 from __future__ import annotations
 
