@@ -21,45 +21,45 @@ class _Activity:
         self.path = folder / f"{os.getpid()}.json"
         self.lock = threading.Lock()
         self.state: dict[str, Any] | None = None
-        self.written = False
-        self.changed = False
+        self.written: dict[str, Any] | None = None  # what the file holds now
         self.wake = threading.Event()
         threading.Thread(target=self._keep_written, name="activity", daemon=True).start()
 
     def begin(self, file: str) -> None:
         with self.lock:
             self.state = {"pid": os.getpid(), "file": file, "started": time.time()}
-            self.changed = True
 
     def page(self, number: int, pages: int) -> None:
         with self.lock:
             if self.state is not None:
                 self.state.update(ocr_page=number, ocr_pages=pages)
-                self.changed = True
 
     def end(self) -> None:
         with self.lock:
             self.state = None
-            self.changed = True
 
     def _keep_written(self) -> None:
         while not self.wake.wait(0.5):
-            with self.lock:
-                state = dict(self.state) if self.state is not None else None
-                changed, self.changed = self.changed, False
-            if state is None:
-                if self.written:
-                    with contextlib.suppress(OSError):
-                        self.path.unlink()
-                    self.written = False
-            elif (changed or not self.written) and (
-                time.time() - state["started"] >= WRITE_AFTER_SECONDS
-            ):
-                with contextlib.suppress(OSError):
-                    temporary = self.path.with_suffix(".tmp")
-                    temporary.write_text(json.dumps(state))
-                    os.replace(temporary, self.path)
-                    self.written = True
+            # Out of memory (a bomb being parsed) or disk: skip a beat, never print or die.
+            with contextlib.suppress(Exception):
+                self._write()
+
+    def _write(self) -> None:
+        """The file holds the parse under way once it has lasted a second; none otherwise."""
+        with self.lock:
+            state = dict(self.state) if self.state is not None else None
+        if state is not None and time.time() - state["started"] < WRITE_AFTER_SECONDS:
+            state = None
+        if state == self.written:
+            return
+        if state is None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        else:
+            temporary = self.path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(state))
+            os.replace(temporary, self.path)
+        self.written = state
 
 
 _current: _Activity | None = None

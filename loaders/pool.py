@@ -88,6 +88,10 @@ def _start_worker(memory_mb: int, activity_dir: str = "") -> None:
     # Ctrl-C reaches the whole process group: the main process decides (in --watch, to finish
     # the sync under way); a worker killed by it would report its file as failed to parse.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Before the memory limit, which its thread's stack counts against. Should it fail, the
+    # progress line loses its detail and the parse goes on.
+    with contextlib.suppress(Exception):
+        activity.start(activity_dir)
     # Address space, not resident size: a parser that tries to inflate a bomb gets a
     # MemoryError in its own process instead of the kernel's OOM killer picking a victim.
     # Never above the hard limit, which setrlimit would refuse.
@@ -96,9 +100,6 @@ def _start_worker(memory_mb: int, activity_dir: str = "") -> None:
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    # The progress line loses its detail, the parse goes on.
-    with contextlib.suppress(Exception):
-        activity.start(activity_dir)
 
 
 def _parse_in_worker(

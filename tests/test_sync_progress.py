@@ -197,3 +197,36 @@ def dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
     return process.pid
+
+
+def test_a_worker_reports_a_long_parse_and_its_ocr_page_then_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loaders import activity
+
+    monkeypatch.setattr(activity, "_current", None)
+    activity.start(str(tmp_path))
+    report = tmp_path / f"{os.getpid()}.json"
+
+    def until(check: Any) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = activity.read(tmp_path)
+            if check(found):
+                return found
+            time.sleep(0.1)
+        pytest.fail(f"never seen; last: {activity.read(tmp_path)}")
+
+    activity.begin("docs/quick.txt")
+    activity.end()  # over before a second: nothing written
+    activity.begin("docs/scan.pdf")
+    activity.ocr_page(2, 5)
+    (seen,) = until(lambda found: found)
+    assert (seen["file"], seen["ocr_page"], seen["ocr_pages"]) == ("docs/scan.pdf", 2, 5)
+    activity.ocr_page(3, 5)
+    until(lambda found: found and found[0]["ocr_page"] == 3)
+    activity.end()
+    until(lambda found: not found)
+    assert not report.exists()
+    assert activity._current is not None
+    activity._current.wake.set()  # its thread ends
