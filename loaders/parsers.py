@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
 
+from loaders import activity
 from loaders.tables import html_to_markdown_table, markdown_table
 
 if TYPE_CHECKING:
@@ -293,6 +294,7 @@ def _read_image(path: Path, suffix: str, limits: ParseLimits) -> list[Page]:
                     image.seek(number - 1)
                     _refuse_bomb(image.size, limits)
                     image.load()
+                    activity.ocr_page(number, frames)
                     pages.append(Page(number, ocr_image(image).text, ocr=True))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UnreadableFile(_bomb_reason(exc, limits)) from exc
@@ -470,6 +472,7 @@ def _ocr_pdf_pages(path: Path, pages: list[tuple[int, str, float]]) -> list[Page
                 continue
             width, height = page.get_size()
             scale = min(_RENDER_DPI / 72, (_MAX_RENDER_PIXELS / max(width * height, 1)) ** 0.5)
+            activity.ocr_page(number, len(pages))
             image = page.render(scale=scale, grayscale=True).to_pil()
             read = ocr_image(image).text
             # A layer of a few words (a scanner's stamp) is kept if OCR finds even less.

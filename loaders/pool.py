@@ -3,6 +3,7 @@ a run."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import multiprocessing
 import os
@@ -19,6 +20,7 @@ from typing import Any
 from langchain_core.documents import Document
 from pebble import ProcessExpired, ProcessPool
 
+from loaders import activity
 from loaders.discovery import SourceFile
 from loaders.parsers import (
     IMAGE_SUFFIXES,
@@ -67,6 +69,7 @@ class PoolLimits:
     timeout_seconds: float = 120.0
     memory_mb: int = 2048
     parse: ParseLimits = field(default_factory=ParseLimits)
+    activity_dir: str = ""  # where workers report a long parse (see loaders.activity)
 
 
 OCR_SUFFIXES = IMAGE_SUFFIXES | PDF_SUFFIXES
@@ -75,7 +78,7 @@ OCR_SUFFIXES = IMAGE_SUFFIXES | PDF_SUFFIXES
 OUT_OF_MEMORY_EXIT = 75
 
 
-def _start_worker(memory_mb: int) -> None:
+def _start_worker(memory_mb: int, activity_dir: str = "") -> None:
     """Pool initializer. It must not raise: pebble restarts a worker whose initializer fails,
     forever, and the run would hang."""
     # spaCy (which unstructured uses) imports torch through thinc whenever torch is installed
@@ -85,6 +88,10 @@ def _start_worker(memory_mb: int) -> None:
     # Ctrl-C reaches the whole process group: the main process decides (in --watch, to finish
     # the sync under way); a worker killed by it would report its file as failed to parse.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Before the memory limit, which its thread's stack counts against. Should it fail, the
+    # progress line loses its detail and the parse goes on.
+    with contextlib.suppress(Exception):
+        activity.start(activity_dir)
     # Address space, not resident size: a parser that tries to inflate a bomb gets a
     # MemoryError in its own process instead of the kernel's OOM killer picking a victim.
     # Never above the hard limit, which setrlimit would refuse.
@@ -99,7 +106,11 @@ def _parse_in_worker(
     file: SourceFile, limits: ParseLimits
 ) -> tuple[list[Document] | str, tuple[int, int]]:
     started = time.time_ns()
-    result = _parse(file, limits)
+    activity.begin(file.source)
+    try:
+        result = _parse(file, limits)
+    finally:
+        activity.end()
     return result, (started, time.time_ns())
 
 
@@ -167,7 +178,7 @@ def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Pa
     with ProcessPool(
         max_workers=max(1, min(limits.workers, len(files))),
         initializer=_start_worker,
-        initargs=(limits.memory_mb,),
+        initargs=(limits.memory_mb, limits.activity_dir),
         context=context,
     ) as pool:
         futures: dict[Future[Any], SourceFile] = {

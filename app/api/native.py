@@ -2,7 +2,8 @@
 `GET /api/passages/{chunk_id}?context=N&query=Q` (a cited passage with the text around it, and
 its relevance to Q), `GET /api/passages/{chunk_id}/page.png?width=W` (the page it was cited from,
 as a picture: PDFs and images), `GET /api/files` (every file's status: `python -m app.ingest
---files --json`, a page at a time).
+--files --json`, a page at a time), `GET /api/library` (sources with their files per status,
+OCR totals, the skipped and failed files with reasons, and the running sync's live progress).
 
 Events of `/api/chat`, in order (each `data:` is JSON):
 
@@ -144,6 +145,17 @@ def files(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     return service.files(source, status, limit, offset)
+
+
+@router.get("/library")
+def library(
+    service: Annotated[AnswerService, Depends(get_service)],
+    limit: Annotated[
+        int, Query(ge=1, le=10_000, description="skipped/failed files per page")
+    ] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    return service.library(limit, offset)
 
 
 @router.post("/chat", response_class=EventStream, status_code=200)

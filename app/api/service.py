@@ -5,6 +5,7 @@ Routes translate these events into SSE; tests call this module directly too."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -34,12 +35,13 @@ from app.api.gate import GenerationGate
 from app.api.validation import unencodable
 from app.config import Settings
 from app.errors import ConfigError, LocalragError, ProviderError, StoreError
+from app.indexing.progress import read_snapshot
 from app.retrieval.filters import SourceFilter
 from app.session.conversation import Conversation, chain_spec, trace_answer, trace_event
 from app.session.failures import explain_failure
 from app.session.resources import Resources
 from app.store.catalog import Status
-from app.store.library import describe_files
+from app.store.library import describe_files, summarize_library
 from app.telemetry import tracing
 from chains.core.events import AnswerReplaced, AnswerText, Retrieved, Searched, aanswer_events
 from chains.core.output_safety import SafeStream, allowed_hosts
@@ -265,6 +267,18 @@ class AnswerService:
         listing["offset"], listing["limit"] = offset, limit
         listing["files"] = listing["files"][offset : offset + limit]
         return listing
+
+    def library(self, limit: int, offset: int) -> dict[str, Any]:
+        """The library's sources with their files per status, OCR totals, a page of the
+        skipped and failed files, and `sync`: the running sync's progress (any process's), or
+        None."""
+        r = self.resources
+        # A library emptied or being rebuilt: its record (just reread) still shows it.
+        with contextlib.suppress(StoreError):
+            r.follow_library()
+        summary = summarize_library(self.settings, r.library, limit, offset)
+        summary["sync"] = read_snapshot(self.settings, r.library.store.key)
+        return summary
 
     # -- answering
 

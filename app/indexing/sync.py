@@ -24,7 +24,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from app.errors import ConfigError
 from app.indexing.embed_ahead import EmbedAhead, Embedded
 from app.indexing.maintenance import finish_interrupted, purge_removed
 from app.indexing.planning import SyncPlan, Target, check_paths, describe_missing, plan_sync
+from app.indexing.progress import SyncTracker
 from app.indexing.reports import IngestReport, NoProgress, SourceReport, StageClock, SyncProgress
 from app.indexing.splitter import ChunkPolicy, split_documents
 from app.models.embeddings import ModelEmbeddings
@@ -169,8 +170,11 @@ def sync_collection(
             "--rebuild` alone; to re-read one source, `--remove` it and add it again."
         )
     store = store or open_store(settings)
-    with writer_lock(settings, store):
-        return _Sync(settings, store, embeddings, progress or NoProgress(), advice).run(
+    with (
+        writer_lock(settings, store),
+        SyncTracker(settings, store.key, progress or NoProgress()) as tracker,
+    ):
+        return _Sync(settings, store, embeddings, tracker, advice).run(
             [normalize(p) for p in paths], rebuild=rebuild, scopes=scopes
         )
 
@@ -185,9 +189,10 @@ def ingest_first_run(
         store.refresh()
         if any_library(store, settings, embeddings.info.key):
             return None
-        return _Sync(settings, store, embeddings, progress or NoProgress(), plain_advice).run(
-            [settings.docs_dir], rebuild=False
-        )
+        with SyncTracker(settings, store.key, progress or NoProgress()) as tracker:
+            return _Sync(settings, store, embeddings, tracker, plain_advice).run(
+                [settings.docs_dir], rebuild=False
+            )
 
 
 class _Sync:
@@ -196,7 +201,7 @@ class _Sync:
         settings: Settings,
         store: ChunkStore,
         embeddings: ModelEmbeddings,
-        progress: SyncProgress,
+        progress: SyncTracker,
         advice: Advice,
     ) -> None:
         self.settings = settings
@@ -295,6 +300,7 @@ class _Sync:
             self.collection = self.store.collection(self.collection_name)
             if self.collection is not None:
                 check_model(self.collection, self.embeddings.info.key)
+                self.progress.stage("keyword index")
                 with tracing.span("keyword index", localrag_step="catch up"):
                     self.index = open_keyword_index(self.settings, self.store, self.collection)
                     # A killed run may have left the index behind the vectors: catch up first.
@@ -305,6 +311,7 @@ class _Sync:
         fingerprints: dict[str, str] = {}
         synced: list[Target] = []
         before: dict[str, tuple[int, int]] = {}  # label -> (files, chunks) stored in scope
+        self.progress.stage("discover")
         for target in plan.targets:
             with tracing.span(
                 "discover", localrag_source=target.source.label, localrag_scoped=bool(target.within)
@@ -384,6 +391,7 @@ class _Sync:
         with self.clock("read store"):
             self._load_ids([f.source for f, _ in to_parse] + report.deleted)
         written = self._ingest(to_parse)
+        self.progress.stage("write")
         keep = written | set(report.unchanged) | self.unsettled
         with self.clock("store"):
             for source in sorted(set(self.stored) - keep):
@@ -751,6 +759,7 @@ class _Sync:
         """Parse, split, embed and write; returns the files now complete in the store. A file
         whose bytes changed while it was parsed is parsed again (PARSE_ROUNDS in all); one that
         never holds still keeps what the store had, and the next sync reads it."""
+        self.progress.stage("parse")
         self.progress.files_to_parse(len(to_parse))
         written: set[str] = set()
         info = self.embeddings.info
@@ -792,7 +801,8 @@ class _Sync:
         moved: list[tuple[SourceFile, str]] = []
         pending: list[tuple[str, list[Document]]] = []
         pending_chunks = 0
-        results = parse_in_workers([f for f, _ in to_parse], pool_limits(self.settings))
+        limits = replace(pool_limits(self.settings), activity_dir=self.progress.activity_dir)
+        results = parse_in_workers([f for f, _ in to_parse], limits)
         while True:
             with self.clock("parse"):
                 result = next(results, None)
@@ -801,7 +811,7 @@ class _Sync:
             source = result.file.source
             _trace_parse(result)
             if isinstance(result, Failed):
-                self.progress.file_parsed()
+                self.progress.file_parsed(source, 0, 0, result.reason)
                 self.report.failed[source] = result.reason
                 for listed in (self.report.new, self.report.changed):
                     if source in listed:
@@ -819,8 +829,8 @@ class _Sync:
             if settled != fingerprints[source]:
                 moved.append((result.file, settled))
                 continue
-            self.progress.file_parsed()
             self.facts[source] = _facts(result)
+            self.progress.file_parsed(source, *self.facts[source][:2], "")
             with (
                 self.clock("split"),
                 tracing.span(

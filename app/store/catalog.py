@@ -82,6 +82,9 @@ class FileCatalog:
                     "policy TEXT NOT NULL)"
                 )
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA,))
+            # Counts per status and the skipped/failed files are read from this index alone
+            # (GET /api/library at 100,000 files): added to catalogs made before it too.
+            self.db.execute("CREATE INDEX IF NOT EXISTS files_status ON files (status, root)")
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -133,6 +136,35 @@ class FileCatalog:
         if root is not None:
             return [FileRow(*r) for r in self.db.execute(f"{query} WHERE root = ?", (root,))]
         return [FileRow(*r) for r in self.db.execute(f"{query} ORDER BY name")]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """root -> status -> files, from the index (no row is read)."""
+        found: dict[str, dict[str, int]] = {}
+        for root, status, count in self.db.execute(
+            "SELECT root, status, COUNT(*) FROM files GROUP BY status, root"
+        ):
+            found.setdefault(root, {})[status] = count
+        return found
+
+    def ocr_totals(self) -> dict[str, tuple[int, int]]:
+        """root -> (files, pages) read by OCR."""
+        return {
+            root: (files, pages or 0)
+            for root, files, pages in self.db.execute(
+                "SELECT root, COUNT(*), SUM(ocr_pages) FROM files WHERE status = 'ocr' "
+                "GROUP BY root"
+            )
+        }
+
+    def problems(self, roots: list[str], limit: int, offset: int) -> list[FileRow]:
+        """Skipped and failed files of the roots, by name, a page of them."""
+        if not roots:
+            return []
+        query = (
+            f"SELECT {', '.join(COLUMNS)} FROM files WHERE status IN ('skipped', 'failed') "
+            f"AND root IN ({', '.join('?' * len(roots))}) ORDER BY name LIMIT ? OFFSET ?"
+        )
+        return [FileRow(*r) for r in self.db.execute(query, [*roots, limit, offset])]
 
     def put(self, rows: Iterable[FileRow]) -> None:
         with self._transaction():

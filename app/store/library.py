@@ -23,7 +23,7 @@ from typing import Any, Literal
 from app.config import Settings
 from app.errors import ConfigError, LocalragError, ProviderError, StoreError
 from app.store.base import ChunkCollection, ChunkStore
-from app.store.catalog import STATUSES, FileRow, Status, read_catalog
+from app.store.catalog import STATUSES, FileCatalog, FileRow, Status, catalog_path, read_catalog
 from app.store.lock import check_lease
 
 RECORD_FORMAT = 1
@@ -447,6 +447,53 @@ def describe_files(
             and s.label not in catalogued
             and (selected is None or any(n.split("/", 1)[0] == s.label for n in selected))
         ],
+    }
+
+
+def summarize_library(
+    settings: Settings, library: Library, limit: int = 100, offset: int = 0
+) -> dict[str, Any]:
+    """What `GET /api/library` and the web page's Library section show: each source with its
+    files per status and OCR'd files and pages, the totals, and a page of the skipped and failed
+    files with their reasons. Counted in SQL from the catalog's index: a 100,000-file library
+    reads no row but the page's."""
+    described = describe_library(library)
+    labels = [s["label"] for s in described["sources"]]
+    path = catalog_path(settings, library.store.key, library.record.active)
+    counts: dict[str, dict[str, int]] = {}
+    ocr: dict[str, tuple[int, int]] = {}
+    problems: list[FileRow] = []
+    if path.is_file():
+        catalog = FileCatalog(path)
+        try:
+            counts, ocr = catalog.counts(), catalog.ocr_totals()
+            problems = catalog.problems(labels, limit, offset)
+        finally:
+            catalog.close()
+    totals = dict.fromkeys(STATUSES, 0)
+    for source in described["sources"]:
+        label = source["label"]
+        by_status = {status: counts.get(label, {}).get(status, 0) for status in STATUSES}
+        files, pages = ocr.get(label, (0, 0))
+        source["statuses"] = by_status
+        source["ocr"] = {"files": files, "pages": pages}
+        source["catalogued"] = label in counts
+        for status, count in by_status.items():
+            totals[status] += count
+    ocr_files = sum(ocr.get(label, (0, 0))[0] for label in labels)
+    ocr_pages = sum(ocr.get(label, (0, 0))[1] for label in labels)
+    return described | {
+        "counts": totals,
+        "ocr": {"files": ocr_files, "pages": ocr_pages},
+        "problems": {
+            "total": totals["skipped"] + totals["failed"],
+            "offset": offset,
+            "limit": limit,
+            "files": [
+                {"file": r.name, "source": r.root, "status": r.status, "reason": r.reason}
+                for r in problems
+            ],
+        },
     }
 
 
