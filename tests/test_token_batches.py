@@ -92,10 +92,10 @@ def test_model_embeddings_batches_by_the_models_tokens_or_by_count() -> None:
 
 
 @pytest.mark.unit
-def test_an_ingest_sends_the_batches_by_tokens(tmp_path: Path) -> None:
+def test_an_ingest_sorts_by_tokens_and_sends_full_requests(tmp_path: Path) -> None:
     folder = tmp_path / "docs"
     folder.mkdir()
-    for n in range(12):
+    for n in range(13):
         # Short and long files alternate; 3 rows of 200 words pass the 4 x 128 budget.
         words = 6 if n % 2 else 200
         (folder / f"f{n:02d}.txt").write_text(" ".join(f"w{n}x{i}" for i in range(words)))
@@ -106,11 +106,13 @@ def test_an_ingest_sends_the_batches_by_tokens(tmp_path: Path) -> None:
     embeddings = ModelEmbeddings(FAKE_INFO, lambda: model, batch_size=4)
     report = sync_collection(settings, [folder], embeddings)
     assert report.ok
-    assert report.chunks_added == 12
-    for call in model.calls:
-        lengths = model.token_lengths(call)
-        assert len(call) == 1 or len(call) * max(lengths) <= 4 * TOKENS_PER_ROW
-    assert sorted(len(c) for c in model.calls) == [2, 2, 2, 2, 4]  # by count: 4, 4, 4
+    assert report.chunks_added == 13
+    # Requests are cut from the stream of chunks: full ones but the last, each chunk once.
+    sizes = [len(call) for call in model.calls]
+    assert all(size == 4 for size in sizes[:-1])
+    assert sorted(t for call in model.calls for t in call) == sorted(
+        (folder / f"f{n:02d}.txt").read_text() for n in range(13)
+    )
 
 
 # --- the torch-free encoder -------------------------------------------------------------------

@@ -758,6 +758,7 @@ class _Sync:
             self.embeddings.embed_documents,
             limit=FLUSH_CHUNKS,
             span_attributes=tracing.llm_attributes(info.name, info.provider, "embeddings"),
+            request_size=self.embeddings.batch_size,
         )
         try:
             for round_number in range(1, PARSE_ROUNDS + 1):
@@ -834,7 +835,10 @@ class _Sync:
                 tracing.record(step, localrag_chunks=len(chunks))
             pending.append((source, chunks))
             pending_chunks += len(chunks)
-            if pending_chunks >= FLUSH_CHUNKS:
+            # A model that waits for chunks gets a batch as soon as there is one (the first
+            # request need not wait for FLUSH_CHUNKS of parsing); a busy one, by FLUSH_CHUNKS.
+            step = self.embeddings.batch_size
+            if pending_chunks >= FLUSH_CHUNKS or (pending_chunks >= step and self.ahead.idle):
                 written |= self._flush(pending)
                 pending, pending_chunks = [], 0
             written |= self._write(self.ahead.ready())
