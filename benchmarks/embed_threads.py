@@ -26,9 +26,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from ingest_speed import DEFAULT_CORPUS, read_corpus, write_folder  # noqa: E402
 
 from app.evaluation.report import load_average, write_results  # noqa: E402
-from benchmarks.ingest_speed import DEFAULT_CORPUS, read_corpus, write_folder  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "embed-threads.json"
 

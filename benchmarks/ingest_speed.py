@@ -514,7 +514,7 @@ def run(args: argparse.Namespace, provider: str) -> None:
             assert batch == embeddings.batch_size, "the direct calls must batch as the ingest does"
         warm_texts = [t for _, t in passages[: embeddings.batch_size]]
         _, warm_s = timed(model.embed_documents, warm_texts)
-        embeddings._model = TracedModel(model)  # every call the ingest makes, traced
+        embeddings._model = TracedModel(model)  # type: ignore[assignment]  # every call, traced
         detail = f" (test server, {args.delay_ms:g} ms a request)" if provider == "ollama" else ""
         print(
             f"model: {embeddings.info.key}{detail}, loaded in {load_s:.2f} s, warmed up on one "

@@ -837,8 +837,8 @@ class _Sync:
             pending_chunks += len(chunks)
             # A model that waits for chunks gets a batch as soon as there is one (the first
             # request need not wait for FLUSH_CHUNKS of parsing); a busy one, by FLUSH_CHUNKS.
-            step = self.embeddings.batch_size
-            if pending_chunks >= FLUSH_CHUNKS or (pending_chunks >= step and self.ahead.idle):
+            batch = self.embeddings.batch_size
+            if pending_chunks >= FLUSH_CHUNKS or (pending_chunks >= batch and self.ahead.idle):
                 written |= self._flush(pending)
                 pending, pending_chunks = [], 0
             written |= self._write(self.ahead.ready())
