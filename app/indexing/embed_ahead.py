@@ -10,8 +10,9 @@ direct call would send, however the sync's flushes fall. The model never waits f
 request while one can be formed: the next is sent as soon as the previous answers.
 
 Every write stays in the sync's thread, in order: a batch is written only after every batch
-before it. At most `limit` chunks are embedded ahead of the writes, which bounds the embedding
-work a killed run loses.
+before it (a batch whose chunks went in two requests is handed over in two parts, so a run that
+fails keeps every vector the model gave). At most `limit` chunks are embedded ahead of the
+writes, which bounds the embedding work a killed run loses.
 """
 
 from __future__ import annotations
@@ -48,11 +49,17 @@ class _Batch(Generic[T]):
     context: Context
     vectors: list[list[float]] = field(default_factory=list)
     requested: int = 0  # chunks sent to the model so far
+    written: int = 0  # chunks handed to the writes so far
     error: BaseException | None = None
 
     @property
     def done(self) -> bool:
         return self.error is not None or len(self.vectors) == len(self.chunks)
+
+    @property
+    def writable(self) -> bool:
+        """Vectors not yet handed to the writes, or the error to raise."""
+        return len(self.vectors) > self.written or self.error is not None
 
 
 class EmbedAhead(Generic[T]):
@@ -82,7 +89,7 @@ class EmbedAhead(Generic[T]):
 
     @property
     def chunks_ahead(self) -> int:
-        return sum(len(batch.chunks) for batch in self._queue)
+        return sum(len(batch.chunks) - batch.written for batch in self._queue)
 
     @property
     def idle(self) -> bool:
@@ -107,8 +114,9 @@ class EmbedAhead(Generic[T]):
         return due
 
     def ready(self) -> Iterator[Embedded[T]]:
-        """The batches already embedded, in order, without waiting."""
-        while self._queue and self._queue[0].done:
+        """The batches already embedded, in order, without waiting; a batch the model answered
+        in parts (it spanned two requests) comes in parts, each with the batch's tag."""
+        while self._queue and self._queue[0].writable:
             yield self._pop()
 
     def drain(self) -> Iterator[Embedded[T]]:
@@ -129,20 +137,25 @@ class EmbedAhead(Generic[T]):
         self._thread.join()
 
     def _pop(self) -> Embedded[T]:
+        """The first batch's vectors not yet written (waiting for some), in order."""
         with self._cond:
             batch = self._queue[0]
-            if not batch.done:
+            if not batch.writable:
                 started = time.perf_counter()
                 self._writes_waiting = True
                 self._cond.notify_all()
-                while not batch.done:
+                while not batch.writable:
                     self._cond.wait()
                 self._writes_waiting = False
                 self.seconds_waited += time.perf_counter() - started
-            self._queue.popleft()
-        if batch.error is not None:
-            raise batch.error  # the model's own error, in order
-        return Embedded(batch.chunks, batch.vectors, batch.tag)
+            start, end = batch.written, len(batch.vectors)
+            if start == end:
+                assert batch.error is not None
+                raise batch.error  # the model's own error, in order
+            batch.written = end
+            if end == len(batch.chunks):
+                self._queue.popleft()
+            return Embedded(batch.chunks[start:end], batch.vectors[start:end], batch.tag)
 
     def _can_send(self) -> bool:
         if not self._unsent:

@@ -78,7 +78,7 @@ class _Flush:
 
     pending: list[tuple[str, list[Document]]]  # file -> all its chunks
     kept: list[Document]  # chunks the store holds already (their metadata is rewritten)
-    batches_left: int
+    chunks_left: int  # new chunks not yet written (a batch may be written in parts)
 
 
 @dataclass
@@ -860,7 +860,7 @@ class _Sync:
         # Batches of similar token length, so the model pads little (in file order, batches
         # of MS MARCO passages padded to 2.1x their tokens; by tokens, 1.1x).
         batches = self.embeddings.document_batches([c.page_content for c in missing])
-        job = _Flush(pending, kept, batches_left=len(batches))
+        job = _Flush(pending, kept, chunks_left=len(missing))
         if not missing:
             return self._complete(job)
         done: set[str] = set()
@@ -882,8 +882,8 @@ class _Sync:
             ):
                 self._upsert(batch.chunks, batch.vectors)
             self.progress.chunks_embedded(len(batch.chunks))
-            batch.tag.batches_left -= 1
-            if batch.tag.batches_left == 0:
+            batch.tag.chunks_left -= len(batch.chunks)
+            if batch.tag.chunks_left == 0:
                 done |= self._complete(batch.tag)
         return done
 
