@@ -19,6 +19,9 @@ from app.models.torch_free_encoder import TorchFreeEncoder, read_folder
 from tests.fakes import FAKE_INFO
 from tests.test_torch_free_encoder import min_cosine, sample_texts
 
+# The encoder's tests run the real embedded model; the others are also in the quick loop.
+pytestmark = pytest.mark.integration
+
 
 def padded(lengths: list[int], batches: list[list[int]]) -> int:
     return sum(len(batch) * max(lengths[i] for i in batch) for batch in batches)
@@ -124,7 +127,6 @@ def encoder() -> TorchFreeEncoder:
     return TorchFreeEncoder.from_spec(spec, batch_size=8)
 
 
-@pytest.mark.integration
 def test_encoder_gives_each_text_its_unbatched_vector_in_order(encoder: TorchFreeEncoder) -> None:
     texts = sample_texts(300)  # distinct texts, English and Chinese, some cut at 256 pieces
     lengths = encoder.token_lengths(texts)
@@ -136,7 +138,6 @@ def test_encoder_gives_each_text_its_unbatched_vector_in_order(encoder: TorchFre
     assert min_cosine(batched, alone) >= 0.99999
 
 
-@pytest.mark.integration
 def test_encoder_counts_tokens_as_it_runs_them(encoder: TorchFreeEncoder) -> None:
     lengths = encoder.token_lengths(["", "hello world", "word " * 600])
     assert lengths[0] == 2  # [CLS] [SEP]
