@@ -695,7 +695,9 @@ def test_a_run_stopped_before_any_write_is_repaired_by_the_next(
         crash_at += 1
 
     kinds = {op for op, _ in recorder.writes}
-    assert stopped_runs == len(recorder.writes) >= 10
+    # Every write position of the completed run was stopped at (how a batch's vectors split
+    # into writes depends on when the model answers: runs may differ by a write).
+    assert stopped_runs >= len(recorder.writes) >= 10
     # modify: the library record (new sources or the rebuild's collection; then the counts,
     # the generation, the switch).
     if rebuilding:
