@@ -72,3 +72,42 @@ def test_after_a_failure_no_later_batch_reaches_the_model() -> None:
         list(ahead.drain())
     ahead.close()
     assert calls == [["a"]]
+
+
+def test_requests_are_cut_from_the_stream_and_vectors_go_back_to_their_batches() -> None:
+    calls: list[list[str]] = []
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        calls.append(texts)
+        return [[float(len(t))] for t in texts]
+
+    ahead: EmbedAhead[str] = EmbedAhead(embed, limit=100, request_size=4)
+    ahead.submit(docs("a", "bb", "ccc"), "first")
+    ahead.submit(docs("dddd", "eeeee", "f"), "second")
+    ahead.submit(docs("gg", "hhh", "i"), "third")
+    written = list(ahead.drain())
+    ahead.close()
+    assert [len(c) for c in calls] == [4, 4, 1]  # as many requests as 9 texts need
+    # A batch split between two requests may come in two parts: in order, with its tag.
+    tags = [b.tag for b in written]
+    assert tags == sorted(tags, key=["first", "second", "third"].index)
+    by_tag: dict[str, list[list[float]]] = {}
+    for b in written:
+        assert len(b.vectors) == len(b.chunks)
+        by_tag.setdefault(b.tag, []).extend(b.vectors)
+    assert by_tag == {
+        "first": [[1.0], [2.0], [3.0]],
+        "second": [[4.0], [5.0], [1.0]],
+        "third": [[2.0], [3.0], [1.0]],
+    }
+
+
+def test_a_short_request_goes_when_the_writes_wait_for_it() -> None:
+    ahead: EmbedAhead[int] = EmbedAhead(lambda t: [[1.0] for _ in t], limit=2, request_size=64)
+    assert ahead.idle
+    assert ahead.submit(docs("a", "b"), 1) == []
+    assert ahead.idle  # 2 chunks held for a fuller request: the model still waits for more
+    due = ahead.submit(docs("c"), 2)  # over the limit: batch 1 is needed now
+    assert [b.tag for b in due] == [1]
+    assert [b.tag for b in ahead.drain()] == [2]
+    ahead.close()

@@ -695,7 +695,9 @@ def test_a_run_stopped_before_any_write_is_repaired_by_the_next(
         crash_at += 1
 
     kinds = {op for op, _ in recorder.writes}
-    assert stopped_runs == len(recorder.writes) >= 10
+    # Every write position of the completed run was stopped at (how a batch's vectors split
+    # into writes depends on when the model answers: runs may differ by a write).
+    assert stopped_runs >= len(recorder.writes) >= 10
     # modify: the library record (new sources or the rebuild's collection; then the counts,
     # the generation, the switch).
     if rebuilding:
@@ -778,11 +780,11 @@ def test_writes_are_split_under_the_stores_max_batch_size(
     chunks = first.chunks_added
     batch = settings.embedding_batch_size
     assert chunks > 3 * batch
-    expected_upserts = sum(
-        math.ceil(min(batch, chunks - start) / limit) for start in range(0, chunks, batch)
-    )
-    assert recorder.count("upsert") == expected_upserts
-    assert sum(n for op, n in recorder.writes if op == "upsert") == chunks
+    # Each embedded batch (or part of one: embed_ahead.py) is written in pieces of <= limit.
+    upserts = [n for op, n in recorder.writes if op == "upsert"]
+    assert len(upserts) >= math.ceil(chunks / limit)
+    assert all(0 < n <= limit for n in upserts), upserts
+    assert sum(upserts) == chunks
 
     # Edit every file (most chunks kept: updates) and delete one (deletes): all under the limit.
     for path in sorted(folder.rglob("*.txt")):
@@ -793,7 +795,8 @@ def test_writes_are_split_under_the_stores_max_batch_size(
 
     assert report.chunks_kept > limit
     assert report.chunks_removed > limit
-    assert recorder.count("update") == math.ceil(report.chunks_kept / limit)
+    updates = [n for op, n in recorder.writes if op == "update"]
+    assert sum(updates) == report.chunks_kept  # in pieces of <= limit, per flush
     assert {"upsert", "update", "delete"} <= {op for op, _ in recorder.writes}
     chunk_writes = [(op, n) for op, n in recorder.writes if op != "modify"]
     assert all(0 < n <= limit for _, n in chunk_writes), chunk_writes  # no create

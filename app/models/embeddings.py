@@ -4,7 +4,7 @@ records about the model (`EmbeddingModelInfo`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,32 @@ from langchain_core.embeddings import Embeddings
 
 from app.config import Settings
 from app.models.catalog import OllamaModelFacts, TaskPrefixes, prefixes_for
+
+# Padded tokens a batch may hold per row of EMBEDDING_BATCH_SIZE: a batch of long texts holds
+# fewer of them, so the work per batch stays even (all-MiniLM-L6-v2 on MS MARCO passages:
+# 1.03x their real tokens instead of 1.38x when batched by count in character order).
+TOKENS_PER_ROW = 128
+
+
+def token_batches(
+    lengths: Sequence[int], max_rows: int, tokens_per_row: int = TOKENS_PER_ROW
+) -> list[list[int]]:
+    """Indices of `lengths` (tokens per text) in batches of similar length, shortest first:
+    each batch holds at most `max_rows` rows and, padded to its longest, at most
+    `max_rows * tokens_per_row` tokens (one row always fits, however long)."""
+    budget = max_rows * tokens_per_row
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    for index in order:
+        # Sorted shortest first: the text added is the batch's longest.
+        if batch and (len(batch) >= max_rows or (len(batch) + 1) * lengths[index] > budget):
+            batches.append(batch)
+            batch = []
+        batch.append(index)
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 @dataclass(frozen=True)
@@ -129,6 +155,23 @@ class ModelEmbeddings(Embeddings):
     def prepare_queries(self) -> None:
         """Get the query runtime ready now (an ingest ends with this, while torch is loaded)."""
         _ = self.query_model
+
+    def document_batches(self, texts: Sequence[str]) -> list[list[int]]:
+        """How the ingest groups `texts` into the batches it sends: by tokens when the model's
+        tokenizer is known (the embedded models), else by count in order of length."""
+        lengths = self._token_lengths([self._document_prefix + t for t in texts])
+        if lengths is not None:
+            return token_batches(lengths, self.batch_size)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    def _token_lengths(self, texts: list[str]) -> list[int] | None:
+        token_lengths = getattr(self.model, "token_lengths", None)
+        if callable(token_lengths):
+            return list(token_lengths(texts))
+        if self.count_tokens is not None:
+            return [self.count_tokens(t) for t in texts]
+        return None
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         vectors: list[list[float]] = []

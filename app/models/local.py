@@ -76,8 +76,8 @@ def local_embeddings(settings: Settings, notify: Callable[[str], None]) -> Model
     def load() -> Embeddings:
         from app.models.torch_free_encoder import load_encoder
 
-        # onnxruntime's own intra-op threads (one per physical core): not yet tuned against
-        # the ingest's parser workers.
+        # onnxruntime's own intra-op threads (one per physical core): measured against 1 and 2
+        # with the ingest's parser workers running, none did better (benchmarks/embed_threads.py).
         return load_encoder(
             model.name,
             model.path,

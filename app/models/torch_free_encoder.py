@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.embeddings import Embeddings
 
 from app.models import onnx_proto
+from app.models.embeddings import token_batches
 from app.models.onnx_encoder import partial_file, remove_stale_partials
 
 if TYPE_CHECKING:
@@ -740,8 +741,9 @@ class TorchFreeEncoder(Embeddings):
         tokenizer_file = Path(model_dir) / text.transformer_dir / "tokenizer.json"
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self.tokenizer.enable_truncation(max_length=text.max_seq_length)
-        # Pad to the longest text of a batch: tokenizer.json may ask for a fixed length.
-        self.tokenizer.enable_padding(pad_id=text.pad_id, pad_token=text.pad_token)
+        # Padded per batch by `_run`, to the batch's longest text: tokenizer.json may ask for a
+        # fixed length.
+        self.tokenizer.no_padding()
         self.session = onnxruntime.InferenceSession(
             graph if isinstance(graph, bytes) else str(graph),
             session_options(threads),
@@ -760,37 +762,52 @@ class TorchFreeEncoder(Embeddings):
         return self.text.dimension
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """In batches of similar length (longest first, as sentence-transformers does), so
-        short texts are not padded to a long neighbour; returned in the given order."""
+        """Tokenized once, then run in batches of similar token length (`token_batches`), each
+        padded only to its own longest text; returned in the given order."""
         import numpy as np
 
         if not texts:
             return []
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        encodings = self._tokenize(texts)
+        lengths = [len(e.ids) for e in encodings]
         vectors = np.empty((len(texts), self.text.dimension), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            chosen = order[start : start + self.batch_size]
-            vectors[chosen] = self.encode([texts[i] for i in chosen])
+        for chosen in token_batches(lengths, self.batch_size):
+            vectors[chosen] = self._run([encodings[i] for i in chosen])
         return vectors.tolist()
 
     def embed_query(self, text: str) -> list[float]:
         return [float(v) for v in self.encode([text])[0]]
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        import numpy as np
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        """Tokens each text is run with (specials included, after truncation)."""
+        return [len(e.ids) for e in self._tokenize(texts)]
 
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """One batch, padded to its longest text."""
+        return self._run(self._tokenize(texts))
+
+    def _tokenize(self, texts: list[str]) -> list[Any]:
         if self.text.do_lower_case:
             texts = [t.lower() for t in texts]
-        encodings = self.tokenizer.encode_batch(texts)
+        return list(self.tokenizer.encode_batch(texts))
+
+    def _run(self, encodings: list[Any]) -> np.ndarray:
+        import numpy as np
+
+        longest = max(len(e.ids) for e in encodings)
         fields = {
-            "input_ids": "ids",
-            "attention_mask": "attention_mask",
-            "token_type_ids": "type_ids",
+            "input_ids": ("ids", self.text.pad_id),
+            "attention_mask": ("attention_mask", 0),
+            "token_type_ids": ("type_ids", 0),
         }
-        feeds = {
-            name: np.array([getattr(e, fields[name]) for e in encodings], dtype=np.int64)
-            for name in self.text.inputs
-        }
+        feeds = {}
+        for name in self.text.inputs:
+            field_name, pad = fields[name]
+            array = np.full((len(encodings), longest), pad, dtype=np.int64)
+            for row, encoding in enumerate(encodings):
+                values = getattr(encoding, field_name)
+                array[row, : len(values)] = values
+            feeds[name] = array
         with self._lock:  # one run at a time: the session's threads are the cores
             vectors: np.ndarray = self.session.run(None, feeds)[0]
         if self.normalize:
