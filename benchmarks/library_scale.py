@@ -7,8 +7,8 @@
 The library is generated from a seed: nested folders (two top folders, `half-a` and `half-b`,
 each a source), small .txt/.md/.html files of words, 1% large ones (20-60 KB), 3% exact
 duplicates of another file and 0.5% of an unsupported type (skipped). Each step runs as a real
-`python -m app.ingest ...` in a fresh process (through `benchmarks/support/hashing_embedder.py`, which
-registers the fast deterministic `hashing` embedding provider first, so what is timed is the
+`python -m app.ingest ...` in a fresh process (through benchmarks/support/hashing_embedder.py,
+which registers the fast deterministic `hashing` embedding provider first, so what is timed is the
 app's own work; `--provider local` embeds with the app's model instead). Per step: wall seconds,
 CPU seconds and peak RSS of the process and the parse workers it reaped (`os.wait4`), and what
 the step reported (`--json`: files, chunks, per-stage seconds). Steps:
@@ -34,6 +34,7 @@ a Markdown table on stdout.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import random
@@ -53,8 +54,30 @@ from app.evaluation.report import load_average, machine
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 SOURCES = ("half-a", "half-b")
+EMBEDDER = "benchmarks.support.hashing_embedder"  # registers `hashing`, then runs app.ingest
 PER_FOLDER = 50
-SYLLABLES = "ka lo mi ne ru ta so vi de pa gu ze fo hi ja be ni wo ly xe".split()
+SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ne",
+    "ru",
+    "ta",
+    "so",
+    "vi",
+    "de",
+    "pa",
+    "gu",
+    "ze",
+    "fo",
+    "hi",
+    "ja",
+    "be",
+    "ni",
+    "wo",
+    "ly",
+    "xe",
+]
 
 
 # --- the library ----------------------------------------------------------------------------
@@ -83,7 +106,8 @@ def render(kind: str, title: str, body: str) -> str:
         )
     if kind == "html":
         paragraphs = "".join(f"<p>{p}</p>\n" for p in body.split("\n\n"))
-        return f"<html><head><title>{title}</title></head><body><h1>{title}</h1>\n{paragraphs}</body></html>\n"
+        head = f"<html><head><title>{title}</title></head>"
+        return f"{head}<body><h1>{title}</h1>\n{paragraphs}</body></html>\n"
     return f"{title}\n\n{body}\n"
 
 
@@ -137,7 +161,7 @@ def edit(root: Path, count: int, seed: int) -> list[Path]:
 
 
 def command(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.support.hashing_embedder", *args]
+    return [sys.executable, "-m", EMBEDDER, *args]
 
 
 def run_step(name: str, args: list[str], env: dict[str, str], work: Path) -> dict[str, Any]:
@@ -248,11 +272,11 @@ def seed_library(library: Path, env: dict[str, str]) -> dict[str, Any]:
     from app.console import status
     from app.indexing import sync
     from app.models.registry import build_embeddings
-    from benchmarks.support.hashing_embedder import register
     from loaders.parsers import FileDocuments
     from loaders.pool import Failed, Parsed
 
-    register()
+    # By name, as the app loads a provider (mypy sees the file as a script of its own).
+    importlib.import_module(EMBEDDER).register()
 
     def read_directly(files: list[Any], limits: Any) -> Iterator[Parsed | Failed]:
         for file in files:
@@ -261,9 +285,12 @@ def seed_library(library: Path, env: dict[str, str]) -> dict[str, Any]:
                 yield Failed(file, "no text found in the file")
                 continue
             kind = file.path.suffix.lstrip(".")
-            yield Parsed(file, FileDocuments([Document(text, metadata={"source": file.source, "type": kind})]))
+            yield Parsed(
+                file,
+                FileDocuments([Document(text, metadata={"source": file.source, "type": kind})]),
+            )
 
-    sync.parse_in_workers = read_directly  # type: ignore[assignment]
+    sync.parse_in_workers = read_directly
     settings = load_settings()
     embeddings, _ = build_embeddings(settings, status)
     start = time.perf_counter()
@@ -309,6 +336,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "COLLECTION_NAME": "",
     }
     steps: list[dict[str, Any]] = []
+    info["steps"] = steps
+    output = args.output or RESULTS / f"library-scale-{args.files}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    def done(row: dict[str, Any]) -> None:
+        """Keep a step's figures (the file too: a run stopped later keeps what it measured)."""
+        steps.append(row)
+        print(json.dumps(row), flush=True)
+        output.write_text(json.dumps(info, indent=2) + "\n")
+
     try:
         start = time.perf_counter()
         info["library"] = generate(library, args.files, args.seed)
@@ -316,42 +353,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"generated {args.files} files in {info['library']['generate_s']} s", flush=True)
         paths = [str(library / s) for s in SOURCES]
         if args.seeded_catalog:
-            steps.append(seed_library(library, env))
+            done(seed_library(library, env))
         else:
-            steps.append(summarize(run_step("full", [*paths, "--json"], env, logs)))
-        print(json.dumps(steps[-1]), flush=True)
-        steps.append(summarize(run_step("unchanged", ["--json"], env, logs)))
-        print(json.dumps(steps[-1]), flush=True)
+            done(summarize(run_step("full", [*paths, "--json"], env, logs)))
+        done(summarize(run_step("unchanged", ["--json"], env, logs)))
         edited = edit(library, args.edit, args.seed)
-        steps.append(summarize(run_step(f"edited {len(edited)}", ["--json"], env, logs)))
-        steps[-1]["edited"] = len(edited)
-        print(json.dumps(steps[-1]), flush=True)
+        row = summarize(run_step(f"edited {len(edited)}", ["--json"], env, logs))
+        done(row | {"edited": len(edited)})
         listed = run_step("list", ["--list", "--json"], env, logs)
         listed["sources"] = len(listed.pop("report")["sources"])
-        steps.append(listed)
+        done(listed)
         shown = run_step("files", ["--files", "--json"], env, logs)
         report = shown.pop("report")
         shown["files_listed"] = len(report["files"])
         shown["counts"] = report["counts"]
-        steps.append(shown)
-        print(json.dumps(steps[-2:]), flush=True)
+        done(shown)
         if not args.no_watch:
-            steps.append(watch_step(env, logs, library, store))
-            print(json.dumps(steps[-1]), flush=True)
+            done(watch_step(env, logs, library, store))
         if not (args.no_rebuild or args.seeded_catalog):
-            steps.append(summarize(run_step("rebuild", ["--rebuild", "--json"], env, logs)))
-            print(json.dumps(steps[-1]), flush=True)
+            done(summarize(run_step("rebuild", ["--rebuild", "--json"], env, logs)))
         removed = run_step("remove half", ["--remove", paths[0], "--json"], env, logs)
         removed["chunks_removed"] = removed.pop("report")["chunks_removed"]
-        steps.append(removed)
-        print(json.dumps(steps[-1]), flush=True)
+        done(removed)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
-    info["steps"] = steps
     info["load_average_end"] = load_average()
-    output = args.output or RESULTS / f"library-scale-{args.files}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(info, indent=2) + "\n")
     print(f"\nwrote {output}\n")
     print(table(info))
@@ -360,7 +387,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def table(info: dict[str, Any]) -> str:
     lines = [
-        "| step | wall s | CPU s | peak RSS MB | files (new / changed / unchanged) | chunks added |",
+        "| step | wall s | CPU s | peak RSS MB | files (new / changed / unchanged) "
+        "| chunks added |",
         "|---|---:|---:|---:|---|---:|",
     ]
     for row in info["steps"]:
@@ -370,7 +398,9 @@ def table(info: dict[str, Any]) -> str:
             if isinstance(files, dict)
             else str(row.get("files_listed", ""))
         )
-        chunks = row.get("chunks", {}).get("added", "") if isinstance(row.get("chunks"), dict) else ""
+        chunks = (
+            row.get("chunks", {}).get("added", "") if isinstance(row.get("chunks"), dict) else ""
+        )
         wall = row.get("wall_s", row.get("startup_s"))
         lines.append(
             f"| {row['step']} | {wall} | {row.get('cpu_s', '')} | {row.get('peak_rss_mb', '')} "

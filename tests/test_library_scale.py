@@ -53,7 +53,8 @@ def test_an_unchanged_resync_reads_no_file(results: dict[str, Any]) -> None:
     assert unchanged["chunks"] == {"added": 0, "kept": 0, "removed": 0}
     for row in results["steps"]:
         if "wall_s" in row and "exit" in row:
-            assert row["peak_rss_mb"] > 0 and row["cpu_s"] > 0
+            assert row["peak_rss_mb"] > 0
+            assert row["cpu_s"] > 0
 
 
 def test_the_edited_files_are_the_ones_read_again(results: dict[str, Any]) -> None:
@@ -74,7 +75,8 @@ def test_files_lists_every_generated_file(results: dict[str, Any]) -> None:
 
 def test_watch_answers_a_saved_file_and_remove_deletes_half(results: dict[str, Any]) -> None:
     watch = steps(results)["watch"]
-    assert watch["startup_s"] > 0 and watch["saved_to_answerable_s"] > 0
+    assert watch["startup_s"] > 0
+    assert watch["saved_to_answerable_s"] > 0
     assert steps(results)["list"]["sources"] == 2
     assert steps(results)["remove"]["chunks_removed"] > 0
 
