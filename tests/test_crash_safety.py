@@ -515,7 +515,9 @@ def slow_ingest_holding_the_lock(
     write_notes(folder, 5, random.Random(1))
     run_ingest(folder)
     write_notes(folder / "more", 120, random.Random(2), "more")
-    server.delay = 0.4
+    # ~30 embedding requests: with writes gathered per flush, the model's time is most of the
+    # run, so this is what keeps it running while the checks start their processes.
+    server.delay = 0.8
     seen = len(server.requests_to("/api/embed"))
     writer = start_ingest(folder)
     wait_until(
