@@ -53,6 +53,11 @@ from tests.test_sync import (
 pytestmark = pytest.mark.integration
 
 EMBED_BATCH = 8
+# The killed runs write every two embedded batches (LOCALRAG_WRITE_CHUNKS, a test knob read by
+# the sync): by default a flush's batches go to the store in one request of up to 1,024 chunks,
+# a handful of writes per run, and too few kills would land in the middle of one. Two batches a
+# write still exercise the gathering of batches; the repairing runs write as users' runs do.
+KILLED_WRITE_CHUNKS = 2 * EMBED_BATCH
 DELAY = 0.02  # seconds per embedding request during the killed and the repairing runs
 GENERATED = 150
 ITERATIONS = int(os.environ.get("CRASH_ITERATIONS", "12"))
@@ -276,6 +281,7 @@ def start_ingest(
         return subprocess.Popen(
             ingest_command(folder, *args),
             cwd=PROJECT_ROOT,
+            env={**os.environ, "LOCALRAG_WRITE_CHUNKS": str(KILLED_WRITE_CHUNKS)},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -509,7 +515,9 @@ def slow_ingest_holding_the_lock(
     write_notes(folder, 5, random.Random(1))
     run_ingest(folder)
     write_notes(folder / "more", 120, random.Random(2), "more")
-    server.delay = 0.4
+    # ~30 embedding requests: with writes gathered per flush, the model's time is most of the
+    # run, so this is what keeps it running while the checks start their processes.
+    server.delay = 0.8
     seen = len(server.requests_to("/api/embed"))
     writer = start_ingest(folder)
     wait_until(

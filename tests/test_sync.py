@@ -708,11 +708,13 @@ def test_a_run_stopped_before_any_write_is_repaired_by_the_next(
 
 
 def test_a_run_failing_in_the_embedder_keeps_what_it_wrote(
-    any_store: Settings, tmp_path: Path, spy: ParseSpy
+    any_store: Settings, tmp_path: Path, spy: ParseSpy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An embedding failure mid-run (a model server that goes away) keeps the batches already
-    written, and the next run embeds only what is missing."""
+    written, and the next run embeds only what is missing. (Written: a flush's batches go to
+    the store together, up to WRITE_CHUNKS, here one batch, so that some are written.)"""
     settings = any_store
+    monkeypatch.setattr(app.indexing.sync, "WRITE_CHUNKS", settings.embedding_batch_size)
     _, folder = make_versions(tmp_path)
     embeddings, counter = fake_embeddings(settings)
     counter.fail_on_call = 3
@@ -779,10 +781,12 @@ def test_writes_are_split_under_the_stores_max_batch_size(
 
     chunks = first.chunks_added
     batch = settings.embedding_batch_size
-    assert chunks > 3 * batch
-    # Each embedded batch (or part of one: embed_ahead.py) is written in pieces of <= limit.
+    assert 3 * batch < chunks < app.indexing.sync.FLUSH_CHUNKS  # one flush, several batches
+    # Embedded batches (or parts of one: embed_ahead.py) are gathered into writes of up to
+    # WRITE_CHUNKS, each cut into pieces of <= limit: one short piece per write at most.
     upserts = [n for op, n in recorder.writes if op == "upsert"]
-    assert len(upserts) >= math.ceil(chunks / limit)
+    writes = math.ceil(chunks / app.indexing.sync.WRITE_CHUNKS)
+    assert math.ceil(chunks / limit) <= len(upserts) <= math.ceil(chunks / limit) + writes
     assert all(0 < n <= limit for n in upserts), upserts
     assert sum(upserts) == chunks
 

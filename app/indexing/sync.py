@@ -4,9 +4,10 @@ The collection is its own bookkeeping: every chunk carries its file's fingerprin
 count, so there is no second record to drift from the store. A file is unchanged when the store
 holds exactly its `chunk_count` chunks, all with its current fingerprint; anything else (new,
 edited, half-written by a killed run) is parsed again, and only chunks whose ids are missing are
-embedded. Each embedded batch is written at once (a killed run loses at most one batch of work),
-and a file's writes go add -> update -> delete; whatever point a run is killed at, the files it
-was writing are left incomplete by that rule, and the next run repairs them.
+embedded. A flush's embedded batches are written together, in one request when they fit (a killed
+run loses at most one flush of work), and a flush's writes go add -> update -> delete; whatever
+point a run is killed at, the files it was writing are left incomplete by that rule, and the
+next run repairs them.
 
 The fingerprint is of what was parsed: a file is hashed before it is parsed and again after,
 and one that changed meanwhile (an editor saving it) is parsed again, never stored under a
@@ -69,6 +70,9 @@ PIPELINE_VERSION = 4  # 4: OCR, tables as Markdown tables (scans that failed bef
 # Chunks gathered across files before they are queued for embedding; also the most embedded
 # ahead of the writes (what a killed run may lose: a few seconds of the model's work).
 FLUSH_CHUNKS = 512
+# Most chunks written to the store in one request. LOCALRAG_WRITE_CHUNKS lowers it: a test knob
+# (tests/test_crash_safety.py needs many writes to kill a run in the middle of one).
+WRITE_CHUNKS = int(os.environ.get("LOCALRAG_WRITE_CHUNKS", "1024"))
 FIRST_RUN_LOCK_WAIT = 900.0  # seconds a chat waits for another chat's first-run ingest
 PARSE_ROUNDS = 3  # a file that keeps changing while it is read is left for the next sync
 
@@ -79,7 +83,8 @@ class _Flush:
 
     pending: list[tuple[str, list[Document]]]  # file -> all its chunks
     kept: list[Document]  # chunks the store holds already (their metadata is rewritten)
-    chunks_left: int  # new chunks not yet written (a batch may be written in parts)
+    chunks_left: int  # new chunks not yet embedded (a batch may come in parts)
+    embedded: list[Embedded[_Flush]] = field(default_factory=list)  # not yet written
 
 
 @dataclass
@@ -225,6 +230,7 @@ class _Sync:
         self.file_rows: list[FileRow] = []  # catalog rows this run writes
         self.failed_unchanged: set[str] = set()  # failed before, not changed since: not retried
         self.fingerprints_written: dict[str, str] = {}  # file -> fingerprint of what was parsed
+        self.gathering: _Flush | None = None  # the flush whose embedded batches are being gathered
         self.report = IngestReport(
             collection="",
             store=store.location,
@@ -521,6 +527,8 @@ class _Sync:
             if name in rows or name in self.unsettled:
                 continue
             old = known.get(name)
+            if old is not None and old.searchable and name not in self.stamps:
+                continue  # unchanged by its stamp: its row stays as it was (no write per file)
             size, stamp = self.stamps.get(name, (old.size if old else -1, old.stamp if old else ""))
             fingerprint = (
                 next(iter(self.stored[name].fingerprints), "") if name in self.stored else ""
@@ -879,23 +887,39 @@ class _Sync:
         return done
 
     def _write(self, batches: Iterable[Embedded[_Flush]]) -> set[str]:
-        """Write embedded batches as they come, in order; returns the files completed."""
+        """Write embedded batches in order, a flush's batches together (up to WRITE_CHUNKS a
+        request: the store's cost is per request far more than per chunk); returns the files
+        completed."""
         done: set[str] = set()
-        for batch in batches:
-            with (
-                self.clock("store"),
-                tracing.span(
-                    "write",
-                    localrag_chunks=len(batch.chunks),
-                    localrag_collection=self.collection_name,
-                ),
-            ):
-                self._upsert(batch.chunks, batch.vectors)
-            self.progress.chunks_embedded(len(batch.chunks))
-            batch.tag.chunks_left -= len(batch.chunks)
-            if batch.tag.chunks_left == 0:
-                done |= self._complete(batch.tag)
+        try:
+            for batch in batches:
+                job = self.gathering = batch.tag
+                job.embedded.append(batch)
+                job.chunks_left -= len(batch.chunks)
+                self.progress.chunks_embedded(len(batch.chunks))
+                if job.chunks_left == 0 or sum(len(b.chunks) for b in job.embedded) >= WRITE_CHUNKS:
+                    self._write_embedded(job)
+                if job.chunks_left == 0:
+                    done |= self._complete(job)
+        except Exception:
+            # The model failed (a server gone away): what it gave is written all the same, so
+            # the next run embeds only the rest; the flush stays incomplete, as after a kill.
+            if self.gathering is not None and self.gathering.embedded:
+                self._write_embedded(self.gathering)
+            raise
         return done
+
+    def _write_embedded(self, job: _Flush) -> None:
+        chunks = [c for b in job.embedded for c in b.chunks]
+        vectors = [v for b in job.embedded for v in b.vectors]
+        job.embedded = []
+        with (
+            self.clock("store"),
+            tracing.span(
+                "write", localrag_chunks=len(chunks), localrag_collection=self.collection_name
+            ),
+        ):
+            self._upsert(chunks, vectors)
 
     def _complete(self, job: _Flush) -> set[str]:
         """Every new chunk of the flush is written: now the kept ones and the stale ones.
@@ -909,11 +933,15 @@ class _Sync:
                 self.collection.replace_metadata(
                     [str(c.id) for c in job.kept], [c.metadata for c in job.kept]
                 )
+            stale: dict[str, set[str]] = {}  # root -> ids: one delete per source and flush
             for source, file_chunks in job.pending:
                 old = self.stored.get(source)
-                if old is not None:
-                    self._delete(old.ids - {c.id for c in file_chunks}, root_of(source))
+                if old is not None and old.ids:
+                    ids = old.ids - {c.id for c in file_chunks}
+                    stale.setdefault(root_of(source), set()).update(ids)
                 self.written_chunks[source] = len(file_chunks)
+            for root, ids in stale.items():
+                self._delete(ids, root)
         self.report.chunks_added += sum(len(c) for _, c in job.pending) - len(job.kept)
         self.report.chunks_kept += len(job.kept)
         return {source for source, _ in job.pending}
