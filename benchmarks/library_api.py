@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from app.store.catalog import FileCatalog, FileRow  # noqa: E402
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding  # noqa: E402
-from tests.serve_process import ServeProcess, serve_env  # noqa: E402
+from tests.serve_process import ServeProcess, ollama_env  # noqa: E402
 
 
 def lscpu_model() -> str:
@@ -102,13 +102,10 @@ def main() -> None:
         docs = Path(tmp) / "docs"
         docs.mkdir()
         (docs / "bakery.txt").write_text("The bakery sells rye bread.")
-        env = serve_env(
+        env = ollama_env(
             Path(tmp) / "chroma",
-            OLLAMA_BASE_URL=ollama.base_url,
-            EMBEDDING_PROVIDER="ollama",
-            CHAT_PROVIDER="ollama",
-            DOCS_DIR=str(docs),
-            INGEST_WORKERS="1",
+            ollama.base_url,
+            docs,
         )
         with ServeProcess(env) as server:
             seed(Path(tmp) / "chroma", args.files)

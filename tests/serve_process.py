@@ -44,6 +44,19 @@ def serve_env(chroma_dir: Path, **settings: str) -> dict[str, str]:
     return env
 
 
+def ollama_env(chroma_dir: Path, ollama_url: str, docs: Path, **settings: str) -> dict[str, str]:
+    """`serve_env` with both models from an Ollama test server, DOCS_DIR and one parse worker."""
+    return serve_env(
+        chroma_dir,
+        OLLAMA_BASE_URL=ollama_url,
+        EMBEDDING_PROVIDER="ollama",
+        CHAT_PROVIDER="ollama",
+        DOCS_DIR=str(docs),
+        INGEST_WORKERS="1",
+        **settings,
+    )
+
+
 class ServeProcess:
     def __init__(self, env: Mapping[str, str], *args: str, start_timeout: float = 240) -> None:
         self.env = dict(env)

@@ -24,7 +24,7 @@ import pytest
 
 from app.paths import PROJECT_ROOT
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding
-from tests.serve_process import ServeProcess, serve_env
+from tests.serve_process import ServeProcess, ollama_env
 from tests.test_ocr import draw, scanned_pdf
 from tests.test_serve_page import browser  # noqa: F401  (the fixture)
 
@@ -108,13 +108,10 @@ def test_library_shows_a_running_sync_its_slow_file_and_every_status(
     docs.mkdir()
     (docs / "bakery.txt").write_text("The bakery sells rye bread.")
     make_inbox(inbox)
-    env = serve_env(
+    env = ollama_env(
         tmp_path / "chroma",
-        OLLAMA_BASE_URL=ollama.base_url,
-        EMBEDDING_PROVIDER="ollama",
-        CHAT_PROVIDER="ollama",
-        DOCS_DIR=str(docs),
-        INGEST_WORKERS="1",
+        ollama.base_url,
+        docs,
     )
     with ServeProcess(env) as server:
         assert library(server)["sync"] is None
@@ -205,13 +202,10 @@ def test_the_servers_own_watch_shows_its_sync_too(tmp_path: Path, ollama: Ollama
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "bakery.txt").write_text("The bakery sells rye bread.")
-    env = serve_env(
+    env = ollama_env(
         tmp_path / "chroma",
-        OLLAMA_BASE_URL=ollama.base_url,
-        EMBEDDING_PROVIDER="ollama",
-        CHAT_PROVIDER="ollama",
-        DOCS_DIR=str(docs),
-        INGEST_WORKERS="1",
+        ollama.base_url,
+        docs,
         WATCH_DEBOUNCE="0.5",
     )
     with ServeProcess(env, "--watch") as server:

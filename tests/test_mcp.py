@@ -40,6 +40,19 @@ DOCS = {
 PDF = "annual-report-2024.pdf"  # the sample observatory report: several pages
 
 
+# What a client sends first over HTTP (the SDK's own client does it in `http_session`).
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"},
+    },
+}
+
+
 def reply(body: dict[str, Any]) -> str:
     """The chat model: a one-line answer citing source 1 (the support check accepts it)."""
     return "The lighthouse lamp flashes white every nine seconds [1]."
@@ -221,29 +234,19 @@ async def test_served_mcp_answers_with_the_token(server: ServeProcess, env: dict
 
 
 def test_served_mcp_refuses_without_the_token(server: ServeProcess) -> None:
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "0"},
-        },
-    }
     headers = {"Accept": "application/json, text/event-stream"}
-    refused = httpx.post(server.url + "/mcp", json=initialize, headers=headers)
+    refused = httpx.post(server.url + "/mcp", json=INITIALIZE, headers=headers)
     assert refused.status_code == 401
     assert "API_TOKEN" in json.dumps(refused.json())
     wrong = httpx.post(
         server.url + "/mcp",
-        json=initialize,
+        json=INITIALIZE,
         headers=headers | {"Authorization": "Bearer not-the-token-but-long-enough-xxxx"},
     )
     assert wrong.status_code == 401
     foreign = httpx.post(
         server.url + "/mcp",
-        json=initialize,
+        json=INITIALIZE,
         headers=headers | {"Authorization": f"Bearer {TOKEN}", "Host": "evil.example"},
     )
     assert foreign.status_code == 400  # a loopback server answers only to loopback names
@@ -255,21 +258,11 @@ def test_served_mcp_on_every_address_takes_only_the_token(env: dict[str, str]) -
     with ServeProcess(env | {"API_TOKEN": TOKEN}, "--host", "0.0.0.0") as process:
         url = process.url.replace("0.0.0.0", "127.0.0.1") + "/mcp"
         headers = {"Accept": "application/json, text/event-stream", "Host": "laptop.lan"}
-        initialize = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "0"},
-            },
-        }
-        refused = httpx.post(url, json=initialize, headers=headers)
+        refused = httpx.post(url, json=INITIALIZE, headers=headers)
         assert refused.status_code == 401
         assert "API_TOKEN" in json.dumps(refused.json())
         accepted = httpx.post(
-            url, json=initialize, headers=headers | {"Authorization": f"Bearer {TOKEN}"}
+            url, json=INITIALIZE, headers=headers | {"Authorization": f"Bearer {TOKEN}"}
         )
         assert accepted.status_code == 200
         assert "localrag" in accepted.text

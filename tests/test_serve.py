@@ -25,7 +25,7 @@ from langchain_openai import ChatOpenAI
 
 from app.paths import PROJECT_ROOT
 from tests.ollama_server import OllamaTestServer, bag_of_words_embedding
-from tests.serve_process import ServeProcess, serve_env
+from tests.serve_process import ServeProcess, ollama_env, serve_env
 
 pytestmark = pytest.mark.integration
 
@@ -109,13 +109,10 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def start(tmp: Path, ollama: OllamaTestServer, corpus: Path, **settings: str) -> ServeProcess:
-    env = serve_env(
+    env = ollama_env(
         tmp / "chroma",
-        OLLAMA_BASE_URL=ollama.base_url,
-        EMBEDDING_PROVIDER="ollama",
-        CHAT_PROVIDER="ollama",
-        DOCS_DIR=str(corpus),
-        INGEST_WORKERS="1",
+        ollama.base_url,
+        corpus,
         **settings,
     )
     return ServeProcess(env).start()

@@ -35,7 +35,7 @@ from app.telemetry import tracing
 from chains.core.events import collect
 from tests.fakes import MemoryStore, fake_embeddings, scripted
 from tests.ollama_server import OllamaTestServer
-from tests.serve_process import ServeProcess, serve_env
+from tests.serve_process import ServeProcess, ollama_env
 from tests.test_session_answer import resources_for
 
 pytestmark = pytest.mark.unit
@@ -540,13 +540,10 @@ def test_a_real_server_exports_each_question_as_one_trace(
     docs.mkdir()
     (docs / "a.txt").write_text("The lighthouse keeper feeds the gulls at dawn. " * 10)
     with OllamaTestServer(reply="The keeper feeds them at dawn [1].") as ollama:
-        env = serve_env(
+        env = ollama_env(
             tmp_path / "chroma",
-            OLLAMA_BASE_URL=ollama.base_url,
-            EMBEDDING_PROVIDER="ollama",
-            CHAT_PROVIDER="ollama",
-            DOCS_DIR=str(docs),
-            INGEST_WORKERS="1",
+            ollama.base_url,
+            docs,
             OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
         )
         env.pop("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", None)
