@@ -264,8 +264,18 @@ def _wait_for(done: Any, process: subprocess.Popen[bytes], limit: float) -> floa
 
 def seed_library(library: Path, env: dict[str, str]) -> dict[str, Any]:
     """The state a full ingest leaves, made by the app's sync with a direct text read in place
-    of the parser pool (see the module's docstring)."""
+    of the parser pool (see the module's docstring). The environment and the parser are this
+    process's again afterwards (the smoke test runs it inside the test session)."""
+    saved = dict(os.environ)
     os.environ.update(env)
+    try:
+        return _seed(library)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _seed(library: Path) -> dict[str, Any]:
     from langchain_core.documents import Document
 
     from app.config import load_settings
@@ -290,11 +300,15 @@ def seed_library(library: Path, env: dict[str, str]) -> dict[str, Any]:
                 FileDocuments([Document(text, metadata={"source": file.source, "type": kind})]),
             )
 
+    parse_in_workers = sync.parse_in_workers
     sync.parse_in_workers = read_directly
-    settings = load_settings()
-    embeddings, _ = build_embeddings(settings, status)
-    start = time.perf_counter()
-    report = sync.sync_collection(settings, [library / s for s in SOURCES], embeddings)
+    try:
+        settings = load_settings()
+        embeddings, _ = build_embeddings(settings, status)
+        start = time.perf_counter()
+        report = sync.sync_collection(settings, [library / s for s in SOURCES], embeddings)
+    finally:
+        sync.parse_in_workers = parse_in_workers
     return {
         "step": "seeded build (in process, direct text read)",
         "wall_s": round(time.perf_counter() - start, 3),

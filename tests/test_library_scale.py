@@ -5,11 +5,13 @@ reports holds: an unchanged re-sync reads no file, the edited files are the ones
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import app.indexing.sync
 from benchmarks.library_scale import main
 
 pytestmark = pytest.mark.integration
@@ -21,7 +23,8 @@ EDITED = 10
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("scale")
-    return main(
+    environment, parser = dict(os.environ), app.indexing.sync.parse_in_workers
+    found = main(
         [
             "--files", str(FILES),
             "--edit", str(EDITED),
@@ -30,6 +33,11 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "--output", str(work / "out.json"),
         ]
     )  # fmt: skip
+    # The seeded build runs in this process: it leaves the settings and the parser as they
+    # were (later tests sync in process too).
+    assert dict(os.environ) == environment
+    assert app.indexing.sync.parse_in_workers is parser
+    return found
 
 
 def steps(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
