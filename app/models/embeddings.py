@@ -156,6 +156,12 @@ class ModelEmbeddings(Embeddings):
         """Get the query runtime ready now (an ingest ends with this, while torch is loaded)."""
         _ = self.query_model
 
+    @property
+    def batches_by_tokens(self) -> bool:
+        """True when `document_batches` groups by the model's own token counts (an embedded
+        model): each batch is then what the model should run as it is."""
+        return callable(getattr(self.model, "token_lengths", None)) or self.count_tokens is not None
+
     def document_batches(self, texts: Sequence[str]) -> list[list[int]]:
         """How the ingest groups `texts` into the batches it sends: by tokens when the model's
         tokenizer is known (the embedded models), else by count in order of length."""
