@@ -1,6 +1,6 @@
 """What a parser worker is doing, for the progress line: the file it parses, since when, and
 the page OCR is reading. A parse that takes longer than a second is written to a small JSON
-file per worker (`<pid>.json` in the folder the sync gave the pool), which the sync's tracker
+file per worker (`<pid>.json` in the folder given with the file), which the sync's tracker
 reads; quick parses write nothing, so a library of small files pays no file writes for it."""
 
 from __future__ import annotations
@@ -17,16 +17,18 @@ WRITE_AFTER_SECONDS = 1.0
 
 
 class _Activity:
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / f"{os.getpid()}.json"
+    def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.folder: Path | None = None  # where the parse under way is reported
         self.state: dict[str, Any] | None = None
         self.written: dict[str, Any] | None = None  # what the file holds now
+        self.written_path: Path | None = None
         self.wake = threading.Event()
         threading.Thread(target=self._keep_written, name="activity", daemon=True).start()
 
-    def begin(self, file: str) -> None:
+    def begin(self, file: str, folder: str) -> None:
         with self.lock:
+            self.folder = Path(folder) if folder else None
             self.state = {"pid": os.getpid(), "file": file, "started": time.time()}
 
     def page(self, number: int, pages: int) -> None:
@@ -48,33 +50,37 @@ class _Activity:
         """The file holds the parse under way once it has lasted a second; none otherwise."""
         with self.lock:
             state = dict(self.state) if self.state is not None else None
+            path = self.folder / f"{os.getpid()}.json" if self.folder else None
         if state is not None and time.time() - state["started"] < WRITE_AFTER_SECONDS:
             state = None
-        if state == self.written:
+        if path is None or not path.parent.is_dir():  # no folder, or that sync has ended
+            state = None
+        if state == self.written and path == self.written_path:
             return
-        if state is None:
+        if self.written_path is not None and (state is None or path != self.written_path):
             with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-        else:
-            temporary = self.path.with_suffix(".tmp")
+                self.written_path.unlink()
+            self.written, self.written_path = None, None
+        if state is not None and path is not None:
+            temporary = path.with_suffix(".tmp")
             temporary.write_text(json.dumps(state))
-            os.replace(temporary, self.path)
-        self.written = state
+            os.replace(temporary, path)
+            self.written, self.written_path = state, path
 
 
 _current: _Activity | None = None
 
 
-def start(folder: str) -> None:
-    """In a worker, once: report long parses to `folder` (no folder: report nothing)."""
+def start() -> None:
+    """In a worker, once: be ready to report long parses."""
     global _current
-    if folder and Path(folder).is_dir():
-        _current = _Activity(Path(folder))
+    _current = _Activity()
 
 
-def begin(file: str) -> None:
+def begin(file: str, folder: str) -> None:
+    """Parsing `file` starts; a long parse is reported in `folder` (none: not reported)."""
     if _current is not None:
-        _current.begin(file)
+        _current.begin(file, folder)
 
 
 def ocr_page(number: int, pages: int) -> None:

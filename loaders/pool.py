@@ -11,10 +11,10 @@ import resource
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_core.documents import Document
@@ -71,14 +71,23 @@ class PoolLimits:
     parse: ParseLimits = field(default_factory=ParseLimits)
     activity_dir: str = ""  # where workers report a long parse (see loaders.activity)
 
+    @property
+    def pool_key(self) -> PoolLimits:
+        """What the workers start with: a kept pool serves any parse with the same key."""
+        return replace(self, activity_dir="")
+
 
 OCR_SUFFIXES = IMAGE_SUFFIXES | PDF_SUFFIXES
 
 # A worker that ran out of memory exits with this status (see _parse_in_worker).
 OUT_OF_MEMORY_EXIT = 75
+# What a kept pool's workers parse once when they start, so the libraries these formats need
+# are loaded before the first real file (Markdown and HTML load unstructured and its language
+# models: seconds on a CPU).
+WARM_UP_SAMPLES = {".md": "# Notes\n\nA first sentence. A second one.\n", ".html": "<p>A note.</p>"}
 
 
-def _start_worker(memory_mb: int, activity_dir: str = "") -> None:
+def _start_worker(memory_mb: int, report_activity: bool) -> None:
     """Pool initializer. It must not raise: pebble restarts a worker whose initializer fails,
     forever, and the run would hang."""
     # spaCy (which unstructured uses) imports torch through thinc whenever torch is installed
@@ -88,10 +97,12 @@ def _start_worker(memory_mb: int, activity_dir: str = "") -> None:
     # Ctrl-C reaches the whole process group: the main process decides (in --watch, to finish
     # the sync under way); a worker killed by it would report its file as failed to parse.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Before the memory limit, which its thread's stack counts against. Should it fail, the
-    # progress line loses its detail and the parse goes on.
-    with contextlib.suppress(Exception):
-        activity.start(activity_dir)
+    # Before the memory limit, which its thread's stack and malloc arena count against (so
+    # only when someone reads the reports). Should it fail, the progress line loses its
+    # detail and the parse goes on.
+    if report_activity:
+        with contextlib.suppress(Exception):
+            activity.start()
     # Address space, not resident size: a parser that tries to inflate a bomb gets a
     # MemoryError in its own process instead of the kernel's OOM killer picking a victim.
     # Never above the hard limit, which setrlimit would refuse.
@@ -102,11 +113,25 @@ def _start_worker(memory_mb: int, activity_dir: str = "") -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
+def _warm_up(samples: dict[str, str]) -> None:
+    """Parse a small sample of each kind, so a worker's first real file of that kind does not
+    wait for its parser's libraries to load."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="localrag-warm-up-") as folder:
+        for suffix, text in samples.items():
+            path = Path(folder) / f"sample{suffix}"
+            path.write_text(text)
+            with contextlib.suppress(Exception):
+                parse_file(path, path.name, ParseLimits())
+
+
 def _parse_in_worker(
-    file: SourceFile, limits: ParseLimits
+    file: SourceFile, limits: ParseLimits, activity_dir: str = ""
 ) -> tuple[list[Document] | str, tuple[int, int]]:
     started = time.time_ns()
-    activity.begin(file.source)
+    activity.begin(file.source, activity_dir)
     try:
         result = _parse(file, limits)
     finally:
@@ -168,49 +193,92 @@ def _timed_out(file: SourceFile, seconds: float) -> str:
     return reason
 
 
+class _Pool:
+    """A pebble pool of parser workers and the limits it started with."""
+
+    def __init__(self, limits: PoolLimits, workers: int, report_activity: bool) -> None:
+        # forkserver: workers start from a clean process, not a fork of one that may hold the
+        # embedding model's threads.
+        context = multiprocessing.get_context("forkserver")
+        self.key = limits.pool_key
+        self.workers = workers
+        self.pebble = ProcessPool(
+            max_workers=workers,
+            initializer=_start_worker,
+            initargs=(limits.memory_mb, report_activity),
+            context=context,
+        )
+
+    def shut(self, finished: bool) -> None:
+        """Finished: let workers still starting up finish and leave (stopping them mid-start
+        makes multiprocessing print a traceback). Abandoned: stop them now."""
+        if finished:
+            self.pebble.close()
+        else:
+            self.pebble.stop()
+        self.pebble.join(timeout=10)
+
+
+_kept: _Pool | None = None
+
+
+@contextlib.contextmanager
+def kept_workers(limits: PoolLimits, warm: Sequence[str] = ()) -> Iterator[None]:
+    """Parser workers that stay up for every parse inside with the same limits (`--watch`: a
+    saved file is parsed by a worker already running, the parsers for the `warm` suffixes
+    loaded), instead of a pool started for each parse."""
+    global _kept
+    pool = _Pool(limits, max(1, limits.workers), report_activity=True)
+    samples = {suffix: WARM_UP_SAMPLES[suffix] for suffix in warm}
+    for _ in range(pool.workers):  # a sample parse takes seconds: each worker gets one
+        pool.pebble.schedule(_warm_up, args=(samples,))
+    previous, _kept = _kept, pool
+    try:
+        yield
+    finally:
+        _kept = previous
+        pool.shut(finished=False)
+
+
 def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Parsed | Failed]:
     """Yield each file's Documents (or why it failed) as soon as a worker finishes it."""
     if not files:
         return
-    # forkserver: workers start from a clean process, not a fork of one that may hold the
-    # embedding model's threads.
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPool(
-        max_workers=max(1, min(limits.workers, len(files))),
-        initializer=_start_worker,
-        initargs=(limits.memory_mb, limits.activity_dir),
-        context=context,
-    ) as pool:
-        futures: dict[Future[Any], SourceFile] = {
-            pool.schedule(
-                _parse_in_worker, args=(f, limits.parse), timeout=limits.timeout_seconds
-            ): f
-            for f in files
-        }
-        finished = False
-        try:
-            for future in as_completed(futures):
-                file = futures[future]
-                try:
-                    result, timing = future.result()
-                except FutureTimeout:
-                    yield Failed(file, _timed_out(file, limits.timeout_seconds))
-                except ProcessExpired as exc:
-                    yield Failed(file, _died(exc, limits.memory_mb))
-                except Exception as exc:  # the pool itself failed (a result too big to send...)
-                    yield Failed(file, f"could not be parsed ({type(exc).__name__}: {exc})")
-                else:
-                    yield (
-                        Parsed(file, result, timing)
-                        if isinstance(result, list)
-                        else Failed(file, result, timing)
-                    )
-            finished = True
-        finally:
-            # All done: let workers that are still starting up finish and leave (stopping them
-            # mid-start makes multiprocessing print a traceback). Abandoned: stop them now.
-            if finished:
-                pool.close()
+    kept = _kept if _kept is not None and _kept.key == limits.pool_key else None
+    workers = max(1, min(limits.workers, len(files)))
+    pool = kept or _Pool(limits, workers, report_activity=bool(limits.activity_dir))
+    futures: dict[Future[Any], SourceFile] = {
+        pool.pebble.schedule(
+            _parse_in_worker,
+            args=(f, limits.parse, limits.activity_dir),
+            timeout=limits.timeout_seconds,
+        ): f
+        for f in files
+    }
+    finished = False
+    try:
+        for future in as_completed(futures):
+            file = futures[future]
+            try:
+                result, timing = future.result()
+            except FutureTimeout:
+                yield Failed(file, _timed_out(file, limits.timeout_seconds))
+            except ProcessExpired as exc:
+                yield Failed(file, _died(exc, limits.memory_mb))
+            except Exception as exc:  # the pool itself failed (a result too big to send...)
+                yield Failed(file, f"could not be parsed ({type(exc).__name__}: {exc})")
             else:
-                pool.stop()
-            pool.join(timeout=10)
+                yield (
+                    Parsed(file, result, timing)
+                    if isinstance(result, list)
+                    else Failed(file, result, timing)
+                )
+        finished = True
+    finally:
+        if kept is None:
+            pool.shut(finished)
+        elif not finished:
+            # Abandoned: the kept workers drop this parse's files (one in the middle of a
+            # file is stopped, and the pool starts another).
+            for future in futures:
+                future.cancel()

@@ -205,7 +205,7 @@ def test_a_worker_reports_a_long_parse_and_its_ocr_page_then_nothing(
     from loaders import activity
 
     monkeypatch.setattr(activity, "_current", None)
-    activity.start(str(tmp_path))
+    activity.start()
     report = tmp_path / f"{os.getpid()}.json"
 
     def until(check: Any) -> list[dict[str, Any]]:
@@ -217,9 +217,9 @@ def test_a_worker_reports_a_long_parse_and_its_ocr_page_then_nothing(
             time.sleep(0.1)
         pytest.fail(f"never seen; last: {activity.read(tmp_path)}")
 
-    activity.begin("docs/quick.txt")
+    activity.begin("docs/quick.txt", str(tmp_path))
     activity.end()  # over before a second: nothing written
-    activity.begin("docs/scan.pdf")
+    activity.begin("docs/scan.pdf", str(tmp_path))
     activity.ocr_page(2, 5)
     (seen,) = until(lambda found: found)
     assert (seen["file"], seen["ocr_page"], seen["ocr_pages"]) == ("docs/scan.pdf", 2, 5)

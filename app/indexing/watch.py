@@ -23,10 +23,12 @@ from typing import Any
 from app.config import Settings
 from app.errors import StoreBusy
 from app.indexing.reports import IngestReport
-from app.indexing.sync import never_indexed, sync_collection
+from app.indexing.sync import never_indexed, pool_limits, sync_collection
 from app.models.embeddings import ModelEmbeddings
 from app.store import open_store
+from app.store.base import ChunkStore
 from app.store.library import Advice, Library, LibrarySource, library_name, plain_advice
+from loaders.pool import kept_workers
 
 BUSY_RETRY_SECONDS = 2.0  # another ingest holds the lock: try again this often
 
@@ -101,8 +103,6 @@ def watch_library(
     advice: Advice = plain_advice,
 ) -> None:
     """Watch the sources (`labels`, or all) until `stop` is set."""
-    import watchfiles
-
     store = open_store(settings)
     library = Library.find(store, library_name(settings, embeddings.info.key))
     sources = [
@@ -116,11 +116,29 @@ def watch_library(
         on_status("No source to watch.")
         return
     embeddings.model  # load it now, not when the first change arrives  # noqa: B018
+    # The parser workers stay up between syncs, their Markdown and HTML parsers loaded: a saved
+    # file is parsed at once, not after a pool and its libraries start (seconds on a CPU).
+    with kept_workers(pool_limits(settings), warm=(".md", ".html")):
+        on_status(
+            f"Watching {len(present)} sources ({', '.join(s.label for s in present)}); changes "
+            f"are synced after {settings.watch_debounce:g} s of quiet. Ctrl-C stops."
+        )
+        _sync_changes(settings, embeddings, present, on_sync, on_status, stop, advice, store)
+
+
+def _sync_changes(
+    settings: Settings,
+    embeddings: ModelEmbeddings,
+    present: list[LibrarySource],
+    on_sync: Callable[[IngestReport], None],
+    on_status: Callable[[str], None],
+    stop: threading.Event,
+    advice: Advice,
+    store: ChunkStore,
+) -> None:
+    import watchfiles
+
     quiet_ms = int(settings.watch_debounce * 1000)
-    on_status(
-        f"Watching {len(present)} sources ({', '.join(s.label for s in present)}); changes are "
-        f"synced after {settings.watch_debounce:g} s of quiet. Ctrl-C stops."
-    )
     pending: dict[str, list[str]] = {}
     for changes in watchfiles.watch(
         *(s.path for s in present),

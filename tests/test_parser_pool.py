@@ -1,0 +1,51 @@
+"""Parser workers kept between parses (`--watch`): the same warm processes serve every parse,
+and an abandoned parse leaves the pool serving the next."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loaders.pool import Failed, Parsed, PoolLimits, kept_workers, parse_in_workers
+from tests.test_ingest_bad_input import HangingPath, PidPath, text_file
+
+LIMITS = PoolLimits(workers=1, timeout_seconds=30, memory_mb=1024)
+
+
+def readers(results: list[Parsed | Failed]) -> set[str]:
+    found = set()
+    for result in results:
+        assert isinstance(result, Parsed), result
+        found.add(result.documents[0].page_content)
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_kept_workers_parse_every_sync_in_the_same_process(tmp_path: Path) -> None:
+    first = [text_file(tmp_path, "a.txt", PidPath)]
+    second = [text_file(tmp_path, "b.txt", PidPath)]
+    with kept_workers(LIMITS, warm=(".md",)):
+        inside = readers(list(parse_in_workers(first, LIMITS)))
+        inside |= readers(list(parse_in_workers(second, LIMITS)))
+    assert len(inside) == 1, inside  # one worker, kept: both files read by the same process
+    # Without a kept pool, each parse starts its own worker.
+    outside = readers(list(parse_in_workers(first, LIMITS)))
+    outside |= readers(list(parse_in_workers(second, LIMITS)))
+    assert len(outside) == 2, outside
+    assert not outside & inside, (inside, outside)
+
+
+@pytest.mark.timeout(120)
+def test_an_abandoned_parse_leaves_the_kept_workers_serving_the_next(tmp_path: Path) -> None:
+    # One worker and no time limit that the test would live to see: unless abandoning the
+    # parse stops the worker caught in the hung file, the next parse never gets a worker.
+    limits = PoolLimits(workers=1, timeout_seconds=3600, memory_mb=1024)
+    files = [text_file(tmp_path, "quick.txt"), text_file(tmp_path, "hangs.txt", HangingPath)]
+    with kept_workers(limits):
+        results = parse_in_workers(files, limits)
+        assert next(results).file.source == "quick.txt"
+        results.close()  # abandoned (the model failed, Ctrl-C) while hangs.txt is parsed
+        after = list(parse_in_workers([text_file(tmp_path, "next.txt")], limits))
+    assert [r.file.source for r in after] == ["next.txt"]
+    assert isinstance(after[0], Parsed), after[0]
