@@ -90,6 +90,7 @@ class _Flush:
     kept: list[Document]  # chunks the store holds already (their metadata is rewritten)
     chunks_left: int  # new chunks not yet embedded (a batch may come in parts)
     embedded: list[Embedded[_Flush]] = field(default_factory=list)  # not yet written
+    gathered: int = 0  # chunks in `embedded`
 
 
 @dataclass
@@ -868,7 +869,7 @@ class _Sync:
                 pending, pending_chunks = [], 0
             written |= self._write(self.ahead.ready())
         written |= self._flush(pending)
-        written |= self._write(self.ahead.drain())
+        written |= self._write(self.ahead.drain(), promptly=True)
         return moved
 
     def _flush(self, pending: list[tuple[str, list[Document]]]) -> set[str]:
@@ -893,10 +894,11 @@ class _Sync:
             done |= self._write(self.ahead.submit([missing[i] for i in batch], job))
         return done
 
-    def _write(self, batches: Iterable[Embedded[_Flush]]) -> set[str]:
+    def _write(self, batches: Iterable[Embedded[_Flush]], promptly: bool = False) -> set[str]:
         """Write embedded batches in order, a flush's batches together (up to WRITE_CHUNKS a
         request: the store's cost is per request far more than per chunk); returns the files
-        completed."""
+        completed. `promptly`: each batch as it comes (the last ones: writes gathered until the
+        model ends would all be left for after it)."""
         done: set[str] = set()
         try:
             for batch in batches:
@@ -904,7 +906,8 @@ class _Sync:
                 job.embedded.append(batch)
                 job.chunks_left -= len(batch.chunks)
                 self.progress.chunks_embedded(len(batch.chunks))
-                if job.chunks_left == 0 or sum(len(b.chunks) for b in job.embedded) >= WRITE_CHUNKS:
+                job.gathered += len(batch.chunks)
+                if promptly or job.chunks_left == 0 or job.gathered >= WRITE_CHUNKS:
                     self._write_embedded(job)
                 if job.chunks_left == 0:
                     done |= self._complete(job)
@@ -919,7 +922,7 @@ class _Sync:
     def _write_embedded(self, job: _Flush) -> None:
         chunks = [c for b in job.embedded for c in b.chunks]
         vectors = [v for b in job.embedded for v in b.vectors]
-        job.embedded = []
+        job.embedded, job.gathered = [], 0
         with (
             self.clock("store"),
             tracing.span(
