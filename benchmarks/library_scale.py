@@ -52,6 +52,7 @@ from typing import Any
 from app.evaluation.report import load_average, machine
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # benchmarks.support, for the seeded build in this process
 RESULTS = ROOT / "benchmarks" / "results"
 SOURCES = ("half-a", "half-b")
 EMBEDDER = "benchmarks.support.hashing_embedder"  # registers `hashing`, then runs app.ingest
