@@ -109,54 +109,45 @@ class Counted(Embeddings):
         return self.inner.embed_query(text)
 
 
-def _alternating_folder(tmp_path: Path) -> Path:
+def ingest_alternating_files(tmp_path: Path, model: TokenCounted | Counted) -> list[str]:
+    """13 files, short and long in turn, ingested with `model` in batches of 4: their texts."""
     folder = tmp_path / "docs"
     folder.mkdir()
     for n in range(13):
         # Short and long files alternate; 3 rows of 200 words pass the 4 x 128 budget.
         words = 6 if n % 2 else 200
         (folder / f"f{n:02d}.txt").write_text(" ".join(f"w{n}x{i}" for i in range(words)))
-    return folder
-
-
-@pytest.mark.unit
-def test_an_ingest_gives_an_embedded_model_its_token_batches(tmp_path: Path) -> None:
-    folder = _alternating_folder(tmp_path)
     settings = load_settings(
         chroma_dir=tmp_path / "store", chunk_size=2000, chunk_overlap=0, embedding_batch_size=4
     )
-    model = TokenCounted()
     embeddings = ModelEmbeddings(FAKE_INFO, lambda: model, batch_size=4)
     report = sync_collection(settings, [folder], embeddings)
     assert report.ok
     assert report.chunks_added == 13
+    return sorted(path.read_text() for path in folder.iterdir())
+
+
+@pytest.mark.unit
+def test_an_ingest_gives_an_embedded_model_its_token_batches(tmp_path: Path) -> None:
+    model = TokenCounted()
+    texts = ingest_alternating_files(tmp_path, model)
     # Each request is one batch as sorted by tokens: similar lengths, within the row and
     # token budget (cut by count from the stream, long and short texts would share requests).
     for call in model.calls:
         lengths = model.token_lengths(call)
         assert (len(call) <= 4 and len(call) * max(lengths) <= 4 * 128) or len(call) == 1
         assert max(lengths) <= 2 * min(lengths), lengths
-    assert sorted(t for call in model.calls for t in call) == sorted(
-        (folder / f"f{n:02d}.txt").read_text() for n in range(13)
-    )
+    assert sorted(t for call in model.calls for t in call) == texts
 
 
 @pytest.mark.unit
 def test_an_ingest_sends_a_model_server_full_requests(tmp_path: Path) -> None:
-    folder = _alternating_folder(tmp_path)
-    settings = load_settings(
-        chroma_dir=tmp_path / "store", chunk_size=2000, chunk_overlap=0, embedding_batch_size=4
-    )
     model = Counted()
-    embeddings = ModelEmbeddings(FAKE_INFO, lambda: model, batch_size=4)
-    report = sync_collection(settings, [folder], embeddings)
-    assert report.ok
+    texts = ingest_alternating_files(tmp_path, model)
     # Requests are cut from the stream of chunks: full ones but the last, each chunk once.
     sizes = [len(call) for call in model.calls]
     assert all(size == 4 for size in sizes[:-1]), sizes
-    assert sorted(t for call in model.calls for t in call) == sorted(
-        (folder / f"f{n:02d}.txt").read_text() for n in range(13)
-    )
+    assert sorted(t for call in model.calls for t in call) == texts
 
 
 # --- the torch-free encoder -------------------------------------------------------------------
