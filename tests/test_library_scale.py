@@ -33,8 +33,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "--output", str(work / "out.json"),
         ]
     )  # fmt: skip
-    # The seeded build runs in this process: it leaves the settings and the parser as they
-    # were (later tests sync in process too).
+    # The seeded build leaves this process's settings and parser as they were (later tests
+    # sync in process too).
     assert dict(os.environ) == environment
     assert app.indexing.sync.parse_in_workers is parser
     return found
