@@ -10,6 +10,8 @@ import pytest
 from loaders.pool import Failed, Parsed, PoolLimits, kept_workers, parse_in_workers
 from tests.test_ingest_bad_input import HangingPath, PidPath, text_file
 
+pytestmark = pytest.mark.integration  # real worker processes
+
 LIMITS = PoolLimits(workers=1, timeout_seconds=30, memory_mb=1024)
 
 
