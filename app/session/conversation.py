@@ -59,7 +59,10 @@ class Conversation:
                 if s.score_threshold is not None
                 else r.embeddings.info.default_threshold
             ),
-            allowed_sources=allowed_sources(self.filters, r.keyword_index.sources()),
+            # The library's file list only when a filter needs it: 0.85 s at 1M files.
+            allowed_sources=(
+                allowed_sources(self.filters, r.keyword_index.sources()) if self.filters else None
+            ),
             model_scripts=r.embeddings.info.scripts,
             keyword_threshold=s.keyword_threshold,
         )
