@@ -7,7 +7,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.table import Table
@@ -15,15 +15,16 @@ from rich.table import Table
 from app.config import Settings, load_settings
 from app.console import RichProgress, out, run, status
 from app.errors import ConfigError, ExitCode
-from app.indexing.maintenance import remove_sources
-from app.indexing.reports import IngestReport, RemoveReport
-from app.indexing.sync import sync_collection
-from app.models import registry
-from app.session.resources import open_embeddings, prepare_for_questions
-from app.store import open_store
-from app.store.catalog import STATUSES, Status
-from app.store.library import describe_files, describe_library, file_selection, library_to_show
+from app.store.catalog import STATUSES
 from app.telemetry.tracing import setup_tracing
+
+# The store, the model and the sync are imported where they are used: every parser worker
+# runs this module again when it starts (multiprocessing re-imports `__main__` in each
+# forkserver child, CPython gh-126631, fixed in 3.13 only), and the first chunk waits for
+# that: 0.6 s of imports a worker, on the cores the model needs.
+if TYPE_CHECKING:
+    from app.indexing.reports import IngestReport, RemoveReport
+    from app.store.catalog import Status
 
 EPILOG = (
     "Exit status: 0 done, every file went in; 2 bad arguments or settings; 3 some files were "
@@ -99,6 +100,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def ingest(settings: Settings, paths: list[Path], *, rebuild: bool = False) -> IngestReport:
+    from app.indexing.sync import sync_collection
+    from app.models import registry
+    from app.session.resources import open_embeddings, prepare_for_questions
+    from app.store import open_store
+
     embeddings = open_embeddings(settings)
     store = open_store(settings, status)
     progress = RichProgress()
@@ -157,7 +163,10 @@ def print_report(report: IngestReport) -> None:
 
 def watch(settings: Settings, paths: list[Path]) -> int:
     """Sync as a plain run does, then keep syncing what changes until Ctrl-C."""
+    from app.indexing.sync import sync_collection
     from app.indexing.watch import StopRequest, watch_library
+    from app.models import registry
+    from app.session.resources import open_embeddings
 
     embeddings = open_embeddings(settings)
     request = StopRequest(
@@ -204,6 +213,10 @@ def print_sync_line(report: IngestReport) -> None:
 
 
 def list_library(settings: Settings) -> dict[str, Any] | None:
+    from app.session.resources import open_embeddings
+    from app.store import open_store
+    from app.store.library import describe_library, library_to_show
+
     model = open_embeddings(settings).info.key
     library = library_to_show(open_store(settings, status), settings, model)
     return describe_library(library) if library is not None else None
@@ -234,6 +247,10 @@ def print_library(listing: dict[str, Any] | None) -> None:
 def list_files(
     settings: Settings, args: list[str], statuses: list[Status] | None
 ) -> dict[str, Any] | None:
+    from app.session.resources import open_embeddings
+    from app.store import open_store
+    from app.store.library import describe_files, file_selection, library_to_show
+
     model = open_embeddings(settings).info.key
     library = library_to_show(open_store(settings, status), settings, model)
     if library is None:
@@ -310,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
             print_files(files)
         return int(ExitCode.OK)
     if args.remove:
+        from app.indexing.maintenance import remove_sources
+        from app.session.resources import open_embeddings
+
         model = open_embeddings(settings).info.key
         removed = remove_sources(settings, model, [str(p) for p in args.paths])
         if args.json:

@@ -200,6 +200,9 @@ class _Pool:
         # forkserver: workers start from a clean process, not a fork of one that may hold the
         # embedding model's threads.
         context = multiprocessing.get_context("forkserver")
+        # The server imports the parsers' modules once and each worker forks with them loaded,
+        # instead of every worker importing them on the cores the model is using.
+        context.set_forkserver_preload([__name__])
         self.key = limits.pool_key
         self.workers = workers
         self.pebble = ProcessPool(

@@ -7,14 +7,16 @@ import os
 import platform
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.table import Table
 
 from app.console import out
 from app.evaluation.metrics import METRICS, Scores, percentile
-from app.evaluation.runs import SystemRun
+
+if TYPE_CHECKING:  # the benchmarks import this module for machine() and load_average()
+    from app.evaluation.runs import SystemRun
 
 CEILING_TOLERANCE = 0.005
 LABELS = {"ndcg@10": "nDCG@10", "recall@10": "Recall@10", "mrr@10": "MRR@10"}
