@@ -8,7 +8,7 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
 from rich.live import Live
@@ -20,14 +20,15 @@ from app.config import load_settings
 from app.console import err, out, run
 from app.errors import ConfigError, ExitCode, LocalragError
 from app.retrieval.filters import SourceFilter
-from app.retrieval.passages import find_passage
-from app.session.conversation import Conversation, start_conversation
-from app.session.resources import open_resources
 from app.telemetry.tracing import setup_tracing
 from chains.core.context import number_sources
 from chains.core.events import AnswerReplaced, AnswerText, Retrieved, is_not_found
 from chains.core.output_safety import SafeStream, allowed_hosts, terminal_safe
-from chains.core.registry import all_chains
+
+# The session and the chains are imported where they are used: every parser worker re-runs
+# this module when a first chat ingests the samples (see app/ingest.py).
+if TYPE_CHECKING:
+    from app.session.conversation import Conversation
 
 HISTORY_FILE = Path.home() / ".localrag_history"
 HELP = """\
@@ -172,6 +173,8 @@ def show_passage(session: Conversation, number: str) -> None:
     src = sources[int(number) - 1]
     resources = session.resources
     resources.follow_library()
+    from app.retrieval.passages import find_passage
+
     passage = find_passage(resources.collection, str(src.chunks[0].id), context=1)
     label = terminal_safe(src.label)
     if passage is None:
@@ -237,6 +240,8 @@ def describe_search(session: Conversation) -> str:
 
 
 def list_chains(current: str | None = None) -> None:
+    from chains.core.registry import all_chains
+
     for spec in all_chains().values():
         mark = "*" if spec.name == current else " "
         out.print(f"{mark} {spec.name:<10} {spec.description}", markup=False, soft_wrap=True)
@@ -325,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         filters = [SourceFilter.parse(text) for text in args.where]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    from app.session.conversation import start_conversation
+    from app.session.resources import open_resources
+
     resources = open_resources(settings)
     session = start_conversation(resources, settings.chain, filters)
     try:
