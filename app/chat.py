@@ -163,6 +163,8 @@ def print_chunks(session: Conversation) -> None:
 def show_passage(session: Conversation, number: str) -> None:
     """`/show N`: source N's best chunk, highlighted between the text before and after it in
     its file, as the library holds it now."""
+    from app.retrieval.passages import find_passage
+
     sources = number_sources(session.last_context)
     if not sources:
         out.print("No answer yet.")
@@ -173,8 +175,6 @@ def show_passage(session: Conversation, number: str) -> None:
     src = sources[int(number) - 1]
     resources = session.resources
     resources.follow_library()
-    from app.retrieval.passages import find_passage
-
     passage = find_passage(resources.collection, str(src.chunks[0].id), context=1)
     label = terminal_safe(src.label)
     if passage is None:

@@ -3,6 +3,8 @@ and an abandoned parse leaves the pool serving the next."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,15 @@ def test_an_abandoned_parse_leaves_the_kept_workers_serving_the_next(tmp_path: P
         after = list(parse_in_workers([text_file(tmp_path, "next.txt")], limits))
     assert [r.file.source for r in after] == ["next.txt"]
     assert isinstance(after[0], Parsed), after[0]
+
+
+@pytest.mark.parametrize("entry", ["app.ingest", "app.chat"])
+def test_an_entry_point_that_parses_imports_no_store_or_model_at_import(entry: str) -> None:
+    """Each parser worker re-runs the entry module on Python < 3.13 (CPython gh-126631): the
+    store, the model runtime and the sync must load only when a command runs."""
+    heavy = ["chromadb", "onnxruntime", "app.indexing.sync", "app.session.resources"]
+    probe = f"import sys, {entry}; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout
