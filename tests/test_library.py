@@ -185,6 +185,16 @@ def notes(folder: Path, count: int, seed: int, paragraphs: int = 2) -> Path:
     return folder
 
 
+def stored_texts(settings: Settings) -> dict[str, str]:
+    """source -> a chunk's text, as another process reads the store; {} while a watcher writes
+    (Chroma is not process-safe: the caller polls again)."""
+    try:
+        snap = snapshot(settings)
+    except Exception:
+        return {}
+    return {str(m["source"]): snap.documents[i] for i, m in snap.metadatas.items()}
+
+
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -635,13 +645,6 @@ def test_watch_picks_up_create_edit_rename_delete_and_survives_a_kill(
     (folder / "keep.txt").write_text("The ferry timetable changes in October.\n")
     env = {"WATCH_DEBOUNCE": "0.3"}
 
-    def stored() -> dict[str, str]:
-        try:
-            snap = snapshot(settings)
-        except Exception:  # read while the watcher writes (Chroma is not process-safe): retry
-            return {}
-        return {str(m["source"]): snap.documents[i] for i, m in snap.metadatas.items()}
-
     def watching(log: Path) -> subprocess.Popen[bytes]:
         process = start("app.ingest", "--watch", str(folder), log=log, **env)
         wait_for(
@@ -655,13 +658,15 @@ def test_watch_picks_up_create_edit_rename_delete_and_survives_a_kill(
     watcher = watching(log)
     try:
         (folder / "a.txt").write_text("Puffins nest on the cliffs.\n")
-        wait_for(lambda: "watched/a.txt" in stored(), "a create")
+        wait_for(lambda: "watched/a.txt" in stored_texts(settings), "a create")
         (folder / "a.txt").write_text("Puffins and razorbills nest on the cliffs.\n")
-        wait_for(lambda: "razorbills" in stored().get("watched/a.txt", ""), "an edit")
+        wait_for(lambda: "razorbills" in stored_texts(settings).get("watched/a.txt", ""), "an edit")
         (folder / "a.txt").rename(folder / "b.txt")
-        wait_for(lambda: set(stored()) == {"watched/keep.txt", "watched/b.txt"}, "a rename")
+        wait_for(
+            lambda: set(stored_texts(settings)) == {"watched/keep.txt", "watched/b.txt"}, "a rename"
+        )
         (folder / "b.txt").unlink()
-        wait_for(lambda: set(stored()) == {"watched/keep.txt"}, "a delete")
+        wait_for(lambda: set(stored_texts(settings)) == {"watched/keep.txt"}, "a delete")
         assert "1 new" in log.read_text()
         assert "1 deleted" in log.read_text()
 
@@ -674,13 +679,46 @@ def test_watch_picks_up_create_edit_rename_delete_and_survives_a_kill(
         server.delay = 0.0
         watcher = watching(tmp_path / "watch-2.log")
         (folder / "after.txt").write_text("Written after the restart.\n")
-        wait_for(lambda: "watched/after.txt" in stored(), "a create after the restart")
+        wait_for(
+            lambda: "watched/after.txt" in stored_texts(settings), "a create after the restart"
+        )
         assert_same_store(snapshot(settings), reference(tmp_path, [folder], server))
         assert_index_in_step(settings)
 
         watcher.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop
         assert watcher.wait(timeout=60) == 0, (tmp_path / "watch-2.log").read_text()
         assert "Stopped." in (tmp_path / "watch-2.log").read_text()
+    finally:
+        kill_group(watcher)
+
+
+def test_watch_picks_up_a_file_saved_while_its_first_sync_ran(
+    tmp_path: Path, server: OllamaTestServer
+) -> None:
+    """`--watch` syncs first, then watches: a file edited after that sync read it, before the
+    watcher was up, raised no event the watcher saw. It must still reach the library."""
+    settings = load_settings()
+    folder = tmp_path / "watched"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("Puffins nest on the cliffs.\n")
+    (folder / "big.txt").write_text(generated_text(random.Random(5), "big", 30))
+    server.delay = 0.3  # the first sync embeds big.txt slowly
+    log = tmp_path / "watch.log"
+    watcher = start("app.ingest", "--watch", str(folder), log=log, WATCH_DEBOUNCE="0.3")
+    try:
+        # Two embedding requests: both files were read, and the sync is still under way.
+        wait_for(lambda: len(server.requests_to("/api/embed")) >= 2, "the first sync")
+        assert "Watching" not in log.read_text()
+        (folder / "keep.txt").write_text("Puffins and razorbills nest on the cliffs.\n")
+        server.delay = 0.0
+        wait_for(lambda: "Watching 1 sources" in log.read_text(), "the watcher")
+        wait_for(
+            lambda: "razorbills" in stored_texts(settings).get("watched/keep.txt", ""),
+            "the edit made during the first sync",
+        )
+        assert "1 changed" in log.read_text()  # the second look's own line
+        assert_same_store(snapshot(settings), reference(tmp_path, [folder], server))
+        assert watcher.poll() is None, log.read_text()
     finally:
         kill_group(watcher)
 

@@ -61,6 +61,7 @@ class IngestReport:
     unchanged: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # source -> reason
+    failed_unchanged: set[str] = field(default_factory=set)  # failed before; not retried
     chunks_added: int = 0
     chunks_kept: int = 0  # chunks of changed files whose text did not change: not re-embedded
     chunks_removed: int = 0
@@ -74,6 +75,13 @@ class IngestReport:
     @property
     def ok(self) -> bool:
         return not self.failed and not self.missing
+
+    @property
+    def found_changes(self) -> bool:
+        """A file new, changed, deleted, or failing anew (not as it failed before)."""
+        return bool(
+            self.new or self.changed or self.deleted or set(self.failed) - self.failed_unchanged
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -234,7 +234,6 @@ class _Sync:
         self.stamps: dict[str, tuple[int, str]] = {}  # file -> (size, stamp) when fingerprinted
         self.facts: dict[str, tuple[int, int, int]] = {}  # file -> pages, OCR'd pages, chars
         self.file_rows: list[FileRow] = []  # catalog rows this run writes
-        self.failed_unchanged: set[str] = set()  # failed before, not changed since: not retried
         self.fingerprints_written: dict[str, str] = {}  # file -> fingerprint of what was parsed
         self.gathering: _Flush | None = None  # the flush whose embedded batches are being gathered
         self.report = IngestReport(
@@ -398,7 +397,7 @@ class _Sync:
                 report.changed.append(file.source)
             to_parse.append((file, fingerprint))
 
-        seen = set(fingerprints) | set(report.unchanged) | self.failed_unchanged
+        seen = set(fingerprints) | set(report.unchanged) | self.report.failed_unchanged
         report.deleted = sorted(set(self.stored) - seen)
         with self.clock("read store"):
             self._load_ids([f.source for f, _ in to_parse] + report.deleted)
@@ -498,7 +497,7 @@ class _Sync:
             return True
         if row.status == "failed":
             self.report.failed[file.source] = f"{row.reason} (unchanged since; edit it to retry)"
-            self.failed_unchanged.add(file.source)
+            self.report.failed_unchanged.add(file.source)
             self.file_rows.append(row)
             return True
         return False

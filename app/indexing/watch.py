@@ -26,7 +26,6 @@ from app.indexing.reports import IngestReport
 from app.indexing.sync import never_indexed, pool_limits, sync_collection
 from app.models.embeddings import ModelEmbeddings
 from app.store import open_store
-from app.store.base import ChunkStore
 from app.store.library import Advice, Library, LibrarySource, library_name, plain_advice
 from loaders.pool import kept_workers
 
@@ -116,30 +115,33 @@ def watch_library(
         on_status("No source to watch.")
         return
     embeddings.model  # load it now, not when the first change arrives  # noqa: B018
+
+    def sync(scopes: dict[str, list[str]]) -> IngestReport:
+        return sync_collection(settings, [], embeddings, scopes=scopes, advice=advice, store=store)
+
     # The parser workers stay up between syncs, their Markdown and HTML parsers loaded: a saved
     # file is parsed at once, not after a pool and its libraries start (seconds on a CPU).
     with kept_workers(pool_limits(settings), warm=(".md", ".html")):
-        on_status(
-            f"Watching {len(present)} sources ({', '.join(s.label for s in present)}); changes "
-            f"are synced after {settings.watch_debounce:g} s of quiet. Ctrl-C stops."
-        )
-        _sync_changes(settings, embeddings, present, on_sync, on_status, stop, advice, store)
+        _sync_changes(settings, present, sync, on_sync, on_status, stop)
 
 
 def _sync_changes(
     settings: Settings,
-    embeddings: ModelEmbeddings,
     present: list[LibrarySource],
+    sync: Callable[[dict[str, list[str]]], IngestReport],
     on_sync: Callable[[IngestReport], None],
     on_status: Callable[[str], None],
     stop: threading.Event,
-    advice: Advice,
-    store: ChunkStore,
 ) -> None:
     import watchfiles
 
     quiet_ms = int(settings.watch_debounce * 1000)
-    pending: dict[str, list[str]] = {}
+    # A file saved before the watcher was up raised no event it saw: the sync the caller ran
+    # first may have read it before the save (that sync can take hours). So once the watcher is
+    # up, every source is looked at again; unchanged files are known by their stamps.
+    pending: dict[str, list[str]] = {s.label: [""] for s in present}
+    announced = False
+    catching_up = True
     for changes in watchfiles.watch(
         *(s.path for s in present),
         step=quiet_ms,
@@ -149,20 +151,26 @@ def _sync_changes(
         yield_on_timeout=True,  # come back now and then to retry a sync the lock held up
         raise_interrupt=False,
     ):
+        if not announced:  # the first batch (or time-out) comes once the watcher is up
+            on_status(
+                f"Watching {len(present)} sources ({', '.join(s.label for s in present)}); "
+                f"changes are synced after {settings.watch_debounce:g} s of quiet. Ctrl-C stops."
+            )
+            announced = True
         changed = scopes_of(changes, present, settings.include_hidden, never_indexed(settings))
         for label, paths in changed.items():
             pending[label] = sorted(set(pending.get(label, [])) | set(paths))
         if not pending:
             continue
         try:
-            report = sync_collection(
-                settings, [], embeddings, scopes=pending, advice=advice, store=store
-            )
+            report = sync(pending)
         except StoreBusy as exc:
             on_status(f"{exc} Retrying in {BUSY_RETRY_SECONDS:g} s.")
             time.sleep(BUSY_RETRY_SECONDS)
             continue
         pending = {}
-        on_sync(report)
+        if changed or not catching_up or report.found_changes:
+            on_sync(report)
+        catching_up = False
         if stop.is_set():
             break
