@@ -141,7 +141,6 @@ def _sync_changes(
     # up, every source is looked at again; unchanged files are known by their stamps.
     pending: dict[str, list[str]] = {s.label: [""] for s in present}
     announced = False
-    catching_up = True
     for changes in watchfiles.watch(
         *(s.path for s in present),
         step=quiet_ms,
@@ -151,26 +150,24 @@ def _sync_changes(
         yield_on_timeout=True,  # come back now and then to retry a sync the lock held up
         raise_interrupt=False,
     ):
-        if not announced:  # the first batch (or time-out) comes once the watcher is up
+        changed = scopes_of(changes, present, settings.include_hidden, never_indexed(settings))
+        for label, paths in changed.items():
+            pending[label] = sorted(set(pending.get(label, [])) | set(paths))
+        if pending:
+            try:
+                report = sync(pending)
+            except StoreBusy as exc:
+                on_status(f"{exc} Retrying in {BUSY_RETRY_SECONDS:g} s.")
+                time.sleep(BUSY_RETRY_SECONDS)
+            else:
+                pending = {}
+                if announced or changed or report.found_changes:  # the second look: if it found any
+                    on_sync(report)
+        if not announced:  # the watcher is up (it has yielded) and has had its second look
             on_status(
                 f"Watching {len(present)} sources ({', '.join(s.label for s in present)}); "
                 f"changes are synced after {settings.watch_debounce:g} s of quiet. Ctrl-C stops."
             )
             announced = True
-        changed = scopes_of(changes, present, settings.include_hidden, never_indexed(settings))
-        for label, paths in changed.items():
-            pending[label] = sorted(set(pending.get(label, [])) | set(paths))
-        if not pending:
-            continue
-        try:
-            report = sync(pending)
-        except StoreBusy as exc:
-            on_status(f"{exc} Retrying in {BUSY_RETRY_SECONDS:g} s.")
-            time.sleep(BUSY_RETRY_SECONDS)
-            continue
-        pending = {}
-        if changed or not catching_up or report.found_changes:
-            on_sync(report)
-        catching_up = False
         if stop.is_set():
             break
