@@ -25,6 +25,7 @@ from app.telemetry.tracing import setup_tracing
 if TYPE_CHECKING:
     from app.indexing.reports import IngestReport, RemoveReport
     from app.store.catalog import Status
+    from app.store.library import Library
 
 EPILOG = (
     "Exit status: 0 done, every file went in; 2 bad arguments or settings; 3 some files were "
@@ -212,13 +213,20 @@ def print_sync_line(report: IngestReport) -> None:
         out.print(f"[yellow]kept[/] {escape(message)}", soft_wrap=True)
 
 
-def list_library(settings: Settings) -> dict[str, Any] | None:
+def library_to_list(settings: Settings) -> Library | None:
+    """The library `--list` and `--files` show: the one of the configured embedding model."""
     from app.session.resources import open_embeddings
     from app.store import open_store
-    from app.store.library import describe_library, library_to_show
+    from app.store.library import library_to_show
 
     model = open_embeddings(settings).info.key
-    library = library_to_show(open_store(settings, status), settings, model)
+    return library_to_show(open_store(settings, status), settings, model)
+
+
+def list_library(settings: Settings) -> dict[str, Any] | None:
+    from app.store.library import describe_library
+
+    library = library_to_list(settings)
     return describe_library(library) if library is not None else None
 
 
@@ -247,12 +255,9 @@ def print_library(listing: dict[str, Any] | None) -> None:
 def list_files(
     settings: Settings, args: list[str], statuses: list[Status] | None
 ) -> dict[str, Any] | None:
-    from app.session.resources import open_embeddings
-    from app.store import open_store
-    from app.store.library import describe_files, file_selection, library_to_show
+    from app.store.library import describe_files, file_selection
 
-    model = open_embeddings(settings).info.key
-    library = library_to_show(open_store(settings, status), settings, model)
+    library = library_to_list(settings)
     if library is None:
         if args:
             raise ConfigError(f"The library is empty: {', '.join(args)} is not in it.")
