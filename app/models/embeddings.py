@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.embeddings import Embeddings
 
@@ -160,7 +160,7 @@ class ModelEmbeddings(Embeddings):
     def batches_by_tokens(self) -> bool:
         """True when `document_batches` groups by the model's own token counts (an embedded
         model): each batch is then what the model should run as it is."""
-        return callable(getattr(self.model, "token_lengths", None)) or self.count_tokens is not None
+        return self._token_counter() is not None
 
     def document_batches(self, texts: Sequence[str]) -> list[list[int]]:
         """How the ingest groups `texts` into the batches it sends: by tokens when the model's
@@ -172,11 +172,17 @@ class ModelEmbeddings(Embeddings):
         return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
     def _token_lengths(self, texts: list[str]) -> list[int] | None:
+        counter = self._token_counter()
+        return list(counter(texts)) if counter is not None else None
+
+    def _token_counter(self) -> Callable[[list[str]], Sequence[int]] | None:
+        """The model's own batch token counter, else one from `count_tokens`, else None."""
         token_lengths = getattr(self.model, "token_lengths", None)
         if callable(token_lengths):
-            return list(token_lengths(texts))
-        if self.count_tokens is not None:
-            return [self.count_tokens(t) for t in texts]
+            return cast(Callable[[list[str]], Sequence[int]], token_lengths)
+        count = self.count_tokens
+        if count is not None:
+            return lambda texts: [count(t) for t in texts]
         return None
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
