@@ -723,6 +723,69 @@ def test_watch_picks_up_a_file_saved_while_its_first_sync_ran(
         kill_group(watcher)
 
 
+def save_by_rename(path: Path, text: str) -> None:
+    """As vim, JetBrains' safe write or `sed -i` save: a new file renamed over the old one."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def test_watch_follows_a_file_source_saved_again_and_again_by_rename(
+    tmp_path: Path, server: OllamaTestServer
+) -> None:
+    """A watch on a file is a watch on that file's inode: the first save by rename ends it. A
+    file source must be followed through every save, not only the first."""
+    settings = load_settings()
+    note = tmp_path / "notes" / "plan.md"
+    note.parent.mkdir()
+    note.write_text("The survey starts on Monday.\n")
+    log = tmp_path / "watch.log"
+    watcher = start("app.ingest", "--watch", str(note), log=log, WATCH_DEBOUNCE="0.3")
+    try:
+        wait_for(lambda: "Watching 1 sources" in log.read_text(), "the watcher")
+        for day in ("Tuesday", "Wednesday", "Thursday"):
+            save_by_rename(note, f"The survey starts on {day}.\n")
+            wait_for(
+                lambda day=day: day in stored_texts(settings).get("plan.md", ""), f"the {day} save"
+            )
+        assert set(stored_texts(settings)) == {"plan.md"}
+        assert watcher.poll() is None, log.read_text()
+    finally:
+        kill_group(watcher)
+
+
+def test_watch_keeps_a_folder_that_goes_away_and_syncs_it_when_it_is_back(
+    tmp_path: Path, server: OllamaTestServer
+) -> None:
+    """A drive unplugged while watched, edited elsewhere, plugged in again: its chunks are kept
+    meanwhile, and once it is back its changes are synced and it is watched again."""
+    settings = load_settings()
+    folder = tmp_path / "drive"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Puffins nest on the cliffs.\n")
+    away = tmp_path / "unplugged"
+    log = tmp_path / "watch.log"
+    watcher = start("app.ingest", "--watch", str(folder), log=log, WATCH_DEBOUNCE="0.3")
+    try:
+        wait_for(lambda: "Watching 1 sources" in log.read_text(), "the watcher")
+        shutil.copytree(folder, away)  # a new folder: renamed back, it is not the one watched
+        shutil.rmtree(folder)
+        wait_for(lambda: "kept" in log.read_text(), "the sync that keeps the missing source")
+        assert set(stored_texts(settings)) == {"drive/a.txt"}
+        (away / "a.txt").write_text("Puffins and razorbills nest on the cliffs.\n")
+        away.rename(folder)
+        wait_for(
+            lambda: "razorbills" in stored_texts(settings).get("drive/a.txt", ""),
+            "the edit made while it was away",
+        )
+        (folder / "b.txt").write_text("Gannets dive for fish.\n")  # watched again
+        wait_for(lambda: "drive/b.txt" in stored_texts(settings), "a file created once back")
+        assert_same_store(snapshot(settings), reference(tmp_path, [folder], server))
+        assert watcher.poll() is None, log.read_text()
+    finally:
+        kill_group(watcher)
+
+
 # --- Chat and the keyword index --------------------------------------------------------------
 
 

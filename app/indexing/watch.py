@@ -4,7 +4,8 @@
 not work) reports changes; they are grouped until the folders have been quiet for
 WATCH_DEBOUNCE seconds, mapped to the sources and paths inside them they touch, and each group
 is one ordinary sync limited to those paths: the same writer lock, the same order of writes,
-the same repair of whatever a killed run left. Ctrl-C (or SIGTERM) lets the sync under way
+the same repair of whatever a killed run left. File sources, and sources gone or back, are
+looked at rather than watched (`SourceLooks`). Ctrl-C (or SIGTERM) lets the sync under way
 finish, then stops; a second Ctrl-C stops at once, like a kill, and the next run repairs.
 """
 
@@ -26,6 +27,7 @@ from app.indexing.reports import IngestReport
 from app.indexing.sync import never_indexed, pool_limits, sync_collection
 from app.models.embeddings import ModelEmbeddings
 from app.store import open_store
+from app.store.catalog import file_stamp
 from app.store.library import Advice, Library, LibrarySource, library_name, plain_advice
 from loaders.pool import kept_workers
 
@@ -92,6 +94,48 @@ def scopes_of(
     return result
 
 
+class SourceLooks:
+    """What the watcher's events cannot tell, looked at on every batch and time-out (at most
+    WATCH_DEBOUNCE apart): a file source saved by renaming a new file over it (inotify watched
+    the old file, so file sources are looked at, not watched), a source gone or back (a drive
+    unplugged and plugged in again), a folder source replaced by another of its name."""
+
+    def __init__(self, sources: list[LibrarySource]) -> None:
+        self.sources = sources
+        self.seen = {s.label: self._look(s) for s in sources}  # at the last look
+        self.acted_on = dict(self.seen)  # when last reported as changed
+
+    @staticmethod
+    def _look(source: LibrarySource) -> str | None:
+        """The file's stamp or the folder's identity; None while it cannot be synced."""
+        if source.problem() is not None:
+            return None
+        try:
+            stat = os.stat(source.path)
+        except OSError:
+            return None
+        return file_stamp(stat) if source.kind == "file" else f"{stat.st_dev}:{stat.st_ino}"
+
+    def present(self) -> list[LibrarySource]:
+        return [s for s in self.sources if self.acted_on[s.label] is not None]
+
+    def folders(self) -> list[str]:
+        """The folders to watch: the present folder sources, as they were when last acted on."""
+        return [s.path for s in self.present() if s.kind == "folder"]
+
+    def changed(self) -> list[LibrarySource]:
+        """Sources whose look changed and then held for one look (a file still being written
+        waits, as a folder's changes wait for WATCH_DEBOUNCE of quiet)."""
+        settled = []
+        for source in self.sources:
+            now = self._look(source)
+            if now != self.acted_on[source.label] and now == self.seen[source.label]:
+                settled.append(source)
+                self.acted_on[source.label] = now
+            self.seen[source.label] = now
+        return settled
+
+
 def watch_library(
     settings: Settings,
     embeddings: ModelEmbeddings,
@@ -107,13 +151,12 @@ def watch_library(
     sources = [
         s for s in (library.sources if library else []) if labels is None or s.label in labels
     ]
-    present = [s for s in sources if s.problem() is None]
-    for source in sources:
-        if source not in present:
-            on_status(f"Not watching {source.label} ({source.path}): it is {source.problem()}.")
-    if not present:
+    if not sources:
         on_status("No source to watch.")
         return
+    for source in sources:
+        if (problem := source.problem()) is not None:
+            on_status(f"{source.label} ({source.path}) is {problem}: synced when it is back.")
     embeddings.model  # load it now, not when the first change arrives  # noqa: B018
 
     def sync(scopes: dict[str, list[str]]) -> IngestReport:
@@ -122,12 +165,12 @@ def watch_library(
     # The parser workers stay up between syncs, their Markdown and HTML parsers loaded: a saved
     # file is parsed at once, not after a pool and its libraries start (seconds on a CPU).
     with kept_workers(pool_limits(settings), warm=(".md", ".html")):
-        _sync_changes(settings, present, sync, on_sync, on_status, stop)
+        _sync_changes(settings, SourceLooks(sources), sync, on_sync, on_status, stop)
 
 
 def _sync_changes(
     settings: Settings,
-    present: list[LibrarySource],
+    looks: SourceLooks,
     sync: Callable[[dict[str, list[str]]], IngestReport],
     on_sync: Callable[[IngestReport], None],
     on_status: Callable[[str], None],
@@ -139,35 +182,50 @@ def _sync_changes(
     # A file saved before the watcher was up raised no event it saw: the sync the caller ran
     # first may have read it before the save (that sync can take hours). So once the watcher is
     # up, every source is looked at again; unchanged files are known by their stamps.
-    pending: dict[str, list[str]] = {s.label: [""] for s in present}
+    pending: dict[str, list[str]] = {s.label: [""] for s in looks.present()}
     announced = False
-    for changes in watchfiles.watch(
-        *(s.path for s in present),
-        step=quiet_ms,
-        debounce=max(1600, 20 * quiet_ms),
-        stop_event=stop,
-        rust_timeout=max(500, quiet_ms),
-        yield_on_timeout=True,  # come back now and then to retry a sync the lock held up
-        raise_interrupt=False,
-    ):
-        changed = scopes_of(changes, present, settings.include_hidden, never_indexed(settings))
-        for label, paths in changed.items():
-            pending[label] = sorted(set(pending.get(label, [])) | set(paths))
-        if pending:
-            try:
-                report = sync(pending)
-            except StoreBusy as exc:
-                on_status(f"{exc} Retrying in {BUSY_RETRY_SECONDS:g} s.")
-                time.sleep(BUSY_RETRY_SECONDS)
-            else:
-                pending = {}
-                if announced or changed or report.found_changes:  # the second look: if it found any
-                    on_sync(report)
-        if not announced:  # the watcher is up (it has yielded) and has had its second look
-            on_status(
-                f"Watching {len(present)} sources ({', '.join(s.label for s in present)}); "
-                f"changes are synced after {settings.watch_debounce:g} s of quiet. Ctrl-C stops."
+    while not stop.is_set():
+        if announced:  # watching again: what changed while no watcher was up is looked for too
+            pending.update({s.label: [""] for s in looks.present()})
+        watch_again = False
+        for changes in watchfiles.watch(
+            *looks.folders(),
+            step=quiet_ms,
+            debounce=max(1600, 20 * quiet_ms),
+            stop_event=stop,
+            rust_timeout=max(500, quiet_ms),
+            yield_on_timeout=True,  # come back now and then: to look, and to retry a busy sync
+            raise_interrupt=False,
+        ):
+            changed = scopes_of(
+                changes, looks.sources, settings.include_hidden, never_indexed(settings)
             )
-            announced = True
-        if stop.is_set():
-            break
+            for source in looks.changed():  # a source gone, back, replaced, or a file saved
+                changed[source.label] = [""]
+                watch_again |= source.kind == "folder"
+            for label, paths in changed.items():
+                pending[label] = sorted(set(pending.get(label, [])) | set(paths))
+            if pending:
+                try:
+                    report = sync(pending)
+                except StoreBusy as exc:
+                    on_status(f"{exc} Retrying in {BUSY_RETRY_SECONDS:g} s.")
+                    time.sleep(BUSY_RETRY_SECONDS)
+                else:
+                    pending = {}
+                    if announced or changed or report.found_changes:  # the second look: if any
+                        on_sync(report)
+            if not announced:  # the watcher is up (it has yielded) and has had its second look
+                on_status(watching_line(looks.present(), settings.watch_debounce))
+                announced = True
+            if stop.is_set() or watch_again:  # a folder source came, went or was replaced
+                break
+
+
+def watching_line(present: list[LibrarySource], debounce: float) -> str:
+    if not present:
+        return "No source is there yet: each is synced and watched once it is back. Ctrl-C stops."
+    return (
+        f"Watching {len(present)} sources ({', '.join(s.label for s in present)}); changes "
+        f"are synced after {debounce:g} s of quiet. Ctrl-C stops."
+    )
