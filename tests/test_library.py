@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -718,6 +719,43 @@ def test_watch_picks_up_a_file_saved_while_its_first_sync_ran(
         )
         assert "1 changed" in log.read_text()  # the second look's own line
         assert_same_store(snapshot(settings), reference(tmp_path, [folder], server))
+        assert watcher.poll() is None, log.read_text()
+    finally:
+        kill_group(watcher)
+
+
+def test_watch_keeps_a_source_whose_folder_is_there_but_empty(
+    tmp_path: Path, server: OllamaTestServer
+) -> None:
+    """The mount point of an unplugged drive: the folder is there, none of its files. A plain
+    sync keeps the chunks; so must the watcher's own syncs, at its start (its second look) and
+    when every file vanishes while it watches (a drive gone under a polling watcher)."""
+    settings = load_settings()
+    folder = notes(tmp_path / "drive", 4, 7)
+    ingest(str(folder))
+    before = set(stored_texts(settings))
+    assert len(before) == 4
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def move_all(src: Path, dst: Path) -> None:
+        for path in list(src.iterdir()):
+            path.rename(dst / path.name)
+
+    move_all(folder, elsewhere)
+    log = tmp_path / "watch.log"
+    watcher = start("app.ingest", "--watch", log=log, WATCH_DEBOUNCE="0.3")
+    try:
+        wait_for(lambda: "Watching 1 sources" in log.read_text(), "the watcher")
+        assert set(stored_texts(settings)) == before, log.read_text()
+        assert not re.search(r"\d+ deleted", log.read_text())  # no sync line deleted a file
+        move_all(elsewhere, folder)  # plugged in again
+        (folder / "new.txt").write_text("Gannets dive for fish.\n")
+        wait_for(lambda: "drive/new.txt" in stored_texts(settings), "a file created once back")
+        kept = log.read_text().count("none of its")
+        move_all(folder, elsewhere)  # gone again, while watched: every file "deleted"
+        wait_for(lambda: log.read_text().count("none of its") > kept, "the sync that keeps them")
+        assert set(stored_texts(settings)) == before | {"drive/new.txt"}, log.read_text()
         assert watcher.poll() is None, log.read_text()
     finally:
         kill_group(watcher)

@@ -292,7 +292,8 @@ class _Sync:
             if scopes is not None:
                 plan = SyncPlan(
                     [
-                        Target(s, within=scopes[s.label])
+                        # A scope that holds the source itself is a sync of the whole source.
+                        Target(s, within=None if "" in scopes[s.label] else scopes[s.label])
                         for s in library.sources
                         if s.label in scopes
                     ]
@@ -349,7 +350,11 @@ class _Sync:
                     else:
                         stored = self._read_stored(target)
                 present = {f.source for f in found.files} | {s.source for s in found.skipped}
-                if target.within is None and stored and not present & stored.keys():
+                if stored and (
+                    not present & stored.keys()
+                    if target.within is None
+                    else stored.keys() - present and self._emptied(target.source, stored)
+                ):
                     # A folder that still exists but holds none of its files is an unmounted drive
                     # (perhaps with a placeholder file in the mount point) far more often than a
                     # user who deleted everything: keep, and say how to drop it.
@@ -477,6 +482,19 @@ class _Sync:
             if row.searchable:
                 stored[row.name] = StoredFile(set(), {row.fingerprint}, row.chunks, True)
         return stored
+
+    def _emptied(self, source: LibrarySource, stored: dict[str, StoredFile]) -> bool:
+        """Whether a scoped sync about to delete files sees the whole source emptied: none of
+        the top-level names of its files is there (a drive gone under a watcher that polls sees
+        every file deleted). The catalog names the source's files; the scope's are in `stored`."""
+        label = source.label
+        names = set(stored)
+        if self.catalog is not None:
+            known = getattr(self, "known_rows", {})
+            rows = [r for n, r in known.items() if root_of(n) == label] or self.catalog.rows(label)
+            names.update(r.name for r in rows if r.searchable)
+        tops = {n[len(label) + 1 :].split("/")[0] for n in names if n.startswith(label + "/")}
+        return bool(tops) and not any(os.path.lexists(source.location / t) for t in tops)
 
     def _unchanged_by_stamp(self, file: SourceFile, entry: StoredFile | None, label: str) -> bool:
         """A file of a trusted source whose stamp matches its catalog row: unchanged (indexed),
