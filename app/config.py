@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     include_hidden: bool = Field(False, description="Also ingest hidden files and folders.")
     watch_debounce: float = Field(
         1.0,
-        gt=0,
+        ge=0.05,  # the watcher wakes this often: below, an idle watcher would spin a core
         le=600,
         description="--watch: seconds without changes before the changed files are synced.",
     )

@@ -45,9 +45,11 @@ def test_invalid_values_give_one_line_per_key(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("LOCAL_CHAT_GGUF_TYPE", "Q2")
     monkeypatch.setenv("CHUNK_SIZE", "lots")
     monkeypatch.setenv("OLLAMA_BASE_URL", "localhost:11434")
+    monkeypatch.setenv("WATCH_DEBOUNCE", "0.0001")  # an idle watcher would wake 10,000 times/s
     with pytest.raises(ConfigError) as caught:
         load_settings()
     lines = str(caught.value).splitlines()
+    assert "  WATCH_DEBOUNCE: Input should be greater than or equal to 0.05" in lines
     assert "  LOCAL_CHAT_GGUF_TYPE: Input should be 'F32', 'F16', 'Q8_0' or 'packaged'" in lines
     assert any(line.startswith("  CHUNK_SIZE: ") for line in lines)
     assert "  OLLAMA_BASE_URL: must start with http:// or https://, got 'localhost:11434'" in lines

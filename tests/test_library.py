@@ -761,6 +761,34 @@ def test_watch_keeps_a_source_whose_folder_is_there_but_empty(
         kill_group(watcher)
 
 
+def test_watch_sees_what_a_sync_indexes_and_survives_names_it_cannot_decode(
+    tmp_path: Path, server: OllamaTestServer
+) -> None:
+    """watchfiles' default filter drops node_modules, .venv, `*~` and more, all of which a sync
+    indexes; and a file name that is not UTF-8 (an old zip, a Samba share) made the watcher
+    raise and the command die. The watcher sees what the sync sees, and watches on."""
+    settings = load_settings()
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "ok.md").write_text("Puffins nest on the cliffs.\n")
+    log = tmp_path / "watch.log"
+    watcher = start("app.ingest", "--watch", str(folder), log=log, WATCH_DEBOUNCE="0.3")
+    try:
+        wait_for(lambda: "Watching 1 sources" in log.read_text(), "the watcher")
+        (folder / "node_modules").mkdir()
+        (folder / "node_modules" / "guide.md").write_text("Gannets dive for fish.\n")
+        wait_for(lambda: "src/node_modules/guide.md" in stored_texts(settings), "node_modules")
+        with open(os.fsencode(folder) + b"/caf\xe9.md", "w") as handle:
+            handle.write("A name in Latin-1.\n")
+        wait_for(lambda: "The watcher failed" in log.read_text(), "the undecodable name")
+        (folder / "later.md").write_text("Razorbills nest below them.\n")
+        wait_for(lambda: "src/later.md" in stored_texts(settings), "a file after that name")
+        assert watcher.poll() is None, log.read_text()
+        assert "Traceback" not in log.read_text()
+    finally:
+        kill_group(watcher)
+
+
 def save_by_rename(path: Path, text: str) -> None:
     """As vim, JetBrains' safe write or `sed -i` save: a new file renamed over the old one."""
     temporary = path.with_name(f".{path.name}.tmp")

@@ -120,8 +120,8 @@ class SourceLooks:
         return [s for s in self.sources if self.acted_on[s.label] is not None]
 
     def folders(self) -> list[str]:
-        """The folders to watch: the present folder sources, as they were when last acted on."""
-        return [s.path for s in self.present() if s.kind == "folder"]
+        """The folder sources there now: the ones to watch."""
+        return [s.path for s in self.sources if s.kind == "folder" and self._look(s) is not None]
 
     def changed(self) -> list[LibrarySource]:
         """Sources whose look changed and then held for one look (a file still being written
@@ -165,61 +165,103 @@ def watch_library(
     # The parser workers stay up between syncs, their Markdown and HTML parsers loaded: a saved
     # file is parsed at once, not after a pool and its libraries start (seconds on a CPU).
     with kept_workers(pool_limits(settings), warm=(".md", ".html")):
-        _sync_changes(settings, SourceLooks(sources), sync, on_sync, on_status, stop)
+        _Watch(settings, SourceLooks(sources), sync, on_sync, on_status).run(stop)
 
 
-def _sync_changes(
-    settings: Settings,
-    looks: SourceLooks,
-    sync: Callable[[dict[str, list[str]]], IngestReport],
-    on_sync: Callable[[IngestReport], None],
-    on_status: Callable[[str], None],
-    stop: threading.Event,
-) -> None:
-    import watchfiles
+class _Watch:
+    """One sync per batch of changes until `stop`; the watcher is started again when a folder
+    source comes, goes or is replaced, or when it fails."""
 
-    quiet_ms = int(settings.watch_debounce * 1000)
-    # A file saved before the watcher was up raised no event it saw: the sync the caller ran
-    # first may have read it before the save (that sync can take hours). So once the watcher is
-    # up, every source is looked at again; unchanged files are known by their stamps.
-    pending: dict[str, list[str]] = {s.label: [""] for s in looks.present()}
-    announced = False
-    while not stop.is_set():
-        if announced:  # watching again: what changed while no watcher was up is looked for too
-            pending.update({s.label: [""] for s in looks.present()})
-        watch_again = False
-        for changes in watchfiles.watch(
-            *looks.folders(),
-            step=quiet_ms,
-            debounce=max(1600, 20 * quiet_ms),
-            stop_event=stop,
-            rust_timeout=max(500, quiet_ms),
-            yield_on_timeout=True,  # come back now and then: to look, and to retry a busy sync
-            raise_interrupt=False,
-        ):
-            changed = scopes_of(
-                changes, looks.sources, settings.include_hidden, never_indexed(settings)
+    def __init__(
+        self,
+        settings: Settings,
+        looks: SourceLooks,
+        sync: Callable[[dict[str, list[str]]], IngestReport],
+        on_sync: Callable[[IngestReport], None],
+        on_status: Callable[[str], None],
+    ) -> None:
+        self.settings = settings
+        self.looks = looks
+        self.sync = sync
+        self.on_sync = on_sync
+        self.on_status = on_status
+        # A file saved before the watcher was up raised no event it saw: the sync the caller
+        # ran first may have read it before the save (that sync can take hours). So once the
+        # watcher is up, every source is looked at again; unchanged files are known by their
+        # stamps. The same each time the watcher starts again.
+        self.pending: dict[str, list[str]] = {}
+        self.announced = False
+        self.polling = False
+
+    def run(self, stop: threading.Event) -> None:
+        import watchfiles
+        from watchfiles._rust_notify import WatchfilesRustInternalError  # documented there
+
+        quiet_ms = int(self.settings.watch_debounce * 1000)
+        while not stop.is_set():
+            self.pending.update({s.label: [""] for s in self.looks.present()})
+            started = False
+            batches = watchfiles.watch(
+                *self.looks.folders(),
+                watch_filter=None,  # what a sync would index, it must see (node_modules too)
+                step=quiet_ms,
+                debounce=max(1600, 20 * quiet_ms),
+                stop_event=stop,
+                rust_timeout=max(500, quiet_ms),
+                yield_on_timeout=True,  # come back now and then: to look, to retry a busy sync
+                raise_interrupt=False,
+                ignore_permission_denied=True,  # an unreadable folder inside (lost+found)
+                force_polling=True if self.polling else None,  # None: WATCHFILES_FORCE_POLLING
             )
-            for source in looks.changed():  # a source gone, back, replaced, or a file saved
-                changed[source.label] = [""]
-                watch_again |= source.kind == "folder"
-            for label, paths in changed.items():
-                pending[label] = sorted(set(pending.get(label, [])) | set(paths))
-            if pending:
-                try:
-                    report = sync(pending)
-                except StoreBusy as exc:
-                    on_status(f"{exc} Retrying in {BUSY_RETRY_SECONDS:g} s.")
-                    time.sleep(BUSY_RETRY_SECONDS)
-                else:
-                    pending = {}
-                    if announced or changed or report.found_changes:  # the second look: if any
-                        on_sync(report)
-            if not announced:  # the watcher is up (it has yielded) and has had its second look
-                on_status(watching_line(looks.present(), settings.watch_debounce))
-                announced = True
-            if stop.is_set() or watch_again:  # a folder source came, went or was replaced
-                break
+            try:
+                while not stop.is_set():
+                    try:
+                        changes = next(batches)
+                    except StopIteration:
+                        break
+                    except (WatchfilesRustInternalError, OSError) as exc:
+                        # A name that is not UTF-8, a folder gone as the watcher started: start
+                        # it again. One that fails before its first batch (the system's limit
+                        # of watches) is not tried again: polling needs no watches.
+                        self.polling |= not (started or isinstance(exc, FileNotFoundError))
+                        self.on_status(
+                            f"The watcher failed ({exc}); watching again"
+                            + (" by polling." if self.polling else ".")
+                        )
+                        time.sleep(BUSY_RETRY_SECONDS)
+                        break
+                    started = True
+                    if self._batch(changes):
+                        break
+            finally:
+                batches.close()
+
+    def _batch(self, changes: set[tuple[Any, str]]) -> bool:
+        """Sync what changed; True when the watcher must start again."""
+        looks, settings = self.looks, self.settings
+        changed = scopes_of(
+            changes, looks.sources, settings.include_hidden, never_indexed(settings)
+        )
+        watch_again = False
+        for source in looks.changed():  # a source gone, back, replaced, or a file saved
+            changed[source.label] = [""]
+            watch_again |= source.kind == "folder"
+        for label, paths in changed.items():
+            self.pending[label] = sorted(set(self.pending.get(label, [])) | set(paths))
+        if self.pending:
+            try:
+                report = self.sync(self.pending)
+            except StoreBusy as exc:
+                self.on_status(f"{exc} Retrying in {BUSY_RETRY_SECONDS:g} s.")
+                time.sleep(BUSY_RETRY_SECONDS)
+            else:
+                self.pending = {}
+                if self.announced or changed or report.found_changes:  # the second look: if any
+                    self.on_sync(report)
+        if not self.announced:  # the watcher is up (it has yielded) and has had its second look
+            self.on_status(watching_line(looks.present(), settings.watch_debounce))
+            self.announced = True
+        return watch_again
 
 
 def watching_line(present: list[LibrarySource], debounce: float) -> str:
