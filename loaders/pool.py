@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -61,6 +62,7 @@ class Failed:
     file: SourceFile
     reason: str
     timing: tuple[int, int] | None = None
+    retry: bool = False  # not the file's doing (its worker was stopped): parse it next sync
 
 
 @dataclass(frozen=True)
@@ -170,8 +172,16 @@ def _out_of_memory(exc: BaseException) -> bool:
     return False
 
 
+# Exit statuses of a worker stopped from outside (pebble's SIGTERM handler exits with the
+# signal's number): the file did not cause them, so it is parsed again at the next sync.
+STOPPED_EXITS = {int(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+STOPPED_EXITS |= {-code for code in STOPPED_EXITS}
+
+
 def _died(exc: ProcessExpired, memory_mb: int) -> str:
     code = exc.exitcode
+    if code in STOPPED_EXITS:
+        return "the parser process was stopped from outside; it is parsed again at the next sync"
     if code == OUT_OF_MEMORY_EXIT:
         return f"parsing needed more memory than PARSE_MEMORY_MB ({memory_mb} MB) allows"
     if code is not None and code < 0:
@@ -204,6 +214,7 @@ class _Pool:
         # instead of every worker importing them on the cores the model is using.
         context.set_forkserver_preload([__name__])
         self.key = limits.pool_key
+        self.limits = limits
         self.workers = workers
         self.pebble = ProcessPool(
             max_workers=workers,
@@ -239,8 +250,17 @@ def kept_workers(limits: PoolLimits, warm: Sequence[str] = ()) -> Iterator[None]
     try:
         yield
     finally:
-        _kept = previous
-        pool.shut(finished=False)
+        current, _kept = _kept, previous  # `pool`, or the pool that replaced it if it broke
+        (current or pool).shut(finished=False)
+
+
+def _replace_kept(broken: _Pool) -> _Pool:
+    """A new pool in place of a kept one that broke, so a watcher goes on parsing."""
+    global _kept
+    with contextlib.suppress(Exception):
+        broken.shut(finished=False)
+    _kept = _Pool(broken.limits, broken.workers, report_activity=True)
+    return _kept
 
 
 def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Parsed | Failed]:
@@ -248,6 +268,8 @@ def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Pa
     if not files:
         return
     kept = _kept if _kept is not None and _kept.key == limits.pool_key else None
+    if kept is not None and not kept.pebble.active:  # broken (its workers were stopped)
+        kept = _replace_kept(kept)
     workers = max(1, min(limits.workers, len(files)))
     pool = kept or _Pool(limits, workers, report_activity=bool(limits.activity_dir))
     futures: dict[Future[Any], SourceFile] = {
@@ -267,7 +289,11 @@ def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Pa
             except FutureTimeout:
                 yield Failed(file, _timed_out(file, limits.timeout_seconds))
             except ProcessExpired as exc:
-                yield Failed(file, _died(exc, limits.memory_mb))
+                yield Failed(
+                    file, _died(exc, limits.memory_mb), retry=exc.exitcode in STOPPED_EXITS
+                )
+            except BrokenProcessPool as exc:  # every worker gone (a stop reached them all)
+                yield Failed(file, f"the parser processes were stopped ({exc})", retry=True)
             except Exception as exc:  # the pool itself failed (a result too big to send...)
                 yield Failed(file, f"could not be parsed ({type(exc).__name__}: {exc})")
             else:

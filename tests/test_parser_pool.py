@@ -3,8 +3,11 @@ and an abandoned parse leaves the pool serving the next."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,29 @@ def test_an_abandoned_parse_leaves_the_kept_workers_serving_the_next(tmp_path: P
         results.close()  # abandoned (the model failed, Ctrl-C) while hangs.txt is parsed
         after = list(parse_in_workers([text_file(tmp_path, "next.txt")], limits))
     assert [r.file.source for r in after] == ["next.txt"]
+    assert isinstance(after[0], Parsed), after[0]
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_stopped_from_outside_fails_its_file_for_this_sync_only(tmp_path: Path) -> None:
+    """SIGTERM to the process group (`systemctl stop`) reaches the parser busy with a file: the
+    file failed this time, through no fault of its own, so it is marked to be parsed again; and
+    the kept workers go on serving the next parse."""
+    limits = PoolLimits(workers=1, timeout_seconds=3600, memory_mb=1024)
+    with kept_workers(limits):
+        (pid,) = {
+            int(t.split()[-1].rstrip("."))
+            for t in readers(
+                list(parse_in_workers([text_file(tmp_path, "pid.txt", PidPath)], limits))
+            )
+        }
+        results = parse_in_workers([text_file(tmp_path, "busy.txt", HangingPath)], limits)
+        threading.Timer(2.0, os.kill, args=(pid, signal.SIGTERM)).start()
+        (stopped,) = list(results)
+        after = list(parse_in_workers([text_file(tmp_path, "next.txt")], limits))
+    assert isinstance(stopped, Failed), stopped
+    assert stopped.retry, stopped
+    assert "stopped from outside" in stopped.reason
     assert isinstance(after[0], Parsed), after[0]
 
 

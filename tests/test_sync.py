@@ -805,3 +805,31 @@ def test_writes_are_split_under_the_stores_max_batch_size(
     assert all(0 < n <= limit for _, n in chunk_writes), chunk_writes  # no create
     assert all(0 < n <= limit for n in recorder.gets), recorder.gets
     assert_store_matches_folder(collection_of(settings), folder, settings=settings)
+
+
+def test_a_file_whose_parser_was_stopped_is_parsed_at_the_next_sync(
+    settings: Settings, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop sent to the whole process group (`systemctl stop`, `kill -TERM -PGID`) kills the
+    parser busy with a file while the main process finishes its sync: that failure is not the
+    file's, so the next sync parses it again instead of "unchanged since; edit it to retry"."""
+    spy = ParseSpy()
+    stopped = "corpus/beta.txt"
+
+    def parse(files: list[SourceFile], limits: PoolLimits) -> Iterator[Parsed | Failed]:
+        for result in spy(files, limits):
+            if result.file.source == stopped:
+                yield Failed(result.file, "the parser process was stopped", retry=True)
+            else:
+                yield result
+
+    monkeypatch.setattr(app.indexing.sync, "parse_in_workers", parse)
+    first, _ = ingest(settings, folder)
+    assert stopped in first.failed
+    monkeypatch.setattr(app.indexing.sync, "parse_in_workers", spy)
+    spy.reset()
+    second, _ = ingest(settings, folder)
+    assert spy.parsed == [stopped]
+    assert second.new == [stopped], second
+    assert second.ok, second
+    assert_store_matches_folder(collection_of(settings), folder, settings=settings)

@@ -847,6 +847,8 @@ class _Sync:
             if isinstance(result, Failed):
                 self.progress.file_parsed(source, 0, 0, result.reason)
                 self.report.failed[source] = result.reason
+                if result.retry:  # a row without a stamp: the next sync parses it again
+                    self.stamps.pop(source, None)
                 for listed in (self.report.new, self.report.changed):
                     if source in listed:
                         listed.remove(source)  # a file is new, changed or failed: one of them
