@@ -789,6 +789,29 @@ def test_watch_sees_what_a_sync_indexes_and_survives_names_it_cannot_decode(
         kill_group(watcher)
 
 
+def test_watching_every_source_takes_in_one_another_command_adds(
+    tmp_path: Path, server: OllamaTestServer
+) -> None:
+    """`--watch` with no path (and `serve --watch`) watches the library's sources: one added by
+    `python -m app.ingest PATH` in another terminal is watched too, without a restart."""
+    settings = load_settings()
+    first = notes(tmp_path / "first", 2, 3)
+    ingest(str(first))
+    log = tmp_path / "watch.log"
+    watcher = start("app.ingest", "--watch", log=log, WATCH_DEBOUNCE="0.3")
+    try:
+        wait_for(lambda: "Watching 1 sources" in log.read_text(), "the watcher")
+        second = notes(tmp_path / "second", 2, 4)
+        while (added := run("app.ingest", str(second))).returncode != 0:
+            assert "lock" in added.stdout + added.stderr, added.stdout + added.stderr
+            time.sleep(1)  # the watcher's sync held the writer lock: as a user would, again
+        (second / "later.txt").write_text("Written once the watcher had the new source.\n")
+        wait_for(lambda: "second/later.txt" in stored_texts(settings), "a file of the new source")
+        assert watcher.poll() is None, log.read_text()
+    finally:
+        kill_group(watcher)
+
+
 def save_by_rename(path: Path, text: str) -> None:
     """As vim, JetBrains' safe write or `sed -i` save: a new file renamed over the old one."""
     temporary = path.with_name(f".{path.name}.tmp")

@@ -11,6 +11,7 @@ finish, then stops; a second Ctrl-C stops at once, like a kill, and the next run
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -32,6 +33,7 @@ from app.store.library import Advice, Library, LibrarySource, library_name, plai
 from loaders.pool import kept_workers
 
 BUSY_RETRY_SECONDS = 2.0  # another ingest holds the lock: try again this often
+SOURCES_EVERY = 5.0  # seconds between reads of the library's sources (another command's adds)
 
 
 class StopRequest:
@@ -116,6 +118,16 @@ class SourceLooks:
             return None
         return file_stamp(stat) if source.kind == "file" else f"{stat.st_dev}:{stat.st_ino}"
 
+    def follow(self, sources: list[LibrarySource]) -> None:
+        """The library's sources now (another command added or removed some): a new one is
+        looked at from here on, so it is synced and watched once its look has held."""
+        self.sources = sources
+        for table in (self.seen, self.acted_on):
+            for label in set(table) - {s.label for s in sources}:
+                del table[label]
+            for source in sources:
+                table.setdefault(source.label, None)
+
     def present(self) -> list[LibrarySource]:
         return [s for s in self.sources if self.acted_on[s.label] is not None]
 
@@ -154,6 +166,12 @@ def watch_library(
     if not sources:
         on_status("No source to watch.")
         return
+
+    def sources_now() -> list[LibrarySource]:
+        store.refresh()
+        found = Library.find(store, library_name(settings, embeddings.info.key))
+        return [s for s in (found.sources if found else []) if labels is None or s.label in labels]
+
     for source in sources:
         if (problem := source.problem()) is not None:
             on_status(f"{source.label} ({source.path}) is {problem}: synced when it is back.")
@@ -165,7 +183,7 @@ def watch_library(
     # The parser workers stay up between syncs, their Markdown and HTML parsers loaded: a saved
     # file is parsed at once, not after a pool and its libraries start (seconds on a CPU).
     with kept_workers(pool_limits(settings), warm=(".md", ".html")):
-        _Watch(settings, SourceLooks(sources), sync, on_sync, on_status).run(stop)
+        _Watch(settings, SourceLooks(sources), sync, on_sync, on_status, sources_now).run(stop)
 
 
 class _Watch:
@@ -179,9 +197,12 @@ class _Watch:
         sync: Callable[[dict[str, list[str]]], IngestReport],
         on_sync: Callable[[IngestReport], None],
         on_status: Callable[[str], None],
+        sources_now: Callable[[], list[LibrarySource]],
     ) -> None:
         self.settings = settings
         self.looks = looks
+        self.sources_now = sources_now
+        self.sources_read = time.monotonic()
         self.sync = sync
         self.on_sync = on_sync
         self.on_status = on_status
@@ -239,6 +260,11 @@ class _Watch:
     def _batch(self, changes: set[tuple[Any, str]]) -> bool:
         """Sync what changed; True when the watcher must start again."""
         looks, settings = self.looks, self.settings
+        if time.monotonic() - self.sources_read > SOURCES_EVERY:
+            self.sources_read = time.monotonic()
+            # Read while another command writes (Chroma is not process-safe): next time, then.
+            with contextlib.suppress(Exception):
+                looks.follow(self.sources_now())
         changed = scopes_of(
             changes, looks.sources, settings.include_hidden, never_indexed(settings)
         )
