@@ -646,7 +646,7 @@ def test_watch_picks_up_create_edit_rename_delete_and_survives_a_kill(
     (folder / "keep.txt").write_text("The ferry timetable changes in October.\n")
     env = {"WATCH_DEBOUNCE": "0.3"}
 
-    def watching(log: Path) -> subprocess.Popen[bytes]:
+    def watcher_on(log: Path) -> subprocess.Popen[bytes]:
         process = start("app.ingest", "--watch", str(folder), log=log, **env)
         wait_for(
             lambda: "Watching 1 sources" in log.read_text() or process.poll() is not None,
@@ -656,7 +656,7 @@ def test_watch_picks_up_create_edit_rename_delete_and_survives_a_kill(
         return process
 
     log = tmp_path / "watch.log"
-    watcher = watching(log)
+    watcher = watcher_on(log)
     try:
         (folder / "a.txt").write_text("Puffins nest on the cliffs.\n")
         wait_for(lambda: "watched/a.txt" in stored_texts(settings), "a create")
@@ -678,7 +678,7 @@ def test_watch_picks_up_create_edit_rename_delete_and_survives_a_kill(
         wait_for(lambda: len(server.requests_to("/api/embed")) - seen >= 2, "the big file")
         kill_group(watcher)
         server.delay = 0.0
-        watcher = watching(tmp_path / "watch-2.log")
+        watcher = watcher_on(tmp_path / "watch-2.log")
         (folder / "after.txt").write_text("Written after the restart.\n")
         wait_for(
             lambda: "watched/after.txt" in stored_texts(settings), "a create after the restart"
@@ -724,6 +724,19 @@ def test_watch_picks_up_a_file_saved_while_its_first_sync_ran(
         kill_group(watcher)
 
 
+@contextlib.contextmanager
+def watching(log: Path, *paths: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m app.ingest --watch PATHS` once it says it watches; alive at the end."""
+    process = start("app.ingest", "--watch", *paths, log=log, WATCH_DEBOUNCE="0.3")
+    try:
+        wait_for(lambda: "Watching" in log.read_text() or process.poll() is not None, "the watcher")
+        assert process.poll() is None, log.read_text()
+        yield process
+        assert process.poll() is None, log.read_text()
+    finally:
+        kill_group(process)
+
+
 def test_watch_keeps_a_source_whose_folder_is_there_but_empty(
     tmp_path: Path, server: OllamaTestServer
 ) -> None:
@@ -744,9 +757,7 @@ def test_watch_keeps_a_source_whose_folder_is_there_but_empty(
 
     move_all(folder, elsewhere)
     log = tmp_path / "watch.log"
-    watcher = start("app.ingest", "--watch", log=log, WATCH_DEBOUNCE="0.3")
-    try:
-        wait_for(lambda: "Watching 1 sources" in log.read_text(), "the watcher")
+    with watching(log):
         assert set(stored_texts(settings)) == before, log.read_text()
         assert not re.search(r"\d+ deleted", log.read_text())  # no sync line deleted a file
         move_all(elsewhere, folder)  # plugged in again
@@ -756,9 +767,6 @@ def test_watch_keeps_a_source_whose_folder_is_there_but_empty(
         move_all(folder, elsewhere)  # gone again, while watched: every file "deleted"
         wait_for(lambda: log.read_text().count("none of its") > kept, "the sync that keeps them")
         assert set(stored_texts(settings)) == before | {"drive/new.txt"}, log.read_text()
-        assert watcher.poll() is None, log.read_text()
-    finally:
-        kill_group(watcher)
 
 
 def test_watch_sees_what_a_sync_indexes_and_survives_names_it_cannot_decode(
@@ -772,9 +780,7 @@ def test_watch_sees_what_a_sync_indexes_and_survives_names_it_cannot_decode(
     folder.mkdir()
     (folder / "ok.md").write_text("Puffins nest on the cliffs.\n")
     log = tmp_path / "watch.log"
-    watcher = start("app.ingest", "--watch", str(folder), log=log, WATCH_DEBOUNCE="0.3")
-    try:
-        wait_for(lambda: "Watching 1 sources" in log.read_text(), "the watcher")
+    with watching(log, str(folder)):
         (folder / "node_modules").mkdir()
         (folder / "node_modules" / "guide.md").write_text("Gannets dive for fish.\n")
         wait_for(lambda: "src/node_modules/guide.md" in stored_texts(settings), "node_modules")
@@ -783,10 +789,7 @@ def test_watch_sees_what_a_sync_indexes_and_survives_names_it_cannot_decode(
         wait_for(lambda: "The watcher failed" in log.read_text(), "the undecodable name")
         (folder / "later.md").write_text("Razorbills nest below them.\n")
         wait_for(lambda: "src/later.md" in stored_texts(settings), "a file after that name")
-        assert watcher.poll() is None, log.read_text()
         assert "Traceback" not in log.read_text()
-    finally:
-        kill_group(watcher)
 
 
 def test_watching_every_source_takes_in_one_another_command_adds(
@@ -798,18 +801,13 @@ def test_watching_every_source_takes_in_one_another_command_adds(
     first = notes(tmp_path / "first", 2, 3)
     ingest(str(first))
     log = tmp_path / "watch.log"
-    watcher = start("app.ingest", "--watch", log=log, WATCH_DEBOUNCE="0.3")
-    try:
-        wait_for(lambda: "Watching 1 sources" in log.read_text(), "the watcher")
+    with watching(log):
         second = notes(tmp_path / "second", 2, 4)
         while (added := run("app.ingest", str(second))).returncode != 0:
             assert "lock" in added.stdout + added.stderr, added.stdout + added.stderr
             time.sleep(1)  # the watcher's sync held the writer lock: as a user would, again
         (second / "later.txt").write_text("Written once the watcher had the new source.\n")
         wait_for(lambda: "second/later.txt" in stored_texts(settings), "a file of the new source")
-        assert watcher.poll() is None, log.read_text()
-    finally:
-        kill_group(watcher)
 
 
 def save_by_rename(path: Path, text: str) -> None:
@@ -829,18 +827,13 @@ def test_watch_follows_a_file_source_saved_again_and_again_by_rename(
     note.parent.mkdir()
     note.write_text("The survey starts on Monday.\n")
     log = tmp_path / "watch.log"
-    watcher = start("app.ingest", "--watch", str(note), log=log, WATCH_DEBOUNCE="0.3")
-    try:
-        wait_for(lambda: "Watching 1 sources" in log.read_text(), "the watcher")
+    with watching(log, str(note)):
         for day in ("Tuesday", "Wednesday", "Thursday"):
             save_by_rename(note, f"The survey starts on {day}.\n")
             wait_for(
                 lambda day=day: day in stored_texts(settings).get("plan.md", ""), f"the {day} save"
             )
         assert set(stored_texts(settings)) == {"plan.md"}
-        assert watcher.poll() is None, log.read_text()
-    finally:
-        kill_group(watcher)
 
 
 def test_watch_keeps_a_folder_that_goes_away_and_syncs_it_when_it_is_back(
@@ -854,9 +847,7 @@ def test_watch_keeps_a_folder_that_goes_away_and_syncs_it_when_it_is_back(
     (folder / "a.txt").write_text("Puffins nest on the cliffs.\n")
     away = tmp_path / "unplugged"
     log = tmp_path / "watch.log"
-    watcher = start("app.ingest", "--watch", str(folder), log=log, WATCH_DEBOUNCE="0.3")
-    try:
-        wait_for(lambda: "Watching 1 sources" in log.read_text(), "the watcher")
+    with watching(log, str(folder)):
         shutil.copytree(folder, away)  # a new folder: renamed back, it is not the one watched
         shutil.rmtree(folder)
         wait_for(lambda: "kept" in log.read_text(), "the sync that keeps the missing source")
@@ -870,9 +861,6 @@ def test_watch_keeps_a_folder_that_goes_away_and_syncs_it_when_it_is_back(
         (folder / "b.txt").write_text("Gannets dive for fish.\n")  # watched again
         wait_for(lambda: "drive/b.txt" in stored_texts(settings), "a file created once back")
         assert_same_store(snapshot(settings), reference(tmp_path, [folder], server))
-        assert watcher.poll() is None, log.read_text()
-    finally:
-        kill_group(watcher)
 
 
 # --- Chat and the keyword index --------------------------------------------------------------
