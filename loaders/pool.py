@@ -172,10 +172,12 @@ def _out_of_memory(exc: BaseException) -> bool:
     return False
 
 
-# Exit statuses of a worker stopped from outside (pebble's SIGTERM handler exits with the
-# signal's number): the file did not cause them, so it is parsed again at the next sync.
-STOPPED_EXITS = {int(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-STOPPED_EXITS |= {-code for code in STOPPED_EXITS}
+# Exit statuses of a worker stopped from outside: killed by SIGTERM, SIGHUP or SIGINT, or
+# pebble's SIGTERM handler's exit with the signal's number, or 255, multiprocessing's answer
+# when the forkserver went with it (a stop sent to the process group): the file did not cause
+# them, so it is parsed again at the next sync.
+STOPPED_EXITS = {-int(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+STOPPED_EXITS |= {int(signal.SIGTERM), 255}
 
 
 def _died(exc: ProcessExpired, memory_mb: int) -> str:
@@ -272,14 +274,21 @@ def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Pa
         kept = _replace_kept(kept)
     workers = max(1, min(limits.workers, len(files)))
     pool = kept or _Pool(limits, workers, report_activity=bool(limits.activity_dir))
-    futures: dict[Future[Any], SourceFile] = {
-        pool.pebble.schedule(
-            _parse_in_worker,
-            args=(f, limits.parse, limits.activity_dir),
-            timeout=limits.timeout_seconds,
-        ): f
-        for f in files
-    }
+    try:
+        futures: dict[Future[Any], SourceFile] = {
+            pool.pebble.schedule(
+                _parse_in_worker,
+                args=(f, limits.parse, limits.activity_dir),
+                timeout=limits.timeout_seconds,
+            ): f
+            for f in files
+        }
+    except (EOFError, OSError, RuntimeError) as exc:  # the pool could not start (Ctrl-C at once)
+        with contextlib.suppress(Exception):
+            pool.shut(finished=False)
+        reason = f"the parser processes could not start ({type(exc).__name__}: {exc})"
+        yield from (Failed(f, reason, retry=True) for f in files)
+        return
     finished = False
     try:
         for future in as_completed(futures):

@@ -810,6 +810,48 @@ def test_watching_every_source_takes_in_one_another_command_adds(
         wait_for(lambda: "second/later.txt" in stored_texts(settings), "a file of the new source")
 
 
+def test_watch_follows_a_folder_reorganized_or_deleted_and_made_again(
+    tmp_path: Path, server: OllamaTestServer
+) -> None:
+    """Every file moved into a new subfolder is a reorganized folder, not an unmounted drive
+    (the files there hold what the stored ones held); and a source folder deleted and made
+    again at once (`rm -rf docs && git checkout docs`) may get its old inode number back:
+    the watcher must watch the new one."""
+    settings = load_settings()
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Puffins nest on the cliffs.\n")
+    (folder / "b.txt").write_text("Gannets dive for fish.\n")
+    log = tmp_path / "watch.log"
+    with watching(log, str(folder)):
+        (folder / "archive").mkdir()
+        for name in ("a.txt", "b.txt"):
+            (folder / name).rename(folder / "archive" / name)
+        wait_for(
+            lambda: set(stored_texts(settings)) == {"docs/archive/a.txt", "docs/archive/b.txt"},
+            "the reorganized folder",
+        )
+        kept = {p.name: p.read_text() for p in (folder / "archive").iterdir()}
+        shutil.rmtree(folder)  # and checked out again, with one file more
+        (folder / "archive").mkdir(parents=True)
+        for name, text in kept.items():
+            (folder / "archive" / name).write_text(text)
+        (folder / "c.txt").write_text("Razorbills nest below them.\n")
+        wait_for(
+            lambda: (
+                set(stored_texts(settings))
+                == {"docs/archive/a.txt", "docs/archive/b.txt", "docs/c.txt"}
+            ),
+            "the folder made again",
+        )
+        (folder / "c.txt").write_text("Razorbills and guillemots nest below them.\n")
+        wait_for(
+            lambda: "guillemots" in stored_texts(settings).get("docs/c.txt", ""),
+            "an edit in the folder made again",
+        )
+        assert_same_store(snapshot(settings), reference(tmp_path, [folder], server))
+
+
 def save_by_rename(path: Path, text: str) -> None:
     """As vim, JetBrains' safe write or `sed -i` save: a new file renamed over the old one."""
     temporary = path.with_name(f".{path.name}.tmp")

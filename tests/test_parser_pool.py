@@ -59,20 +59,25 @@ def test_an_abandoned_parse_leaves_the_kept_workers_serving_the_next(tmp_path: P
 
 
 @pytest.mark.timeout(120)
-def test_a_worker_stopped_from_outside_fails_its_file_for_this_sync_only(tmp_path: Path) -> None:
-    """SIGTERM to the process group (`systemctl stop`) reaches the parser busy with a file: the
-    file failed this time, through no fault of its own, so it is marked to be parsed again; and
-    the kept workers go on serving the next parse."""
+@pytest.mark.parametrize("group", [False, True], ids=["the worker", "its process group"])
+def test_a_worker_stopped_from_outside_fails_its_file_for_this_sync_only(
+    tmp_path: Path, group: bool
+) -> None:
+    """SIGTERM to the process group (`systemctl stop`) reaches the parser busy with a file and
+    the forkserver, after which multiprocessing reads the worker's status as 255: the file
+    failed this time through no fault of its own, so it is marked to be parsed again; and the
+    kept workers go on serving the next parse."""
+    from multiprocessing import forkserver
+
     limits = PoolLimits(workers=1, timeout_seconds=3600, memory_mb=1024)
     with kept_workers(limits):
-        (pid,) = {
-            int(t.split()[-1].rstrip("."))
-            for t in readers(
-                list(parse_in_workers([text_file(tmp_path, "pid.txt", PidPath)], limits))
-            )
-        }
+        (text,) = readers(list(parse_in_workers([text_file(tmp_path, "p.txt", PidPath)], limits)))
+        pids = [int(text.split()[-1].rstrip("."))]
+        if group:
+            pids.append(forkserver._forkserver._forkserver_pid)  # type: ignore[attr-defined]
         results = parse_in_workers([text_file(tmp_path, "busy.txt", HangingPath)], limits)
-        threading.Timer(2.0, os.kill, args=(pid, signal.SIGTERM)).start()
+        for pid in pids:
+            threading.Timer(2.0, os.kill, args=(pid, signal.SIGTERM)).start()
         (stopped,) = list(results)
         after = list(parse_in_workers([text_file(tmp_path, "next.txt")], limits))
     assert isinstance(stopped, Failed), stopped

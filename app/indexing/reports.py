@@ -62,6 +62,7 @@ class IngestReport:
     deleted: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # source -> reason
     failed_unchanged: set[str] = field(default_factory=set)  # failed before; not retried
+    retry: set[str] = field(default_factory=set)  # failed through no fault of their own
     chunks_added: int = 0
     chunks_kept: int = 0  # chunks of changed files whose text did not change: not re-embedded
     chunks_removed: int = 0

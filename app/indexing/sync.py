@@ -21,6 +21,7 @@ collection) and after the last (counts, generation, the switch).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -91,6 +92,9 @@ class _Flush:
     chunks_left: int  # new chunks not yet embedded (a batch may come in parts)
     embedded: list[Embedded[_Flush]] = field(default_factory=list)  # not yet written
     gathered: int = 0  # chunks in `embedded`
+
+
+MOVED_FILES_CHECKED = 50  # files read to tell a moved library from a mount point
 
 
 @dataclass
@@ -350,14 +354,7 @@ class _Sync:
                     else:
                         stored = self._read_stored(target)
                 present = {f.source for f in found.files} | {s.source for s in found.skipped}
-                if stored and (
-                    not present & stored.keys()
-                    if target.within is None
-                    else stored.keys() - present and self._emptied(target.source, stored)
-                ):
-                    # A folder that still exists but holds none of its files is an unmounted drive
-                    # (perhaps with a placeholder file in the mount point) far more often than a
-                    # user who deleted everything: keep, and say how to drop it.
+                if stored and self._looks_unmounted(target, stored, present, found.files):
                     tracing.record(step, localrag_problem="empty")
                     self._kept(target.source, "empty")
                     continue
@@ -483,16 +480,45 @@ class _Sync:
                 stored[row.name] = StoredFile(set(), {row.fingerprint}, row.chunks, True)
         return stored
 
-    def _emptied(self, source: LibrarySource, stored: dict[str, StoredFile]) -> bool:
-        """Whether a scoped sync about to delete files sees the whole source emptied: none of
-        the top-level names of its files is there (a drive gone under a watcher that polls sees
-        every file deleted). The catalog names the source's files; the scope's are in `stored`."""
+    def _looks_unmounted(
+        self,
+        target: Target,
+        stored: dict[str, StoredFile],
+        present: set[str],
+        files: list[SourceFile],
+    ) -> bool:
+        """A folder that still exists but holds none of its files is an unmounted drive (perhaps
+        with a placeholder file in the mount point) far more often than a user who deleted
+        everything: its chunks are kept, and the report says how to drop them. Unless files
+        there hold what stored ones held: they were moved (a reorganized folder, a renamed
+        file). A scoped sync (a watcher's) asks when it is about to delete: none of the
+        source's top-level names is there (a drive gone under a watcher that polls)."""
+        source = target.source
+        if target.within is None:
+            if present & stored.keys():
+                return False
+        elif not stored.keys() - present or not self._top_names_gone(source, stored):
+            return False
+        known = {f for entry in stored.values() for f in entry.fingerprints}
+        known |= {row.fingerprint for row in self._catalog_rows(source.label)}
+        for file in files[:MOVED_FILES_CHECKED]:
+            with contextlib.suppress(OSError):
+                if file_fingerprint(file.path, self.policy) in known:
+                    return False
+        return True
+
+    def _catalog_rows(self, label: str) -> list[FileRow]:
+        """The source's searchable catalog rows (those read this run, else read now)."""
+        if self.catalog is None:
+            return []
+        known = getattr(self, "known_rows", {})
+        rows = [r for n, r in known.items() if root_of(n) == label] or self.catalog.rows(label)
+        return [r for r in rows if r.searchable]
+
+    def _top_names_gone(self, source: LibrarySource, stored: dict[str, StoredFile]) -> bool:
+        """None of the top-level names of the source's stored files is there."""
         label = source.label
-        names = set(stored)
-        if self.catalog is not None:
-            known = getattr(self, "known_rows", {})
-            rows = [r for n, r in known.items() if root_of(n) == label] or self.catalog.rows(label)
-            names.update(r.name for r in rows if r.searchable)
+        names = set(stored) | {r.name for r in self._catalog_rows(label)}
         tops = {n[len(label) + 1 :].split("/")[0] for n in names if n.startswith(label + "/")}
         return bool(tops) and not any(os.path.lexists(source.location / t) for t in tops)
 
@@ -849,6 +875,7 @@ class _Sync:
                 self.report.failed[source] = result.reason
                 if result.retry:  # a row without a stamp: the next sync parses it again
                     self.stamps.pop(source, None)
+                    self.report.retry.add(source)
                 for listed in (self.report.new, self.report.changed):
                     if source in listed:
                         listed.remove(source)  # a file is new, changed or failed: one of them

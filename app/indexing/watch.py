@@ -213,6 +213,7 @@ class _Watch:
         self.pending: dict[str, list[str]] = {}
         self.announced = False
         self.polling = False
+        self.retried: set[str] = set()
 
     def run(self, stop: threading.Event) -> None:
         import watchfiles
@@ -242,9 +243,9 @@ class _Watch:
                         break
                     except (WatchfilesRustInternalError, OSError) as exc:
                         # A name that is not UTF-8, a folder gone as the watcher started: start
-                        # it again. One that fails before its first batch (the system's limit
-                        # of watches) is not tried again: polling needs no watches.
-                        self.polling |= not (started or isinstance(exc, FileNotFoundError))
+                        # it again. The system's limit of watches, reached as it starts, would
+                        # stop it again: polling needs no watches.
+                        self.polling |= not started and "limit" in str(exc).lower()
                         self.on_status(
                             f"The watcher failed ({exc}); watching again"
                             + (" by polling." if self.polling else ".")
@@ -268,7 +269,10 @@ class _Watch:
         changed = scopes_of(
             changes, looks.sources, settings.include_hidden, never_indexed(settings)
         )
-        watch_again = False
+        # A folder source deleted and made again at once may get its inode number back: its
+        # look does not change, but the watch on the old one has ended. Its own event tells.
+        roots = {Path(s.path) for s in looks.sources if s.kind == "folder"}
+        watch_again = any(Path(path) in roots for _, path in changes)
         for source in looks.changed():  # a source gone, back, replaced, or a file saved
             changed[source.label] = [""]
             watch_again |= source.kind == "folder"
@@ -284,6 +288,12 @@ class _Watch:
                 self.pending = {}
                 if self.announced or changed or report.found_changes:  # the second look: if any
                     self.on_sync(report)
+                # Its parser was stopped from outside: parse it again next batch (once: a
+                # failure that keeps coming back waits for the next change or sync).
+                for name in report.retry - self.retried:
+                    label, _, inside = name.partition("/")
+                    self.pending.setdefault(label, []).append(inside)
+                self.retried |= report.retry
         if not self.announced:  # the watcher is up (it has yielded) and has had its second look
             self.on_status(watching_line(looks.present(), settings.watch_debounce))
             self.announced = True
