@@ -180,21 +180,24 @@ STOPPED_EXITS = {-int(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 STOPPED_EXITS |= {int(signal.SIGTERM), 255}
 
 
-def _died(exc: ProcessExpired, memory_mb: int) -> str:
+def _died(file: SourceFile, exc: ProcessExpired, memory_mb: int) -> Failed:
     code = exc.exitcode
     if code in STOPPED_EXITS:
-        return "the parser process was stopped from outside; it is parsed again at the next sync"
+        reason = "the parser process was stopped from outside; it is parsed again at the next sync"
+        return Failed(file, reason, retry=True)
     if code == OUT_OF_MEMORY_EXIT:
-        return f"parsing needed more memory than PARSE_MEMORY_MB ({memory_mb} MB) allows"
-    if code is not None and code < 0:
+        reason = f"parsing needed more memory than PARSE_MEMORY_MB ({memory_mb} MB) allows"
+    elif code is not None and code < 0:
         # SIGKILL from the OOM killer, SIGABRT from a C++ bad_alloc, SIGSEGV from C code
         # that did not check malloc: memory is the usual reason a parser process dies.
         name = signal.Signals(-code).name if -code in signal.valid_signals() else -code
-        return (
+        reason = (
             f"the parser process was killed ({name}); if it ran out of memory, "
             f"raise PARSE_MEMORY_MB ({memory_mb} MB)"
         )
-    return f"the parser process died (exit status {code})"
+    else:
+        reason = f"the parser process died (exit status {code})"
+    return Failed(file, reason)
 
 
 def _timed_out(file: SourceFile, seconds: float) -> str:
@@ -298,9 +301,7 @@ def parse_in_workers(files: list[SourceFile], limits: PoolLimits) -> Iterator[Pa
             except FutureTimeout:
                 yield Failed(file, _timed_out(file, limits.timeout_seconds))
             except ProcessExpired as exc:
-                yield Failed(
-                    file, _died(exc, limits.memory_mb), retry=exc.exitcode in STOPPED_EXITS
-                )
+                yield _died(file, exc, limits.memory_mb)
             except BrokenProcessPool as exc:  # every worker gone (a stop reached them all)
                 yield Failed(file, f"the parser processes were stopped ({exc})", retry=True)
             except Exception as exc:  # the pool itself failed (a result too big to send...)

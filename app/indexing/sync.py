@@ -494,31 +494,33 @@ class _Sync:
         file). A scoped sync (a watcher's) asks when it is about to delete: none of the
         source's top-level names is there (a drive gone under a watcher that polls)."""
         source = target.source
-        if target.within is None:
-            if present & stored.keys():
-                return False
-        elif not stored.keys() - present or not self._top_names_gone(source, stored):
+        if target.within is None and present & stored.keys():
+            return False
+        if target.within is not None and not stored.keys() - present:
+            return False
+        rows = self._catalog_rows(source.label)
+        if target.within is not None and not self._top_names_gone(source, {*stored, *rows}):
             return False
         known = {f for entry in stored.values() for f in entry.fingerprints}
-        known |= {row.fingerprint for row in self._catalog_rows(source.label)}
+        known |= {row.fingerprint for row in rows.values()}
         for file in files[:MOVED_FILES_CHECKED]:
             with contextlib.suppress(OSError):
                 if file_fingerprint(file.path, self.policy) in known:
                     return False
         return True
 
-    def _catalog_rows(self, label: str) -> list[FileRow]:
-        """The source's searchable catalog rows (those read this run, else read now)."""
+    def _catalog_rows(self, label: str) -> dict[str, FileRow]:
+        """The source's searchable catalog rows by name (those read this run, else read now)."""
         if self.catalog is None:
-            return []
+            return {}
         known = getattr(self, "known_rows", {})
         rows = [r for n, r in known.items() if root_of(n) == label] or self.catalog.rows(label)
-        return [r for r in rows if r.searchable]
+        return {r.name: r for r in rows if r.searchable}
 
-    def _top_names_gone(self, source: LibrarySource, stored: dict[str, StoredFile]) -> bool:
-        """None of the top-level names of the source's stored files is there."""
+    @staticmethod
+    def _top_names_gone(source: LibrarySource, names: set[str]) -> bool:
+        """None of the top-level names (inside the source) of its files `names` is there."""
         label = source.label
-        names = set(stored) | {r.name for r in self._catalog_rows(label)}
         tops = {n[len(label) + 1 :].split("/")[0] for n in names if n.startswith(label + "/")}
         return bool(tops) and not any(os.path.lexists(source.location / t) for t in tops)
 

@@ -159,19 +159,16 @@ def watch_library(
 ) -> None:
     """Watch the sources (`labels`, or all) until `stop` is set."""
     store = open_store(settings)
-    library = Library.find(store, library_name(settings, embeddings.info.key))
-    sources = [
-        s for s in (library.sources if library else []) if labels is None or s.label in labels
-    ]
-    if not sources:
-        on_status("No source to watch.")
-        return
 
     def sources_now() -> list[LibrarySource]:
         store.refresh()
         found = Library.find(store, library_name(settings, embeddings.info.key))
         return [s for s in (found.sources if found else []) if labels is None or s.label in labels]
 
+    sources = sources_now()
+    if not sources:
+        on_status("No source to watch.")
+        return
     for source in sources:
         if (problem := source.problem()) is not None:
             on_status(f"{source.label} ({source.path}) is {problem}: synced when it is back.")
@@ -270,9 +267,11 @@ class _Watch:
             changes, looks.sources, settings.include_hidden, never_indexed(settings)
         )
         # A folder source deleted and made again at once may get its inode number back: its
-        # look does not change, but the watch on the old one has ended. Its own event tells.
-        roots = {Path(s.path) for s in looks.sources if s.kind == "folder"}
-        watch_again = any(Path(path) in roots for _, path in changes)
+        # look does not change, but the watch on the old one has ended. Its own event (a
+        # change to the source itself, scope "") tells.
+        watch_again = any(
+            s.kind == "folder" and "" in changed.get(s.label, ()) for s in looks.sources
+        )
         for source in looks.changed():  # a source gone, back, replaced, or a file saved
             changed[source.label] = [""]
             watch_again |= source.kind == "folder"
